@@ -1,0 +1,1 @@
+"""ThinkRoute workers: router, inference, the embedded stack and the CLI."""
