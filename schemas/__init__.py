@@ -1,0 +1,25 @@
+"""ThinkRoute's only wire and store formats: versioned pydantic models, ``extra="forbid"``.
+
+Every Kafka message and Redis record is one of these models; the JSON Schema of each is generated
+into ``schemas/json`` by ``python -m schemas`` and a test fails when the two drift apart.
+"""
+
+from schemas.batch import BatchOutputLine, BatchRequestLine, ChatBody, ChatMessage, SimplePromptLine
+from schemas.messages import DeadLetter, PromptMessage, RouteDecision, RoutedMessage
+from schemas.records import JobMeta, JobTotals, RequestResult, Usage
+
+__all__ = [
+    "BatchOutputLine",
+    "BatchRequestLine",
+    "ChatBody",
+    "ChatMessage",
+    "DeadLetter",
+    "JobMeta",
+    "JobTotals",
+    "PromptMessage",
+    "RequestResult",
+    "RouteDecision",
+    "RoutedMessage",
+    "SimplePromptLine",
+    "Usage",
+]

@@ -1,0 +1,12 @@
+"""``python -m schemas``: regenerate the JSON Schema files in ``schemas/json``."""
+
+from __future__ import annotations
+
+import sys
+
+from schemas.jsonschema import write_all
+
+if __name__ == "__main__":
+    for path in write_all():
+        print(path)
+    sys.exit(0)

@@ -1,0 +1,66 @@
+"""Kafka messages: prompts in, routed prompts out, dead letters."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from schemas.base import Strict
+from schemas.batch import ChatBody
+
+Route = Literal["reasoning", "direct"]
+Effort = Literal["low", "medium", "high"]
+
+
+class PromptMessage(Strict):
+    """Topic ``thinkroute.prompts``; key = request_id."""
+
+    v: Literal[1] = Field(default=1, description="schema version")
+    request_id: str = Field(min_length=1)
+    job_id: str = Field(min_length=1)
+    custom_id: str = Field(min_length=1)
+    line: int = Field(ge=1, description="line number in the submitted file")
+    body: ChatBody
+    submitted_at: float = Field(description="unix time the job was submitted")
+
+
+class RouteDecision(Strict):
+    """What the router decided for one prompt, and why."""
+
+    route: Route
+    category: str
+    confidence: float = Field(ge=0, le=1)
+    use_reasoning: bool
+    reasoning_effort: Effort | None = None
+    model: str
+    policy_version: str
+    classifier_version: str
+    reason: str = Field(description="which rule decided: category, default, confidence_floor, ...")
+    truncated: bool = Field(description="the prompt was longer than the encoder window (head+tail kept)")
+
+
+class RoutedMessage(Strict):
+    """Topics ``thinkroute.reasoning`` and ``thinkroute.direct``; key = request_id."""
+
+    v: Literal[1] = Field(default=1, description="schema version")
+    prompt: PromptMessage
+    route: RouteDecision
+    routed_at: float
+
+
+class DeadLetter(Strict):
+    """Topic ``thinkroute.dead``: what could not be processed, with the reason and the original bytes."""
+
+    v: Literal[1] = Field(default=1, description="schema version")
+    stage: Literal["router", "inference"]
+    reason: str
+    error: str = Field(description="error class name")
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    value_b64: str = Field(description="the original message value, base64")
+    request_id: str | None = None
+    job_id: str | None = None
+    at: float

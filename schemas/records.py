@@ -1,0 +1,67 @@
+"""Redis records: one per request, one meta record per job, and the job's counters as read back."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, JsonValue
+
+from schemas.base import Strict
+from schemas.messages import RouteDecision
+
+
+class Usage(Strict):
+    prompt_tokens: int = Field(default=0, ge=0)
+    completion_tokens: int = Field(default=0, ge=0, description="includes reasoning tokens")
+    reasoning_tokens: int = Field(default=0, ge=0)
+
+
+class RequestResult(Strict):
+    """Key ``tr:{job}:req:<request_id>``: the outcome of one request, written once."""
+
+    v: Literal[1] = Field(default=1, description="schema version")
+    request_id: str
+    job_id: str
+    custom_id: str
+    line: int
+    status: Literal["completed", "failed"]
+    route: RouteDecision
+    model: str
+    usage: Usage
+    answer: str | None = None
+    reasoning: str | None = None
+    finish_reason: str | None = None
+    http_status: int | None = None
+    response_body: dict[str, JsonValue] | None = None
+    error: str | None = None
+    attempts: int = Field(ge=0)
+    llm_latency_s: float = Field(ge=0, description="time spent in LLM calls, retries included")
+    latency_s: float = Field(ge=0, description="submitted -> result stored")
+    finished_at: float
+
+
+class JobMeta(Strict):
+    """Key ``tr:{job}:meta``: written by submit."""
+
+    v: Literal[1] = Field(default=1, description="schema version")
+    job_id: str
+    total: int = Field(ge=0)
+    source: str
+    submitted_at: float
+
+
+class RouteTotals(Strict):
+    requests: int = 0
+    completed: int = 0
+    failed: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    reasoning_tokens: int = 0
+
+
+class JobTotals(Strict):
+    """Key ``tr:{job}:totals`` (a hash of counters) read back as one record."""
+
+    completed: int = 0
+    failed: int = 0
+    routes: dict[str, RouteTotals] = Field(default_factory=dict)

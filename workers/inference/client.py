@@ -1,0 +1,153 @@
+"""The LLM client: one httpx client per process, explicit timeouts and limits, bounded retries.
+
+Transient failures (timeouts, connection errors, 429, 5xx) are retried with exponential backoff and
+full jitter, honouring Retry-After; anything else is permanent and fails at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from workers.errors import PermanentError, TransientError
+
+log = logging.getLogger(__name__)
+
+RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 4
+    base_s: float = 0.5
+    max_s: float = 20.0
+
+    def delay(self, attempt: int, retry_after_s: float | None, rand: Callable[[], float] = random.random) -> float:
+        """Full jitter: uniform in [0, min(max, base * 2**(attempt-1))]; Retry-After is a floor."""
+        cap = min(self.max_s, self.base_s * (2 ** (attempt - 1)))
+        delay = rand() * cap
+        if retry_after_s is not None:
+            delay = max(delay, min(retry_after_s, self.max_s))
+        return delay
+
+
+@dataclass(frozen=True)
+class Completion:
+    status_code: int
+    body: dict[str, Any]
+    attempts: int
+    latency_s: float
+
+
+class LLMFailed(PermanentError):
+    """The request could not be completed: permanent error, or transient ones past the last attempt."""
+
+    def __init__(self, message: str, *, status_code: int | None, attempts: int, latency_s: float) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.attempts = attempts
+        self.latency_s = latency_s
+
+
+def make_http_client(connect_s: float, read_s: float, max_connections: int, api_key: str | None) -> httpx.AsyncClient:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(connect=connect_s, read=read_s, write=30.0, pool=None),
+        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        headers=headers,
+    )
+
+
+class LLMClient:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        retry: RetryPolicy,
+        sleep: Callable[[float], Any] = asyncio.sleep,
+    ) -> None:
+        self.http = http
+        self.retry = retry
+        self._sleep = sleep
+        self.retries = 0
+
+    async def complete(self, base_url: str, payload: Mapping[str, Any]) -> Completion:
+        url = base_url.rstrip("/") + "/chat/completions"
+        started = time.monotonic()
+        last = "no attempt"
+        status: int | None = None
+        for attempt in range(1, self.retry.max_attempts + 1):
+            try:
+                return await self._once(url, payload, attempt, started)
+            except TransientError as exc:
+                last, status = str(exc), getattr(exc, "status_code", None)
+                if attempt == self.retry.max_attempts:
+                    break
+                delay = self.retry.delay(attempt, exc.retry_after_s)
+                self.retries += 1
+                log.info("LLM attempt %d failed (%s); retrying in %.2fs", attempt, last, delay)
+                await self._sleep(delay)
+            except PermanentError as exc:
+                raise LLMFailed(
+                    str(exc), status_code=getattr(exc, "status_code", None), attempts=attempt,
+                    latency_s=time.monotonic() - started,
+                ) from exc
+        raise LLMFailed(
+            f"gave up after {self.retry.max_attempts} attempts: {last}",
+            status_code=status, attempts=self.retry.max_attempts, latency_s=time.monotonic() - started,
+        )
+
+    async def _once(self, url: str, payload: Mapping[str, Any], attempt: int, started: float) -> Completion:
+        try:
+            resp = await self.http.post(url, json=payload)
+        except httpx.TimeoutException as exc:
+            raise TransientError(f"timeout: {type(exc).__name__}") from exc
+        except httpx.TransportError as exc:
+            raise TransientError(f"transport error: {type(exc).__name__}: {exc}") from exc
+        if resp.status_code == 200:
+            try:
+                body = resp.json()
+            except ValueError as exc:
+                raise _with_status(TransientError("200 with a body that is not JSON"), 200) from exc
+            if not isinstance(body, dict) or not body.get("choices"):
+                raise _with_status(PermanentError("200 without choices"), 200)
+            return Completion(200, body, attempt, time.monotonic() - started)
+        detail = _error_detail(resp)
+        if resp.status_code in RETRYABLE_STATUS:
+            err = TransientError(f"HTTP {resp.status_code}: {detail}", retry_after_s=_retry_after(resp))
+            raise _with_status(err, resp.status_code)
+        raise _with_status(PermanentError(f"HTTP {resp.status_code}: {detail}"), resp.status_code)
+
+
+def _with_status(exc: Exception, status: int) -> Exception:
+    exc.status_code = status  # type: ignore[attr-defined]
+    return exc
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    value = resp.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        return None
+
+
+def _error_detail(resp: httpx.Response) -> str:
+    try:
+        body = resp.json()
+        if isinstance(body, dict):
+            err = body.get("error", body)
+            msg = err.get("message") if isinstance(err, dict) else None
+            if msg:
+                return str(msg)[:300]
+    except ValueError:
+        pass
+    return resp.text[:300]

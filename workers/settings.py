@@ -1,0 +1,89 @@
+"""All configuration, read once from the environment (prefix ``THINKROUTE_``) in the entrypoints.
+
+Inner code never reads the environment: it takes plain arguments built from these objects.
+Nested fields use ``__``: ``THINKROUTE_ROUTER__BATCH_MAX=64``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL = "Qwen/Qwen3-30B-A3B"
+
+
+class Topics(BaseModel):
+    prompts: str = "thinkroute.prompts"
+    reasoning: str = "thinkroute.reasoning"
+    direct: str = "thinkroute.direct"
+    dead: str = "thinkroute.dead"
+
+
+class KafkaSecurity(BaseModel):
+    """Passed to aiokafka as is; see README, Deployment."""
+
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+
+
+class RouterSettings(BaseModel):
+    group: str = "thinkroute-router"
+    batch_max: int = Field(default=64, ge=1, le=4096, description="flush a micro-batch at this size")
+    batch_wait_ms: int = Field(default=20, ge=1, le=10_000, description="... or this long after its first prompt")
+    policy_path: Path | None = Field(default=None, description="YAML routing policy; default: the shipped table")
+    providers: Literal["auto", "cpu", "cuda"] = "auto"
+    intra_op_threads: int | None = Field(default=None, ge=1)
+
+
+class InferenceSettings(BaseModel):
+    group: str = "thinkroute-inference"
+    concurrency: int = Field(default=64, ge=1, le=4096, description="LLM requests in flight per worker")
+    max_attempts: int = Field(default=4, ge=1, le=20)
+    backoff_base_s: float = Field(default=0.5, gt=0)
+    backoff_max_s: float = Field(default=20.0, gt=0)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    read_timeout_s: float = Field(default=600.0, gt=0, description="one LLM call, thinking included")
+    families: dict[str, Literal["qwen3", "deepseek", "gpt-oss", "none"]] = Field(
+        default_factory=lambda: {"qwen3": "qwen3", "deepseek": "deepseek", "gpt-oss": "gpt-oss"},
+        description="substring of the model name (lower case) -> how reasoning is switched",
+    )
+    default_family: Literal["qwen3", "deepseek", "gpt-oss", "none"] = "qwen3"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="THINKROUTE_", env_nested_delimiter="__", extra="ignore")
+
+    kafka_bootstrap: str | None = Field(default=None, description="unset: start the embedded stack")
+    kafka: KafkaSecurity = Field(default_factory=KafkaSecurity)
+    redis_url: SecretStr | None = Field(default=None, description="redis://[:password@]host:port/db")
+    llm_base_url: str | None = Field(default=None, description="OpenAI-compatible base URL, e.g. http://vllm:8000/v1")
+    llm_reasoning_base_url: str | None = Field(default=None, description="override for the reasoning route")
+    llm_direct_base_url: str | None = Field(default=None, description="override for the direct route")
+    llm_api_key: SecretStr | None = None
+    default_model: str = DEFAULT_MODEL
+    topics: Topics = Field(default_factory=Topics)
+    partitions: int = Field(default=4, ge=1, description="partitions per topic when ThinkRoute creates them")
+    router: RouterSettings = Field(default_factory=RouterSettings)
+    inference: InferenceSettings = Field(default_factory=InferenceSettings)
+    cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "thinkroute")
+    session_timeout_ms: int = Field(default=10_000, ge=1000)
+    max_prompt_chars: int = Field(default=200_000, ge=1, description="longer prompts are rejected at submit")
+    log_level: str = "INFO"
+
+    @property
+    def embedded(self) -> bool:
+        return self.kafka_bootstrap is None
+
+    def reasoning_url(self) -> str | None:
+        return self.llm_reasoning_base_url or self.llm_base_url
+
+    def direct_url(self) -> str | None:
+        return self.llm_direct_base_url or self.llm_base_url
