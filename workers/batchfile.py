@@ -56,8 +56,10 @@ def parse_line(raw: bytes, line: int, max_prompt_chars: int) -> InputRequest:
                 max_tokens=simple.max_tokens,
             )
         else:
-            raise BadInput(line, "neither an OpenAI Batch request line (custom_id, method, url, body) "
-                                 "nor a prompt line (id, prompt)")
+            raise BadInput(
+                line,
+                "neither an OpenAI Batch request line (custom_id, method, url, body) nor a prompt line (id, prompt)",
+            )
     except ValidationError as exc:
         raise BadInput(line, _describe(exc)) from exc
     size = sum(len(m.content) for m in body.messages)

@@ -6,7 +6,6 @@ Settings are read here, once per command, and passed down as plain arguments.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sys
 import time
@@ -26,7 +25,7 @@ worker_app = typer.Typer(no_args_is_help=True, help="Run one worker process (wha
 stack_app = typer.Typer(no_args_is_help=True, help="The embedded local stack.")
 app.add_typer(worker_app, name="worker")
 app.add_typer(stack_app, name="stack")
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 FileArg = Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="batch JSONL file")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object instead of a table")]
@@ -36,7 +35,8 @@ SkipOpt = Annotated[bool, typer.Option("--skip-invalid", help="submit the valid 
 def _settings(level: str | None = None) -> Settings:
     s = Settings()
     logging.basicConfig(
-        level=level or s.log_level, stream=sys.stderr,
+        level=level or s.log_level,
+        stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     return s
@@ -51,8 +51,12 @@ def _read(file: Path, s: Settings, skip_invalid: bool) -> list[Any]:
     if len(bad) > 20:
         err.print(f"[red]... and {len(bad) - 20} more bad lines[/red]")
     if bad and not skip_invalid:
-        raise typer.Exit(_fail(f"{len(bad)} invalid line(s) in {file}; nothing submitted (use --skip-invalid "
-                               f"to submit the {len(good)} valid ones)"))
+        raise typer.Exit(
+            _fail(
+                f"{len(bad)} invalid line(s) in {file}; nothing submitted (use --skip-invalid "
+                f"to submit the {len(good)} valid ones)"
+            )
+        )
     if not good:
         raise typer.Exit(_fail(f"no valid request in {file}"))
     return good
@@ -66,7 +70,9 @@ def _fail(message: str) -> int:
 @app.command()
 def run(
     file: FileArg,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="write results here (OpenAI Batch output)")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="write results here (OpenAI Batch output)")
+    ] = None,
     as_json: JsonOpt = False,
     skip_invalid: SkipOpt = False,
     inference_workers: Annotated[int, typer.Option(help="embedded stack: inference processes")] = 1,
@@ -84,8 +90,14 @@ def run(
 
 
 async def _run(
-    s: Settings, file: Path, requests: list[Any], output: Path | None, inference_workers: int, time_scale: float,
-    timeout: float, as_json: bool,
+    s: Settings,
+    file: Path,
+    requests: list[Any],
+    output: Path | None,
+    inference_workers: int,
+    time_scale: float,
+    timeout: float,
+    as_json: bool,
 ) -> dict[str, Any]:
     from workers.artifacts import ensure_artifact
     from workers.jobs import submit, summary, wait_for_job, write_results
@@ -100,10 +112,12 @@ async def _run(
             stack = EmbeddedStack(s, inference_workers=inference_workers, replay_time_scale=time_scale)
             with out.status(f"starting the embedded stack (logs in {stack.workdir})", quiet=as_json):
                 env = await stack.start()
-            s = s.model_copy(update={
-                "kafka_bootstrap": env["THINKROUTE_KAFKA_BOOTSTRAP"],
-                "redis_url": SecretStr(env["THINKROUTE_REDIS_URL"]),
-            })
+            s = s.model_copy(
+                update={
+                    "kafka_bootstrap": env["THINKROUTE_KAFKA_BOOTSTRAP"],
+                    "redis_url": SecretStr(env["THINKROUTE_REDIS_URL"]),
+                }
+            )
             check = stack.check
         async with out.clients(s) as (producer, store):
             meta = await submit(producer, store, s.topics.prompts, requests, source=file.name)

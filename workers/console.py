@@ -15,7 +15,7 @@ from rich.table import Table
 from workers.settings import Settings
 from workers.store import Store
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 
 @contextmanager
@@ -61,16 +61,33 @@ def print_summary(summary: dict[str, Any], as_json: bool) -> None:
         print(json.dumps(summary, sort_keys=True))
         return
     out = Console()
-    out.print(f"[bold]job {summary['job_id']}[/bold] ({summary.get('source', '')}): "
-              f"{summary['completed']} completed, {summary['failed']} failed, {summary['pending']} pending "
-              f"of {summary['total']} in {summary['wall_s']:.1f}s")
+    out.print(
+        f"[bold]job {summary['job_id']}[/bold] ({summary.get('source', '')}): "
+        f"{summary['completed']} completed, {summary['failed']} failed, {summary['pending']} pending "
+        f"of {summary['total']} in {summary['wall_s']:.1f}s"
+    )
     table = Table("route", "requests", "completed", "failed", "prompt tok", "completion tok", "reasoning tok")
     for route, t in summary["tokens_by_route"].items():
-        table.add_row(route, str(summary["routes"][route]), str(t["completed"]), str(t["failed"]),
-                      str(t["prompt"]), str(t["completion"]), str(t["reasoning"]))
+        table.add_row(
+            route,
+            str(summary["routes"][route]),
+            str(t["completed"]),
+            str(t["failed"]),
+            str(t["prompt"]),
+            str(t["completion"]),
+            str(t["reasoning"]),
+        )
     tok = summary["tokens"]
-    table.add_row("all", str(summary["total"]), str(summary["completed"]), str(summary["failed"]),
-                  str(tok["prompt"]), str(tok["completion"]), str(tok["reasoning"]), style="bold")
+    table.add_row(
+        "all",
+        str(summary["total"]),
+        str(summary["completed"]),
+        str(summary["failed"]),
+        str(tok["prompt"]),
+        str(tok["completion"]),
+        str(tok["reasoning"]),
+        style="bold",
+    )
     out.print(table)
     lat = summary["latency_s"]
     out.print(f"latency (submit -> stored): p50 {lat['p50']:.2f}s  p95 {lat['p95']:.2f}s  p99 {lat['p99']:.2f}s")

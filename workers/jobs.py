@@ -31,7 +31,11 @@ def request_id(job_id: str, custom_id: str) -> str:
 
 
 async def submit(
-    producer: AIOKafkaProducer, store: Store, topic: str, requests: Sequence[InputRequest], source: str,
+    producer: AIOKafkaProducer,
+    store: Store,
+    topic: str,
+    requests: Sequence[InputRequest],
+    source: str,
     job_id: str | None = None,
 ) -> JobMeta:
     """Record the job (its total first, so progress is never over 100%), then publish every prompt.
@@ -54,8 +58,12 @@ async def submit(
 
 
 async def wait_for_job(
-    store: Store, meta: JobMeta, progress: ProgressFn | None = None, check: Callable[[], None] | None = None,
-    poll_s: float = 0.2, timeout_s: float | None = None,
+    store: Store,
+    meta: JobMeta,
+    progress: ProgressFn | None = None,
+    check: Callable[[], None] | None = None,
+    poll_s: float = 0.2,
+    timeout_s: float | None = None,
 ) -> JobTotals:
     """Poll the job's counters until completed + failed reaches the total (``check`` may raise)."""
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
@@ -108,10 +116,12 @@ def output_line(result: RequestResult) -> BatchOutputLine:
         error = None
     else:
         response = None
-        error = BatchError(code=f"http_{result.http_status}" if result.http_status else "llm_error",
-                           message=result.error or "failed")
-    return BatchOutputLine(id=f"batch_req_{digest}", custom_id=result.custom_id, response=response,
-                           error=error, route=route)
+        error = BatchError(
+            code=f"http_{result.http_status}" if result.http_status else "llm_error", message=result.error or "failed"
+        )
+    return BatchOutputLine(
+        id=f"batch_req_{digest}", custom_id=result.custom_id, response=response, error=error, route=route
+    )
 
 
 async def write_results(store: Store, job_id: str, path: Path) -> int:

@@ -72,8 +72,10 @@ def load_classifier(s: Settings) -> Classifier:
 
 
 async def serve_router(s: Settings, stop: asyncio.Event | None = None, artifact: Path | None = None) -> None:
-    stop = stop or asyncio.Event()
-    install_stop_signals(stop)
+    """Run a router until SIGTERM/SIGINT, or until ``stop`` is set when the caller passes one."""
+    if stop is None:
+        stop = asyncio.Event()
+        install_stop_signals(stop)
     classifier = (
         Classifier.load(artifact, providers=s.router.providers, intra_op_threads=s.router.intra_op_threads)
         if artifact
@@ -83,8 +85,13 @@ async def serve_router(s: Settings, stop: asyncio.Event | None = None, artifact:
     kc = kafka_config(s)
     t = s.topics
     cfg = RouterConfig(
-        prompts_topic=t.prompts, reasoning_topic=t.reasoning, direct_topic=t.direct, dead_topic=t.dead,
-        batch_max=s.router.batch_max, batch_wait_s=s.router.batch_wait_ms / 1000, default_model=s.default_model,
+        prompts_topic=t.prompts,
+        reasoning_topic=t.reasoning,
+        direct_topic=t.direct,
+        dead_topic=t.dead,
+        batch_max=s.router.batch_max,
+        batch_wait_s=s.router.batch_wait_ms / 1000,
+        default_model=s.default_model,
     )
     producer = make_producer(kc)
     consumer = make_consumer(kc, s.router.group, max_poll_records=max(s.router.batch_max, 500))
@@ -97,26 +104,38 @@ async def serve_router(s: Settings, stop: asyncio.Event | None = None, artifact:
         stack.push_async_callback(consumer.stop)
         log.info(
             "router up: %s -> %s | %s, batch %d / %d ms, policy %s, classifier %s on %s",
-            t.prompts, t.reasoning, t.direct, cfg.batch_max, s.router.batch_wait_ms, policy.version,
-            classifier.version, classifier.providers[0],
+            t.prompts,
+            t.reasoning,
+            t.direct,
+            cfg.batch_max,
+            s.router.batch_wait_ms,
+            policy.version,
+            classifier.version,
+            classifier.providers[0],
         )
         await worker.run(stop)
-    log.info("router stopped: %d batches, routed %s, dead %d", worker.stats.batches, worker.stats.routed,
-             worker.stats.dead)
+    log.info(
+        "router stopped: %d batches, routed %s, dead %d", worker.stats.batches, worker.stats.routed, worker.stats.dead
+    )
 
 
 async def serve_inference(s: Settings, stop: asyncio.Event | None = None) -> None:
-    stop = stop or asyncio.Event()
-    install_stop_signals(stop)
+    """Run an inference worker until SIGTERM/SIGINT, or until ``stop`` is set when the caller passes one."""
+    if stop is None:
+        stop = asyncio.Event()
+        install_stop_signals(stop)
     reasoning_url, direct_url = s.reasoning_url(), s.direct_url()
     if not reasoning_url or not direct_url:
         raise ConfigError("set THINKROUTE_LLM_BASE_URL (or both THINKROUTE_LLM_REASONING_BASE_URL and _DIRECT_)")
     kc = kafka_config(s)
     t, inf = s.topics, s.inference
     cfg = InferenceConfig(
-        topics=(t.reasoning, t.direct), dead_topic=t.dead,
+        topics=(t.reasoning, t.direct),
+        dead_topic=t.dead,
         base_urls={"reasoning": reasoning_url, "direct": direct_url},
-        concurrency=inf.concurrency, families=inf.families, default_family=inf.default_family,
+        concurrency=inf.concurrency,
+        families=inf.families,
+        default_family=inf.default_family,
     )
     api_key = s.llm_api_key.get_secret_value() if s.llm_api_key else None
     async with AsyncExitStack() as stack:
@@ -134,7 +153,12 @@ async def serve_inference(s: Settings, stop: asyncio.Event | None = None) -> Non
         consumer.subscribe(list(cfg.topics), listener=worker.rebalance_listener())
         await consumer.start()
         stack.push_async_callback(consumer.stop)
-        log.info("inference up: %s -> Redis, concurrency %d, reasoning %s, direct %s",
-                 list(cfg.topics), cfg.concurrency, reasoning_url, direct_url)
+        log.info(
+            "inference up: %s -> Redis, concurrency %d, reasoning %s, direct %s",
+            list(cfg.topics),
+            cfg.concurrency,
+            reasoning_url,
+            direct_url,
+        )
         await worker.run(stop)
     log.info("inference stopped: %s", worker.stats)

@@ -77,14 +77,16 @@ def wait_port(svc: Service, timeout: float = 15.0) -> None:
     raise ServiceError(f"{svc.name} did not listen on {svc.address} within {timeout:.0f}s:\n{svc.log_tail()}")
 
 
-def spawn(
-    name: str, argv: list[str], workdir: Path, port: int, env: dict[str, str] | None = None
-) -> Service:
+def spawn(name: str, argv: list[str], workdir: Path, port: int, env: dict[str, str] | None = None) -> Service:
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / f"{name}.log"
     with open(log_path, "ab") as out:
         proc = subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=workdir,
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=workdir,
             env={**os.environ, **(env or {})},
         )
     return Service(name, proc, "127.0.0.1", port, log_path)
@@ -115,13 +117,16 @@ def start_broker(workdir: Path, port: int | None = None) -> Service:
     """Tansu with in-memory storage: fine for a job's lifetime; use real Kafka for durability."""
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
-    svc = spawn("broker", [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url],
-                workdir, port)
+    svc = spawn(
+        "broker", [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url], workdir, port
+    )
     wait_port(svc)
     return svc
 
 
-def start_redis(workdir: Path, port: int | None = None, *, persist: bool = False, password: str | None = None) -> Service:
+def start_redis(
+    workdir: Path, port: int | None = None, *, persist: bool = False, password: str | None = None
+) -> Service:
     port = port or free_port()
     argv = [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir)]
     argv += ["--appendonly", "yes", "--appendfsync", "everysec"] if persist else ["--save", "", "--appendonly", "no"]
@@ -132,7 +137,9 @@ def start_redis(workdir: Path, port: int | None = None, *, persist: bool = False
     return svc
 
 
-def start_replay(workdir: Path, port: int | None = None, *, time_scale: float = 1.0, extra: list[str] | None = None) -> Service:
+def start_replay(
+    workdir: Path, port: int | None = None, *, time_scale: float = 1.0, extra: list[str] | None = None
+) -> Service:
     port = port or free_port()
     argv = [sys.executable, "-m", "loadgen.replay_server", "--port", str(port), "--time-scale", str(time_scale)]
     svc = spawn("replay", argv + (extra or []), workdir, port)

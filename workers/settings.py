@@ -9,10 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+Family = Literal["qwen3", "deepseek", "gpt-oss", "none"]
+
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "Qwen/Qwen3-30B-A3B"
+DEFAULT_FAMILIES: dict[str, Family] = {"qwen3": "qwen3", "deepseek": "deepseek", "gpt-oss": "gpt-oss"}
 
 
 class Topics(BaseModel):
@@ -51,11 +54,11 @@ class InferenceSettings(BaseModel):
     backoff_max_s: float = Field(default=20.0, gt=0)
     connect_timeout_s: float = Field(default=5.0, gt=0)
     read_timeout_s: float = Field(default=600.0, gt=0, description="one LLM call, thinking included")
-    families: dict[str, Literal["qwen3", "deepseek", "gpt-oss", "none"]] = Field(
-        default_factory=lambda: {"qwen3": "qwen3", "deepseek": "deepseek", "gpt-oss": "gpt-oss"},
+    families: dict[str, Family] = Field(
+        default_factory=lambda: dict(DEFAULT_FAMILIES),
         description="substring of the model name (lower case) -> how reasoning is switched",
     )
-    default_family: Literal["qwen3", "deepseek", "gpt-oss", "none"] = "qwen3"
+    default_family: Family = "qwen3"
 
 
 class Settings(BaseSettings):

@@ -22,7 +22,12 @@ log = logging.getLogger(__name__)
 
 class EmbeddedStack:
     def __init__(
-        self, settings: Settings, *, inference_workers: int = 1, routers: int = 1, replay_time_scale: float = 1.0,
+        self,
+        settings: Settings,
+        *,
+        inference_workers: int = 1,
+        routers: int = 1,
+        replay_time_scale: float = 1.0,
         workdir: Path | None = None,
     ) -> None:
         self.settings = settings
@@ -50,14 +55,20 @@ class EmbeddedStack:
             "THINKROUTE_CACHE_DIR": str(self.settings.cache_dir),
         }
         t = self.settings.topics
-        await ensure_topics(KafkaConfig(broker.address), [t.prompts, t.reasoning, t.direct, t.dead],
-                            self.settings.partitions)
+        await ensure_topics(
+            KafkaConfig(broker.address), [t.prompts, t.reasoning, t.direct, t.dead], self.settings.partitions
+        )
         for i in range(self.routers):
             self.workers.append(self._worker("router", i))
         for i in range(self.inference_workers):
             self.workers.append(self._worker("inference", i))
-        log.info("embedded stack up in %s: broker %s, redis %s, replay %s", self.workdir, broker.address,
-                 redis.address, replay.address)
+        log.info(
+            "embedded stack up in %s: broker %s, redis %s, replay %s",
+            self.workdir,
+            broker.address,
+            redis.address,
+            replay.address,
+        )
         return self.env
 
     def _worker(self, kind: str, index: int) -> Service:

@@ -74,7 +74,7 @@ class Store:
         return JobMeta.model_validate_json(raw) if raw else None
 
     async def is_done(self, job_id: str, request_id: str) -> bool:
-        return bool(await self.redis.sismember(done_key(job_id), request_id))  # type: ignore[misc]
+        return bool(await self.redis.sismember(done_key(job_id), request_id))
 
     async def write_result(self, result: RequestResult) -> bool:
         """Record a request's outcome and add it to the job totals, once. False if already recorded."""
@@ -95,8 +95,8 @@ class Store:
         return bool(written)
 
     async def totals(self, job_id: str) -> JobTotals:
-        raw: dict[bytes, bytes] = await self.redis.hgetall(totals_key(job_id))  # type: ignore[misc]
-        counts = {k.decode(): int(v) for k, v in raw.items()}
+        raw = await self.redis.hgetall(totals_key(job_id))
+        counts = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
         routes = {}
         for route in ROUTES:
             fields = {f: counts.get(f"{route}:{f}", 0) for f in RouteTotals.model_fields}

@@ -31,8 +31,8 @@ class RetryPolicy:
 
     def delay(self, attempt: int, retry_after_s: float | None, rand: Callable[[], float] = random.random) -> float:
         """Full jitter: uniform in [0, min(max, base * 2**(attempt-1))]; Retry-After is a floor."""
-        cap = min(self.max_s, self.base_s * (2 ** (attempt - 1)))
-        delay = rand() * cap
+        cap = min(self.max_s, self.base_s * 2.0 ** (attempt - 1))
+        delay = float(rand()) * cap
         if retry_after_s is not None:
             delay = max(delay, min(retry_after_s, self.max_s))
         return delay
@@ -95,12 +95,16 @@ class LLMClient:
                 await self._sleep(delay)
             except PermanentError as exc:
                 raise LLMFailed(
-                    str(exc), status_code=getattr(exc, "status_code", None), attempts=attempt,
+                    str(exc),
+                    status_code=getattr(exc, "status_code", None),
+                    attempts=attempt,
                     latency_s=time.monotonic() - started,
                 ) from exc
         raise LLMFailed(
             f"gave up after {self.retry.max_attempts} attempts: {last}",
-            status_code=status, attempts=self.retry.max_attempts, latency_s=time.monotonic() - started,
+            status_code=status,
+            attempts=self.retry.max_attempts,
+            latency_s=time.monotonic() - started,
         )
 
     async def _once(self, url: str, payload: Mapping[str, Any], attempt: int, started: float) -> Completion:

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError
@@ -31,7 +31,7 @@ from workers.store import Store
 
 log = logging.getLogger(__name__)
 
-Record = ConsumerRecord[bytes, bytes]
+Record: TypeAlias = ConsumerRecord[bytes, bytes]
 STORE_ATTEMPTS = 8
 
 
@@ -208,11 +208,22 @@ def _completed(msg: RoutedMessage, c: Completion) -> RequestResult:
     message = choice.get("message") or {}
     p = msg.prompt
     return RequestResult(
-        request_id=p.request_id, job_id=p.job_id, custom_id=p.custom_id, line=p.line, status="completed",
-        route=msg.route, model=str(c.body.get("model") or msg.route.model), usage=_usage(c.body),
-        answer=message.get("content"), reasoning=message.get("reasoning_content") or message.get("reasoning"),
-        finish_reason=choice.get("finish_reason"), http_status=c.status_code, response_body=c.body,
-        attempts=c.attempts, llm_latency_s=c.latency_s, latency_s=max(time.time() - p.submitted_at, 0.0),
+        request_id=p.request_id,
+        job_id=p.job_id,
+        custom_id=p.custom_id,
+        line=p.line,
+        status="completed",
+        route=msg.route,
+        model=str(c.body.get("model") or msg.route.model),
+        usage=_usage(c.body),
+        answer=message.get("content"),
+        reasoning=message.get("reasoning_content") or message.get("reasoning"),
+        finish_reason=choice.get("finish_reason"),
+        http_status=c.status_code,
+        response_body=c.body,
+        attempts=c.attempts,
+        llm_latency_s=c.latency_s,
+        latency_s=max(time.time() - p.submitted_at, 0.0),
         finished_at=time.time(),
     )
 
@@ -220,9 +231,19 @@ def _completed(msg: RoutedMessage, c: Completion) -> RequestResult:
 def _failed(msg: RoutedMessage, exc: LLMFailed) -> RequestResult:
     p = msg.prompt
     return RequestResult(
-        request_id=p.request_id, job_id=p.job_id, custom_id=p.custom_id, line=p.line, status="failed",
-        route=msg.route, model=msg.route.model, usage=Usage(), http_status=exc.status_code, error=str(exc),
-        attempts=exc.attempts, llm_latency_s=exc.latency_s, latency_s=max(time.time() - p.submitted_at, 0.0),
+        request_id=p.request_id,
+        job_id=p.job_id,
+        custom_id=p.custom_id,
+        line=p.line,
+        status="failed",
+        route=msg.route,
+        model=msg.route.model,
+        usage=Usage(),
+        http_status=exc.status_code,
+        error=str(exc),
+        attempts=exc.attempts,
+        llm_latency_s=exc.latency_s,
+        latency_s=max(time.time() - p.submitted_at, 0.0),
         finished_at=time.time(),
     )
 

@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError
@@ -26,7 +27,7 @@ from workers.router.text import prompt_text
 
 log = logging.getLogger(__name__)
 
-Record = ConsumerRecord[bytes, bytes]
+Record: TypeAlias = ConsumerRecord[bytes, bytes]
 IDLE_POLL_S = 0.2
 
 
@@ -101,7 +102,9 @@ class RouterWorker:
             await self._commit(records)
             self.stats.batches += 1
 
-    def _parse(self, records: list[Record]) -> tuple[list[tuple[Record, PromptMessage]], list[tuple[Record, DeadLetter]]]:
+    def _parse(
+        self, records: list[Record]
+    ) -> tuple[list[tuple[Record, PromptMessage]], list[tuple[Record, DeadLetter]]]:
         good: list[tuple[Record, PromptMessage]] = []
         bad: list[tuple[Record, DeadLetter]] = []
         for record in records:
@@ -111,9 +114,7 @@ class RouterWorker:
                 good.append((record, PromptMessage.model_validate_json(record.value)))
             except (ValidationError, ValueError) as exc:
                 reason = _short(exc)
-                log.warning(
-                    "dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason
-                )
+                log.warning("dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason)
                 bad.append((record, dead_letter("router", record, reason, exc)))
         return good, bad
 

@@ -1,0 +1,94 @@
+"""Session fixtures: the real broker (Tansu), a real Redis server and the replay LLM server,
+each started once on a free loopback port; the classifier artefact built once and cached."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+from redis.asyncio import Redis
+
+from workers.services import Service, start_broker, start_redis, start_replay
+from workers.settings import InferenceSettings, RouterSettings, Settings, Topics
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("THINKROUTE_CACHE_DIR") or Path.home() / ".cache" / "thinkroute")
+
+
+@pytest.fixture(scope="session")
+def artifact() -> Path:
+    from workers.artifacts import ensure_artifact
+
+    return ensure_artifact(cache_dir(), progress=False)
+
+
+@pytest.fixture(scope="session")
+def services_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("services")
+
+
+@pytest.fixture(scope="session")
+def broker(services_dir: Path) -> Iterator[Service]:
+    svc = start_broker(services_dir / "broker")
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(services_dir: Path) -> Iterator[Service]:
+    svc = start_redis(services_dir / "redis")
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture(scope="session")
+def replay(services_dir: Path) -> Iterator[Service]:
+    svc = start_replay(services_dir / "replay", time_scale=0.0)
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture
+async def redis(redis_server: Service) -> AsyncIterator[Redis]:
+    client = Redis.from_url(f"redis://{redis_server.address}/0")
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def unique() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def settings(broker: Service, redis_server: Service, replay: Service, unique: str) -> Settings:
+    """Settings pointing at the session servers, with topic and group names unique to the test."""
+    return Settings(
+        kafka_bootstrap=broker.address,
+        redis_url=SecretStr(f"redis://{redis_server.address}/0"),
+        llm_base_url=f"http://{replay.address}/v1",
+        topics=Topics(prompts=f"p-{unique}", reasoning=f"r-{unique}", direct=f"d-{unique}", dead=f"x-{unique}"),
+        partitions=2,
+        router=RouterSettings(group=f"router-{unique}", batch_max=16, batch_wait_ms=10),
+        inference=InferenceSettings(group=f"inference-{unique}", concurrency=16, max_attempts=2, backoff_base_s=0.05),
+        session_timeout_ms=6000,
+        cache_dir=cache_dir(),
+    )
+
+
+async def wait_until(cond: Callable[[], Awaitable[bool]], timeout: float = 60.0, what: str = "condition") -> None:
+    """Poll ``cond`` until it holds; fail with ``what`` after ``timeout`` seconds (no fixed sleeps)."""
+    deadline = time.monotonic() + timeout
+    while not await cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        await asyncio.sleep(0.05)

@@ -1,0 +1,92 @@
+"""Kafka helpers for tests: committed offsets of a group, reading a topic, running workers in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+
+async def committed(bootstrap: str, group: str, topics: list[str], partitions: int) -> dict[tuple[str, int], int]:
+    """Committed offset per (topic, partition); -1 where nothing is committed."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in range(partitions)]
+        got = await admin.list_consumer_group_offsets(group, partitions=tps)
+        return {(tp.topic, tp.partition): (got[tp].offset if tp in got else -1) for tp in tps}
+    finally:
+        await admin.close()
+
+
+async def read_topic(bootstrap: str, topic: str, count: int, timeout: float = 30.0) -> list[Any]:
+    """The first ``count`` records of a topic (from the earliest offset), or fail after ``timeout``."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+        fetch_max_wait_ms=50,
+    )
+    await consumer.start()
+    out: list[Any] = []
+    try:
+        async with asyncio.timeout(timeout):
+            while len(out) < count:
+                batch = await consumer.getmany(timeout_ms=200)
+                for records in batch.values():
+                    out.extend(records)
+    finally:
+        await consumer.stop()
+    return out
+
+
+async def produce(bootstrap: str, topic: str, items: list[tuple[bytes | None, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        futs = [await producer.send(topic, value, key=key) for key, value in items]
+        await asyncio.gather(*futs)
+    finally:
+        await producer.stop()
+
+
+class Workers:
+    def __init__(self, stops: list[asyncio.Event], tasks: list[asyncio.Task[None]]) -> None:
+        self.stops = stops
+        self.tasks = tasks
+
+    def check(self) -> None:
+        """Raise the error of a worker that died (so a test fails at once instead of timing out)."""
+        for task in self.tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise AssertionError("a worker died") from task.exception()
+
+
+@contextlib.asynccontextmanager
+async def running(*factories: Any) -> AsyncIterator[Workers]:
+    """Run worker coroutines (each built from a stop event) as tasks; stop them gracefully on exit."""
+    stops = [asyncio.Event() for _ in factories]
+    tasks: list[asyncio.Task[None]] = []
+    for factory, stop in zip(factories, stops, strict=True):
+        coro: Coroutine[Any, Any, None] = factory(stop)
+        tasks.append(asyncio.create_task(coro))
+    try:
+        yield Workers(stops, tasks)
+    finally:
+        for stop in stops:
+            stop.set()
+        done = await asyncio.gather(*tasks, return_exceptions=True)
+        errors = [d for d in done if isinstance(d, BaseException)]
+        if errors:
+            raise errors[0]
+
+
+def loads(value: bytes) -> Any:
+    return json.loads(value)

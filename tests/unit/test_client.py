@@ -1,0 +1,72 @@
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from workers.inference.client import LLMClient, LLMFailed, RetryPolicy
+
+OK = {
+    "id": "x",
+    "model": "m",
+    "choices": [{"message": {"role": "assistant", "content": "4"}}],
+    "usage": {"prompt_tokens": 3, "completion_tokens": 1},
+}
+
+
+def client(responses: list[Any], max_attempts: int = 4) -> tuple[LLMClient, list[float], list[dict[str, Any]]]:
+    sent: list[dict[str, Any]] = []
+    sleeps: list[float] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(json.loads(request.content))
+        item = responses.pop(0)
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    async def sleep(s: float) -> None:
+        sleeps.append(s)
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    return LLMClient(http, RetryPolicy(max_attempts, 0.1, 1.0), sleep=sleep), sleeps, sent
+
+
+async def test_retries_transient_errors_then_succeeds() -> None:
+    llm, sleeps, sent = client(
+        [
+            httpx.Response(503, json={"error": {"message": "busy"}}),
+            httpx.ConnectError("reset"),
+            httpx.Response(429, headers={"retry-after": "0.7"}, json={}),
+            httpx.Response(200, json=OK),
+        ]
+    )
+    c = await llm.complete("http://llm/v1", {"model": "m"})
+    assert c.attempts == 4 and c.body["choices"][0]["message"]["content"] == "4"
+    assert len(sent) == 4 and len(sleeps) == 3
+    assert sleeps[2] >= 0.7  # Retry-After is a floor
+    assert all(0 <= s <= 1.0 for s in sleeps)
+    assert llm.retries == 3
+
+
+async def test_gives_up_after_max_attempts() -> None:
+    llm, sleeps, _ = client([httpx.Response(500, text="boom")] * 3, max_attempts=3)
+    with pytest.raises(LLMFailed, match="gave up after 3 attempts: HTTP 500") as info:
+        await llm.complete("http://llm/v1", {})
+    assert info.value.attempts == 3 and info.value.status_code == 500 and len(sleeps) == 2
+
+
+async def test_permanent_errors_fail_at_once() -> None:
+    llm, sleeps, _ = client([httpx.Response(404, json={"message": "The model `x` does not exist."})])
+    with pytest.raises(LLMFailed, match="does not exist") as info:
+        await llm.complete("http://llm/v1", {})
+    assert info.value.attempts == 1 and info.value.status_code == 404 and sleeps == []
+
+
+def test_backoff_is_capped_full_jitter() -> None:
+    p = RetryPolicy(10, 0.5, 4.0)
+    assert p.delay(1, None, rand=lambda: 1.0) == 0.5
+    assert p.delay(3, None, rand=lambda: 1.0) == 2.0
+    assert p.delay(9, None, rand=lambda: 1.0) == 4.0
+    assert p.delay(9, None, rand=lambda: 0.0) == 0.0
+    assert p.delay(1, 30.0, rand=lambda: 0.0) == 4.0
