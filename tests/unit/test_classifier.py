@@ -1,0 +1,228 @@
+"""The prompt classifier: tokenisation (no artefact needed) and the real built artefact."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import workers.artifacts
+from workers.artifacts import artifact_dir, ensure_artifact
+from workers.prompts import format_mcq_prompt
+from workers.router.classifier import Classifier, TextEncoder, head_tail, length_batches
+from workers.training.build import TOKENIZER_ASSET, fingerprint, report
+
+CLS, SEP = 101, 102
+# the first test that needs the artefact builds it (~3 min on 2 cores, more on a busy machine)
+pytestmark = pytest.mark.timeout(900)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("THINKROUTE_CACHE_DIR") or Path.home() / ".cache" / "thinkroute")
+
+
+@pytest.fixture(scope="session")
+def artefact() -> Iterator[Path]:
+    yield ensure_artifact(cache_dir(), progress=False)
+
+
+@pytest.fixture(scope="session")
+def classifier(artefact: Path) -> Classifier:
+    return Classifier.load(artefact, providers="cpu")
+
+
+@pytest.fixture(scope="module")
+def encoder() -> TextEncoder:
+    return TextEncoder.from_file(TOKENIZER_ASSET, 128)
+
+
+# --- tokenisation: no artefact needed ---------------------------------------------------------
+
+
+def test_head_tail_keeps_cls_sep_and_both_ends() -> None:
+    ids = [CLS, *range(1000, 1300), SEP]
+    cut = head_tail(ids, 128)
+    assert len(cut) == 128
+    assert cut[0] == CLS and cut[-1] == SEP
+    head, tail = 94, 32  # 3/4 of the 126-token window, then the rest
+    assert cut[1 : 1 + head] == list(range(1000, 1000 + head))
+    assert cut[1 + head : -1] == list(range(1300 - tail, 1300))
+
+
+def test_head_tail_leaves_short_sequences_alone() -> None:
+    ids = [CLS, 5, 6, 7, SEP]
+    assert head_tail(ids, 128) == ids
+    exact = [CLS, *range(126), SEP]
+    assert head_tail(exact, 128) == exact
+
+
+def test_encoder_truncates_long_text_only(encoder: TextEncoder) -> None:
+    long_text = " ".join(f"word{i % 50}" for i in range(1000))
+    seqs, truncated, lengths = encoder.tokenize(["What is 2 + 2?", long_text, ""])
+    assert truncated.tolist() == [False, True, False]
+    assert lengths[1] > 1000 and len(seqs[1]) == 128
+    assert seqs[1][0] == CLS and seqs[1][-1] == SEP
+    assert seqs[2] == [CLS, SEP]  # empty text: the bare special tokens
+    assert lengths[0] == len(seqs[0])
+
+
+def test_pad_is_per_batch_and_masked(encoder: TextEncoder) -> None:
+    ids, mask = encoder.pad([[CLS, 5, SEP], [CLS, SEP]])
+    assert ids.shape == (2, 3) and ids.dtype == np.int64
+    assert mask.tolist() == [[1, 1, 1], [1, 1, 0]]
+    assert ids[1, 2] == encoder.pad_id
+
+
+def test_length_batches_cover_all_and_respect_limits() -> None:
+    rng = random.Random(0)
+    sizes = [rng.randint(2, 128) for _ in range(500)]
+    batches = length_batches(sizes, batch_size=64, max_batch_tokens=2048)
+    seen = np.concatenate(batches)
+    assert sorted(seen.tolist()) == list(range(500))
+    for b in batches:
+        assert 1 <= len(b) <= 64
+        assert max(sizes[i] for i in b) * len(b) <= 2048
+    longest = [max(sizes[i] for i in b) for b in batches]
+    assert longest == sorted(longest)  # similar lengths together, ascending
+
+
+def test_ensure_artifact_builds_once_under_the_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[Path] = []
+
+    def fake_build(out_dir: Path, *, progress: bool = True) -> dict[str, object]:
+        calls.append(out_dir)
+        time.sleep(0.3)
+        out_dir.mkdir(parents=True)
+        (out_dir / "model.onnx").write_bytes(b"")
+        (out_dir / "card.json").write_text("{}")
+        return {}
+
+    monkeypatch.setattr(workers.artifacts, "build_artifact", fake_build)
+    results: list[Path] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(ensure_artifact(tmp_path, progress=False))) for _ in range(3)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1
+    assert results == [artifact_dir(tmp_path)] * 3
+
+
+# --- the real artefact --------------------------------------------------------------------------
+
+KNOWN = [
+    ("What is the derivative of x^3 + 2x with respect to x?", "math"),
+    ("Solve for x: 3x + 7 = 22. What is the value of x?", "math"),
+    (
+        "Under the doctrine of promissory estoppel, can a promise be enforced by a court without "
+        "consideration when the promisee relied on it to their detriment?",
+        "law",
+    ),
+    ("What is the molar mass of sulfuric acid, H2SO4, in grams per mole?", "chemistry"),
+    (
+        "A 55-year-old patient presents with crushing chest pain radiating to the left arm and ST "
+        "elevation on the ECG. What is the most likely diagnosis and the first-line treatment?",
+        "health",
+    ),
+    ("During photosynthesis in plant chloroplasts, which molecule is split to release oxygen?", "biology"),
+    ("How does natural selection change allele frequencies in a population of finches over generations?", "biology"),
+    ("A 2 kg block slides down a frictionless incline at 30 degrees. What is its acceleration?", "physics"),
+    ("According to Kant's categorical imperative, is it ever morally permissible to lie?", "philosophy"),
+    ("Who was the first emperor of the Roman Empire?", "history"),
+    (
+        "If the central bank raises interest rates, what happens to aggregate demand and inflation in the short run?",
+        "economics",
+    ),
+    (
+        "According to Piaget, in which stage of cognitive development do infants acquire object permanence?",
+        "psychology",
+    ),
+    ("What is the worst-case time complexity of quicksort on an array of n elements?", "computer science"),
+]
+
+
+@pytest.mark.parametrize(("question", "expected"), KNOWN)
+def test_known_questions(classifier: Classifier, question: str, expected: str) -> None:
+    (result,) = classifier.classify([question])
+    assert result.category == expected, result
+    assert 0.0 < result.confidence <= 1.0
+    assert not result.truncated
+
+
+def test_known_question_as_mcq_prompt(classifier: Classifier) -> None:
+    prompt = format_mcq_prompt(
+        "What is the molar mass of sulfuric acid, H2SO4, in grams per mole?",
+        ["49.0", "98.1", "96.1", "82.1"],
+    )
+    (result,) = classifier.classify([prompt])
+    assert result.category == "chemistry"
+
+
+def test_truncation_flags(classifier: Classifier) -> None:
+    long_prompt = " ".join(["The court held that the contract was void for lack of consideration."] * 84)
+    assert len(long_prompt.split()) >= 1000
+    short, long_ = classifier.classify(["What is 12 times 12?", long_prompt])
+    assert long_.truncated and long_.n_tokens > classifier.max_length
+    assert not short.truncated and short.n_tokens <= classifier.max_length
+
+
+def test_order_preserved_across_sub_batches(classifier: Classifier) -> None:
+    rng = random.Random(7)
+    texts = [q for q, _ in KNOWN] + [
+        " ".join(rng.choice(["cell", "law", "atom", "market", "x", "proof"]) for _ in range(rng.randint(0, 300)))
+        for _ in range(40)
+    ]
+    rng.shuffle(texts)
+    saved = classifier.batch_size
+    classifier.batch_size = 8  # force several length-sorted sub-batches
+    try:
+        batched = classifier.classify(texts)
+        probs = classifier.predict_proba(texts)
+    finally:
+        classifier.batch_size = saved
+    single = [classifier.classify([t])[0] for t in texts]
+    assert [r.category for r in batched] == [r.category for r in single]
+    assert [r.n_tokens for r in batched] == [r.n_tokens for r in single]
+    assert np.allclose([r.confidence for r in batched], [r.confidence for r in single], atol=1e-4)
+    assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_empty_and_edge_inputs(classifier: Classifier) -> None:
+    assert classifier.classify([]) == []
+    (empty,) = classifier.classify([""])
+    assert empty.category in classifier.labels and empty.n_tokens == 2
+    ids, mask, truncated, lengths = classifier.encode(["", "hello world"])
+    assert ids.shape == mask.shape == (2, 4)
+    assert truncated.tolist() == [False, False] and lengths.tolist() == [2, 4]
+
+
+def test_card_and_labels(artefact: Path, classifier: Classifier) -> None:
+    card = json.loads((artefact / "card.json").read_text())
+    labels = json.loads((artefact / "labels.json").read_text())
+    assert labels == sorted(labels) and len(labels) == 14
+    assert classifier.labels == labels
+    assert card["version"] == classifier.version == artefact.name == fingerprint()
+    assert card["metrics"]["heldout_accuracy"] >= 0.70
+    split = card["split"]
+    assert split["train"] + split["heldout"] == split["total"] == card["data"]["total"]
+    pro = card["data"]["sources"]["mmlu_pro_test"]["count"]
+    assert split["train_mmlu_pro"] + split["heldout"] == pro == 12032
+    assert split["validation"] < split["train"]
+    assert card["max_length"] == classifier.max_length == 128
+    assert card["sizes"]["model_onnx_bytes"] == (artefact / "model.onnx").stat().st_size
+    text = report(card)
+    assert "accuracy" in text and "law" in text
+
+
+def test_artifact_dir_is_stable(artefact: Path) -> None:
+    assert artifact_dir(cache_dir()) == artifact_dir(cache_dir()) == artefact
+    assert ensure_artifact(cache_dir(), progress=False) == artefact  # already built: no rebuild
