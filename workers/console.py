@@ -66,7 +66,7 @@ def print_summary(summary: dict[str, Any], as_json: bool) -> None:
         f"{summary['completed']} completed, {summary['failed']} failed, {summary['pending']} pending "
         f"of {summary['total']} in {summary['wall_s']:.1f}s"
     )
-    table = Table("route", "requests", "completed", "failed", "prompt tok", "completion tok", "reasoning tok")
+    table = Table("route", "requests", "done", "failed", "prompt", "completion", "reasoning", title="tokens by route")
     for route, t in summary["tokens_by_route"].items():
         table.add_row(
             route,

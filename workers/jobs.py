@@ -128,9 +128,13 @@ async def write_results(store: Store, job_id: str, path: Path) -> int:
     """Write the job's results in input order, one OpenAI Batch output line each; returns the count."""
     results = [r async for r in store.results(job_id)]
     results.sort(key=lambda r: r.line)
+    lines = [json.dumps(output_line(r).model_dump(mode="json"), ensure_ascii=False) + "\n" for r in results]
+    await asyncio.to_thread(_write_atomically, path, lines)
+    return len(results)
+
+
+def _write_atomically(path: Path, lines: list[str]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
-        for r in results:
-            f.write(json.dumps(output_line(r).model_dump(mode="json"), ensure_ascii=False) + "\n")
+        f.writelines(lines)
     tmp.replace(path)
-    return len(results)

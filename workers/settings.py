@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-Family = Literal["qwen3", "deepseek", "gpt-oss", "none"]
-
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Family = Literal["qwen3", "deepseek", "gpt-oss", "none"]
 
 DEFAULT_MODEL = "Qwen/Qwen3-30B-A3B"
 DEFAULT_FAMILIES: dict[str, Family] = {"qwen3": "qwen3", "deepseek": "deepseek", "gpt-oss": "gpt-oss"}
