@@ -33,7 +33,6 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,13 +43,21 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from loadgen.faults import FaultPlan, add_fault_args, inject, plan_from_args
 from loadgen.replay_data import QWEN3_MODEL, Mode, ReplayAnswer, ReplayData, load_default
+from loadgen.vllm_api import (
+    RequestError,
+    completion_body,
+    error_response,
+    request_max_tokens,
+    request_messages,
+    request_mode,
+)
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_PREFILL_S_PER_1K = 0.05
 DEFAULT_DECODE_TOK_PER_S = 60.0
-EFFORTS = ("low", "medium", "high")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,14 +77,6 @@ class LatencyModel:
         return self.time_scale * (prefill + completion_tokens / self.decode_tok_per_s)
 
 
-class RequestError(Exception):
-    def __init__(self, status: int, message: str, err_type: str = "BadRequestError") -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.err_type = err_type
-
-
 @dataclass
 class Stats:
     """Counts of answered requests (by source, mode, model) and of errors (by HTTP status)."""
@@ -87,6 +86,7 @@ class Stats:
     by_mode: Counter[str] = field(default_factory=Counter)
     by_model: Counter[str] = field(default_factory=Counter)
     errors: Counter[int] = field(default_factory=Counter)
+    faults: Counter[str] = field(default_factory=Counter)
 
     def add(self, model: str, mode: Mode, source: str) -> None:
         self.requests += 1
@@ -101,84 +101,12 @@ class Stats:
             "by_mode": dict(self.by_mode),
             "by_model": dict(self.by_model),
             "errors": {str(k): v for k, v in self.errors.items()},
+            "faults": dict(self.faults),
         }
 
 
-def error_response(status: int, message: str, err_type: str) -> JSONResponse:
-    """vLLM's error object."""
-    body = {"object": "error", "message": message, "type": err_type, "param": None, "code": status}
-    return JSONResponse(body, status_code=status)
-
-
-def request_mode(body: Mapping[str, Any], is_qwen3: bool) -> Mode:
-    """Thinking on/off and effort from ``chat_template_kwargs`` and ``reasoning_effort``."""
-    kwargs = body.get("chat_template_kwargs") or {}
-    if not isinstance(kwargs, dict):
-        raise RequestError(400, "chat_template_kwargs must be an object")
-    effort = body.get("reasoning_effort")
-    if effort is not None and effort not in EFFORTS:
-        raise RequestError(400, f"reasoning_effort must be one of {', '.join(EFFORTS)}")
-    explicit: bool | None = None
-    for key in ("enable_thinking", "thinking"):
-        if key in kwargs:
-            if not isinstance(kwargs[key], bool):
-                raise RequestError(400, f"chat_template_kwargs.{key} must be a boolean")
-            explicit = kwargs[key]
-            break
-    thinking = (effort is not None or is_qwen3) if explicit is None else explicit
-    return Mode(thinking, effort if thinking else None)
-
-
-def request_max_tokens(body: Mapping[str, Any]) -> int | None:
-    value = body.get("max_completion_tokens")
-    if value is None:
-        value = body.get("max_tokens")
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise RequestError(400, "max_tokens / max_completion_tokens must be a positive integer")
-    return value
-
-
-def request_messages(body: Mapping[str, Any]) -> list[dict[str, Any]]:
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise RequestError(400, "messages must be a non-empty list")
-    for msg in messages:
-        if not isinstance(msg, dict) or not isinstance(msg.get("role"), str):
-            raise RequestError(400, "each message must be an object with a string role")
-        if not isinstance(msg.get("content"), str | list | None):
-            raise RequestError(400, "message content must be a string, a list of parts or null")
-    return messages
-
-
-def completion_body(
-    request_id: str, created: int, model: str, answer: ReplayAnswer, finish_reason: str
-) -> dict[str, Any]:
-    message: dict[str, Any] = {
-        "role": "assistant",
-        "content": answer.content,
-        "reasoning_content": answer.reasoning_content,
-        "tool_calls": [],
-    }
-    return {
-        "id": request_id,
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}],
-        "usage": {
-            "prompt_tokens": answer.prompt_tokens,
-            "completion_tokens": answer.completion_tokens,
-            "total_tokens": answer.prompt_tokens + answer.completion_tokens,
-            "completion_tokens_details": {"reasoning_tokens": answer.reasoning_tokens},
-        },
-        "system_fingerprint": f"replay:{answer.source}",
-    }
-
-
-def create_app(data: ReplayData, latency: LatencyModel) -> Starlette:
-    """The ASGI app; ``app.state.stats`` holds the counters served at ``/stats``."""
+def create_app(data: ReplayData, latency: LatencyModel, faults: FaultPlan | None = None) -> Starlette:
+    """The ASGI app; ``app.state.stats`` holds the counters served at ``/stats``, ``app.state.faults`` the plan."""
     stats = Stats()
     created = int(time.time())
 
@@ -194,12 +122,28 @@ def create_app(data: ReplayData, latency: LatencyModel) -> Starlette:
     async def get_stats(request: Request) -> JSONResponse:
         return JSONResponse(stats.as_dict())
 
+    async def get_faults(request: Request) -> JSONResponse:
+        return JSONResponse(app.state.faults.as_dict())
+
+    async def set_faults(request: Request) -> JSONResponse:
+        try:
+            app.state.faults = FaultPlan.from_dict(await request.json())
+        except (ValueError, TypeError) as exc:
+            return error_response(400, f"bad fault plan: {exc}", "BadRequestError")
+        logger.warning("fault plan now %s", app.state.faults.as_dict())
+        return JSONResponse(app.state.faults.as_dict())
+
     async def chat_completions(request: Request) -> Response:
         try:
             body = await request.json()
         except (ValueError, UnicodeDecodeError):
             stats.errors[400] += 1
             return error_response(400, "the request body is not valid JSON", "BadRequestError")
+        plan: FaultPlan = app.state.faults
+        if plan.active:
+            fault = await inject(plan, body, stats.faults)
+            if fault is not None:
+                return fault
         try:
             done = _complete(data, body, created)
         except RequestError as exc:
@@ -217,9 +161,12 @@ def create_app(data: ReplayData, latency: LatencyModel) -> Starlette:
             Route("/v1/models", list_models, methods=["GET"]),
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
             Route("/stats", get_stats, methods=["GET"]),
+            Route("/faults", get_faults, methods=["GET"]),
+            Route("/faults", set_faults, methods=["POST"]),
         ]
     )
     app.state.stats = stats
+    app.state.faults = faults or FaultPlan()
     app.state.data = data
     return app
 
@@ -264,12 +211,13 @@ def serve(
     decode_tok_per_s: float = DEFAULT_DECODE_TOK_PER_S,
     log_level: str = "warning",
     qwen3_records: Path | None = None,
+    faults: FaultPlan | None = None,
 ) -> None:
     """Load the data and serve until interrupted (blocking)."""
     latency = LatencyModel(time_scale, prefill_s_per_1k, decode_tok_per_s)
     data = load_default() if qwen3_records is None else ReplayData.load(qwen3_records)
-    logger.info("replay server on http://%s:%d (%s)", host, port, latency)
-    uvicorn.run(create_app(data, latency), host=host, port=port, log_level=log_level)
+    logger.info("replay server on http://%s:%d (%s, faults %s)", host, port, latency, faults)
+    uvicorn.run(create_app(data, latency, faults), host=host, port=port, log_level=log_level)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -283,6 +231,7 @@ def main(argv: list[str] | None = None) -> None:
         "--qwen3-records", type=Path, default=None, help="a .jsonl(.xz) in the Qwen3 think/nothink format"
     )
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    add_fault_args(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     serve(
@@ -293,6 +242,7 @@ def main(argv: list[str] | None = None) -> None:
         decode_tok_per_s=args.decode_tok_per_s,
         log_level=args.log_level,
         qwen3_records=args.qwen3_records,
+        faults=plan_from_args(args),
     )
 
 

@@ -1,0 +1,113 @@
+"""The LLM backend misbehaves: 5xx, 429 with Retry-After, hangs past the timeout, dropped connections.
+
+Transient faults are retried with backoff and jitter; prompts that always fail end as failed records
+plus dead letters after the last attempt; the job completes and its totals are exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from schemas.messages import DeadLetter
+from tests.conftest import ROOT
+from tests.integration.helpers import read_topic, running
+from workers.batchfile import InputRequest, read_batch
+from workers.bus import ensure_topics, make_producer
+from workers.jobs import submit, wait_for_job
+from workers.runtime import kafka_config, serve_inference, serve_router
+from workers.services import Service, start_replay
+from workers.settings import Settings
+from workers.store import Store
+
+pytestmark = pytest.mark.integration
+MARKER = "POISON-PILL-7"
+FAULTS = [
+    "--fault-5xx",
+    "0.10",
+    "--fault-429",
+    "0.08",
+    "--fault-reset",
+    "0.07",
+    "--fault-timeout",
+    "0.05",
+    "--fault-hang-s",
+    "3",
+    "--fault-retry-after-s",
+    "0.1",
+    "--fault-fail-marker",
+    MARKER,
+    "--fault-seed",
+    "3",
+]
+
+
+@pytest.fixture
+def faulty_replay(services_dir: Path, unique: str) -> Iterator[Service]:
+    svc = start_replay(services_dir / f"faulty-{unique}", time_scale=0.0, extra=FAULTS)
+    yield svc
+    svc.stop()
+
+
+def poisoned(requests: list[InputRequest], every: int) -> list[InputRequest]:
+    out = []
+    for i, r in enumerate(requests):
+        if i % every == 0:
+            msg = r.body.messages[-1]
+            body = r.body.model_copy(
+                update={"messages": [msg.model_copy(update={"content": f"{msg.content} {MARKER}"})]}
+            )
+            r = InputRequest(r.line, r.custom_id, body)
+        out.append(r)
+    return out
+
+
+async def test_retries_then_dead_letters_and_exact_totals(
+    settings: Settings, artifact: Path, redis: Redis, faulty_replay: Service
+) -> None:
+    s = settings.model_copy(
+        update={
+            "llm_base_url": f"http://{faulty_replay.address}/v1",
+            "inference": settings.inference.model_copy(
+                update={"max_attempts": 8, "backoff_base_s": 0.05, "backoff_max_s": 0.5, "read_timeout_s": 1.0}
+            ),
+        }
+    )
+    kc, t = kafka_config(s), s.topics
+    await ensure_topics(kc, [t.prompts, t.reasoning, t.direct, t.dead], s.partitions)
+    requests, _ = read_batch(ROOT / "loadgen" / "samples" / "mmlu_pro_200.jsonl", s.max_prompt_chars)
+    requests = poisoned(requests[:40], every=10)
+    poison_ids = {r.custom_id for r in requests if MARKER in r.body.messages[-1].content}
+    assert len(poison_ids) == 4
+    store = Store(redis)
+    producer = make_producer(kc)
+    await producer.start()
+    try:
+        async with running(lambda stop: serve_router(s, stop, artifact), lambda stop: serve_inference(s, stop)) as w:
+            meta = await submit(producer, store, t.prompts, requests, source="faults")
+            totals = await wait_for_job(store, meta, check=w.check, timeout_s=180)
+    finally:
+        await producer.stop()
+    assert (totals.completed, totals.failed) == (36, 4)
+    results = {r.custom_id: r async for r in store.results(meta.job_id)}
+    failed = {cid for cid, r in results.items() if r.status == "failed"}
+    assert failed == poison_ids
+    for cid in failed:
+        assert results[cid].attempts == 8 and results[cid].http_status == 503
+        assert "gave up after 8 attempts" in (results[cid].error or "")
+    assert max(r.attempts for r in results.values() if r.status == "completed") > 1
+    for route in ("reasoning", "direct"):
+        mine = [r for r in results.values() if r.route.route == route]
+        rt = totals.routes[route]
+        assert (rt.requests, rt.failed) == (len(mine), sum(r.status == "failed" for r in mine))
+        assert rt.completion_tokens == sum(r.usage.completion_tokens for r in mine)
+    dead = [DeadLetter.model_validate_json(r.value) for r in await read_topic(kc.bootstrap, t.dead, 4)]
+    assert sorted(d.request_id or "" for d in dead) == sorted(f"{meta.job_id}/{cid}" for cid in poison_ids)
+    assert all(d.stage == "inference" and "gave up after 8 attempts" in d.reason for d in dead)
+    async with httpx.AsyncClient() as http:
+        stats = (await http.get(f"http://{faulty_replay.address}/stats")).json()
+    assert all(stats["faults"].get(kind, 0) > 0 for kind in ("5xx", "429", "reset", "timeout")), stats["faults"]
