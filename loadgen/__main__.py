@@ -1,25 +1,25 @@
-"""``python -m loadgen replay-server [...]`` or ``python -m loadgen samples [...]``."""
+"""``python -m loadgen {replay-server,samples,chaos,bench} [...]``."""
 
 from __future__ import annotations
 
+import importlib
 import sys
 
-USAGE = "usage: python -m loadgen {replay-server,samples} [options]  (--help after a command for its options)"
+COMMANDS = {
+    "replay-server": "loadgen.replay_server",
+    "samples": "loadgen.samples",
+    "chaos": "loadgen.chaos",
+    "bench": "loadgen.bench",
+}
+USAGE = f"usage: python -m loadgen {{{','.join(COMMANDS)}}} [options]  (--help after a command for its options)"
 
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    if not args or args[0] not in ("replay-server", "samples"):
+    if not args or args[0] not in COMMANDS:
         print(USAGE, file=sys.stderr)
         raise SystemExit(2)
-    if args[0] == "replay-server":
-        from loadgen import replay_server
-
-        replay_server.main(args[1:])
-    else:
-        from loadgen import samples
-
-        samples.main(args[1:])
+    importlib.import_module(COMMANDS[args[0]]).main(args[1:])
 
 
 if __name__ == "__main__":

@@ -82,6 +82,8 @@ class Stats:
     """Counts of answered requests (by source, mode, model) and of errors (by HTTP status)."""
 
     requests: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
     by_source: Counter[str] = field(default_factory=Counter)
     by_mode: Counter[str] = field(default_factory=Counter)
     by_model: Counter[str] = field(default_factory=Counter)
@@ -97,6 +99,8 @@ class Stats:
     def as_dict(self) -> dict[str, Any]:
         return {
             "requests": self.requests,
+            "in_flight": self.in_flight,
+            "max_in_flight": self.max_in_flight,
             "by_source": dict(self.by_source),
             "by_mode": dict(self.by_mode),
             "by_model": dict(self.by_model),
@@ -152,7 +156,12 @@ def create_app(data: ReplayData, latency: LatencyModel, faults: FaultPlan | None
         stats.add(done.model, done.mode, done.answer.source)
         delay = latency.delay_s(done.answer.prompt_tokens, done.answer.completion_tokens)
         if delay > 0:
-            await asyncio.sleep(delay)
+            stats.in_flight += 1
+            stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
+            try:
+                await asyncio.sleep(delay)
+            finally:
+                stats.in_flight -= 1
         return JSONResponse(done.body)
 
     app = Starlette(

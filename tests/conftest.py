@@ -26,6 +26,9 @@ def cache_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def artifact() -> Path:
+    """The default classifier artefact (built once and cached), or the one THINKROUTE_TEST_ARTIFACT names."""
+    if os.environ.get("THINKROUTE_TEST_ARTIFACT"):
+        return Path(os.environ["THINKROUTE_TEST_ARTIFACT"])
     from workers.artifacts import ensure_artifact
 
     return ensure_artifact(cache_dir(), progress=False)

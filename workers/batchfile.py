@@ -32,7 +32,7 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def parse_line(raw: bytes, line: int, max_prompt_chars: int) -> InputRequest:
+def parse_line(raw: bytes, line: int, max_prompt_chars: int, max_tokens: int | None = None) -> InputRequest:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -67,17 +67,22 @@ def parse_line(raw: bytes, line: int, max_prompt_chars: int) -> InputRequest:
         raise BadInput(line, f"prompt of {size} characters is over the limit of {max_prompt_chars}")
     if not any(m.content.strip() for m in body.messages):
         raise BadInput(line, "empty prompt")
+    asked = body.max_completion_tokens or body.max_tokens
+    if max_tokens is not None and asked is not None and asked > max_tokens:
+        raise BadInput(line, f"max_tokens {asked} is over the limit of {max_tokens}")
     return InputRequest(line, custom_id, body)
 
 
-def read_batch(path: Path, max_prompt_chars: int) -> tuple[list[InputRequest], list[BadInput]]:
+def read_batch(
+    path: Path, max_prompt_chars: int, max_tokens: int | None = None
+) -> tuple[list[InputRequest], list[BadInput]]:
     """All good requests and all errors (bad lines, duplicate ids) of a file, in line order."""
     good: list[InputRequest] = []
     bad: list[BadInput] = []
     seen: dict[str, int] = {}
     for number, raw in _lines(path):
         try:
-            req = parse_line(raw, number, max_prompt_chars)
+            req = parse_line(raw, number, max_prompt_chars, max_tokens)
         except BadInput as exc:
             bad.append(exc)
             continue

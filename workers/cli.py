@@ -16,6 +16,7 @@ import typer
 from pydantic import SecretStr
 from rich.console import Console
 
+from workers import cli_ops
 from workers import console as out
 from workers.errors import ThinkRouteError
 from workers.settings import Settings
@@ -25,6 +26,7 @@ worker_app = typer.Typer(no_args_is_help=True, help="Run one worker process (wha
 stack_app = typer.Typer(no_args_is_help=True, help="The embedded local stack.")
 app.add_typer(worker_app, name="worker")
 app.add_typer(stack_app, name="stack")
+app.command("lag")(cli_ops.lag)
 err = Console(stderr=True, soft_wrap=True)
 
 FileArg = Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="batch JSONL file")]
@@ -39,13 +41,15 @@ def _settings(level: str | None = None) -> Settings:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # one line per HTTP request is noise at INFO (and would show URLs of every LLM call)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     return s
 
 
 def _read(file: Path, s: Settings, skip_invalid: bool) -> list[Any]:
     from workers.batchfile import read_batch
 
-    good, bad = read_batch(file, s.max_prompt_chars)
+    good, bad = read_batch(file, s.max_prompt_chars, s.max_tokens)
     for e in bad[:20]:
         err.print(f"[red]{file}: {e}[/red]", highlight=False)
     if len(bad) > 20:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from schemas.batch import BatchError, BatchOutputLine, BatchResponse
 from schemas.messages import PromptMessage
@@ -19,6 +22,7 @@ from schemas.records import JobMeta, JobTotals, RequestResult
 from workers.batchfile import InputRequest
 from workers.store import ROUTES, TOKEN_KINDS, Store
 
+log = logging.getLogger(__name__)
 ProgressFn = Callable[[int, int], None]
 
 
@@ -65,10 +69,18 @@ async def wait_for_job(
     poll_s: float = 0.2,
     timeout_s: float | None = None,
 ) -> JobTotals:
-    """Poll the job's counters until completed + failed reaches the total (``check`` may raise)."""
+    """Poll the job's counters until completed + failed reaches the total (``check`` may raise).
+
+    Redis being briefly away (a restart, a failover) only delays the answer.
+    """
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while True:
-        totals = await store.totals(meta.job_id)
+        try:
+            totals = await store.totals(meta.job_id)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            log.warning("Redis unavailable while waiting for job %s: %s", meta.job_id, exc)
+            await asyncio.sleep(max(poll_s, 0.5))
+            continue
         done = totals.completed + totals.failed
         if progress:
             progress(done, meta.total)

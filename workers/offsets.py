@@ -19,6 +19,8 @@ class OffsetTracker(Generic[P]):
         self._committed: dict[P, int] = {}
 
     def begin(self, part: P, offset: int) -> None:
+        # the first offset seen is where the group's committed position already stands
+        self._committed.setdefault(part, offset)
         self._pending.setdefault(part, set()).add(offset)
         self._highest[part] = max(self._highest.get(part, -1), offset)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -15,9 +16,11 @@ from redis.asyncio import Redis
 
 from workers.artifacts import ensure_artifact
 from workers.bus import KafkaConfig, make_consumer, make_producer
+from workers.crashpoints import CrashPoints
 from workers.errors import ConfigError
 from workers.inference.client import LLMClient, RetryPolicy, make_http_client
 from workers.inference.worker import InferenceConfig, InferenceWorker
+from workers.metrics import WorkerMetrics, start_metrics_server
 from workers.router.classifier import Classifier
 from workers.router.policy import load_policy
 from workers.router.worker import RouterConfig, RouterWorker
@@ -58,7 +61,8 @@ def install_stop_signals(stop: asyncio.Event) -> None:
     def _on_signal(signame: str) -> None:
         if stop.is_set():
             log.warning("second %s: exiting without draining", signame)
-            raise SystemExit(130)
+            logging.shutdown()
+            os._exit(130)
         log.info("%s received: stop fetching, drain, commit, close", signame)
         stop.set()
 
@@ -67,8 +71,20 @@ def install_stop_signals(stop: asyncio.Event) -> None:
 
 
 def load_classifier(s: Settings) -> Classifier:
-    artifact = ensure_artifact(s.cache_dir, progress=False)
+    artifact = s.router.artifact_dir or ensure_artifact(s.cache_dir, progress=False)
     return Classifier.load(artifact, providers=s.router.providers, intra_op_threads=s.router.intra_op_threads)
+
+
+async def serve_metrics(stack: AsyncExitStack, metrics: WorkerMetrics, host: str, port: int) -> None:
+    """Serve the worker's /metrics for as long as ``stack`` is open (port 0: not at all)."""
+    server = await start_metrics_server(metrics, host, port)
+    if server is not None:
+
+        async def close() -> None:
+            server.close()
+            await server.wait_closed()
+
+        stack.push_async_callback(close)
 
 
 async def serve_router(s: Settings, stop: asyncio.Event | None = None, artifact: Path | None = None) -> None:
@@ -92,14 +108,21 @@ async def serve_router(s: Settings, stop: asyncio.Event | None = None, artifact:
         batch_max=s.router.batch_max,
         batch_wait_s=s.router.batch_wait_ms / 1000,
         default_model=s.default_model,
+        max_prompt_chars=s.max_prompt_chars,
+        max_tokens=s.max_tokens,
     )
     producer = make_producer(kc)
     consumer = make_consumer(kc, s.router.group, max_poll_records=max(s.router.batch_max, 500))
-    worker = RouterWorker(cfg, consumer, producer, classifier, policy)
+    metrics = WorkerMetrics("router", s.router.group)
+    metrics.watch(consumer)
+    worker = RouterWorker(
+        cfg, consumer, producer, classifier, policy, crash=CrashPoints(s.crash_points), metrics=metrics
+    )
     consumer.subscribe([t.prompts], listener=worker.rebalance_listener())
     async with AsyncExitStack() as stack:
         await producer.start()
         stack.push_async_callback(producer.stop)
+        await serve_metrics(stack, metrics, s.metrics_host, s.router.metrics_port)
         await consumer.start()
         stack.push_async_callback(consumer.stop)
         log.info(
@@ -149,7 +172,12 @@ async def serve_inference(s: Settings, stop: asyncio.Event | None = None) -> Non
         stack.push_async_callback(producer.stop)
         llm = LLMClient(http, RetryPolicy(inf.max_attempts, inf.backoff_base_s, inf.backoff_max_s))
         consumer = make_consumer(kc, inf.group, max_poll_records=inf.concurrency)
-        worker = InferenceWorker(cfg, consumer, producer, llm, Store(redis))
+        metrics = WorkerMetrics("inference", inf.group)
+        metrics.watch(consumer)
+        await serve_metrics(stack, metrics, s.metrics_host, inf.metrics_port)
+        worker = InferenceWorker(
+            cfg, consumer, producer, llm, Store(redis), crash=CrashPoints(s.crash_points), metrics=metrics
+        )
         consumer.subscribe(list(cfg.topics), listener=worker.rebalance_listener())
         await consumer.start()
         stack.push_async_callback(consumer.stop)

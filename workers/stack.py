@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from workers.bus import KafkaConfig, ensure_topics
-from workers.services import Service, ServiceError, spawn, start_broker, start_redis, start_replay
+from workers.services import Service, ServiceError, free_port, spawn, start_broker, start_redis, start_replay
 from workers.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ class EmbeddedStack:
         self.services: list[Service] = []
         self.workers: list[Service] = []
         self.env: dict[str, str] = {}
+        self.metrics_urls: dict[str, str] = {}  # worker name -> its /metrics
 
     async def start(self) -> dict[str, str]:
         """Start everything; returns the environment that points clients at it."""
@@ -73,7 +74,11 @@ class EmbeddedStack:
 
     def _worker(self, kind: str, index: int) -> Service:
         argv = [sys.executable, "-m", "workers", "worker", kind]
-        return spawn(f"{kind}-{index}", argv, self.workdir, 0, env=self.env)
+        port = free_port()  # each worker its own /metrics port, so several run side by side
+        self.metrics_urls[f"{kind}-{index}"] = f"http://127.0.0.1:{port}/metrics"
+        env = {**self.env, "THINKROUTE_METRICS_HOST": "127.0.0.1"}
+        env[f"THINKROUTE_{kind.upper()}__METRICS_PORT"] = str(port)
+        return spawn(f"{kind}-{index}", argv, self.workdir, port, env=env)
 
     def check(self) -> None:
         """Raise if a worker or server died: a job would otherwise wait forever."""
@@ -86,8 +91,7 @@ class EmbeddedStack:
 
     def stop(self, keep_logs: bool = False) -> None:
         for svc in self.workers:  # SIGTERM: drain and commit
-            if svc.alive():
-                svc.proc.terminate()
+            svc.terminate()
         for svc in self.workers:
             svc.stop(timeout=20)
         for svc in reversed(self.services):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError
+from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -23,9 +23,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from schemas.messages import RoutedMessage
 from schemas.records import RequestResult, Usage
+from workers.crashpoints import CrashPoints
 from workers.deadletter import dead_letter
 from workers.inference.client import Completion, LLMClient, LLMFailed
 from workers.inference.families import Family, build_request, family_for
+from workers.metrics import WorkerMetrics
 from workers.offsets import OffsetTracker
 from workers.store import Store
 
@@ -61,8 +63,12 @@ class InferenceWorker:
         producer: AIOKafkaProducer,
         llm: LLMClient,
         store: Store,
+        crash: CrashPoints | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.cfg = cfg
+        self.metrics = metrics or WorkerMetrics("inference", "")
+        self.crash = crash or CrashPoints()
         self.consumer = consumer
         self.producer = producer
         self.llm = llm
@@ -86,6 +92,8 @@ class InferenceWorker:
             else:
                 self._pause(False)
                 fetched = await self.consumer.getmany(timeout_ms=200, max_records=free)
+                if fetched:
+                    self.metrics.batch_size.observe(sum(len(v) for v in fetched.values()))
                 for tp, records in fetched.items():
                     for record in records:
                         self._start(tp, record)
@@ -102,6 +110,7 @@ class InferenceWorker:
 
     def _start(self, tp: TopicPartition, record: Record) -> None:
         self.tracker.begin(tp, record.offset)
+        self.metrics.consumed(record.topic)
         task = asyncio.create_task(self._handle(tp, record))
         self._tasks.add(task)
         task.add_done_callback(self._finished)
@@ -134,8 +143,13 @@ class InferenceWorker:
         try:
             await self.consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()})
             self.tracker.mark_committed(offsets)
+            self.metrics.committed(offsets)
         except CommitFailedError as exc:
             log.warning("commit of %s failed after a rebalance: %s", sorted(offsets), exc)
+        except KafkaError as exc:
+            if not exc.retriable:
+                raise
+            log.warning("commit of %s failed (%s); retrying on the next round", sorted(offsets), exc)
 
     async def _handle(self, tp: TopicPartition, record: Record) -> None:
         where = f"{record.topic}[{record.partition}]@{record.offset}"
@@ -149,6 +163,7 @@ class InferenceWorker:
         prompt, route = msg.prompt, msg.route
         if await self._store_call(self.store.is_done, prompt.job_id, prompt.request_id):
             self.stats.duplicates += 1
+            self.metrics.skipped_duplicate(route.route)
             log.debug("%s: request already recorded, skipping", where)
             self.tracker.done(tp, record.offset)
             return
@@ -157,18 +172,22 @@ class InferenceWorker:
         payload = build_request(body, route.model, family, route.use_reasoning, route.reasoning_effort)
         try:
             completion = await self.llm.complete(self.cfg.base_urls[route.route], payload)
+            self.crash.hit("after_llm")
             result = _completed(msg, completion)
         except LLMFailed as exc:
             log.warning("%s: request failed after %d attempts: %s", where, exc.attempts, exc)
             result = _failed(msg, exc)
             await self._dead(record, f"LLM request failed: {exc}", exc, prompt.request_id, prompt.job_id)
-        if await self._store_call(self.store.write_result, result):
+        written = bool(await self._store_call(self.store.write_result, result))
+        self.metrics.result(result, written)
+        if written:
             if result.status == "completed":
                 self.stats.completed += 1
             else:
                 self.stats.failed += 1
         else:
             self.stats.duplicates += 1
+        self.crash.hit("after_store")
         self.tracker.done(tp, record.offset)
 
     async def _dead(
@@ -178,6 +197,7 @@ class InferenceWorker:
         fut = await self.producer.send(self.cfg.dead_topic, letter.model_dump_json().encode(), key=record.key)
         await fut
         self.stats.dead += 1
+        self.metrics.dead_letter(self.cfg.dead_topic)
 
     async def _store_call(self, fn: Any, *args: Any) -> Any:
         """Redis calls ride out short outages (restart, failover) with backoff, then give up loudly."""
@@ -259,6 +279,7 @@ class _DrainOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
             await asyncio.wait(set(self.worker._tasks))
         await self.worker.commit()
         self.worker.tracker.forget(set(revoked))
+        self.worker.metrics.forget(revoked)
         self.worker._paused = False
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:

@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 from typing import TypeAlias
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError
+from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 from pydantic import ValidationError
 
 from schemas.messages import DeadLetter, PromptMessage, RoutedMessage
+from workers.crashpoints import CrashPoints
 from workers.deadletter import dead_letter
+from workers.metrics import WorkerMetrics
 from workers.router.batcher import Batcher
 from workers.router.classifier import Classifier
 from workers.router.policy import Policy
@@ -40,6 +42,8 @@ class RouterConfig:
     batch_max: int = 64
     batch_wait_s: float = 0.02
     default_model: str = "Qwen/Qwen3-30B-A3B"
+    max_prompt_chars: int = 200_000
+    max_tokens: int | None = None
 
 
 @dataclass
@@ -58,8 +62,12 @@ class RouterWorker:
         classifier: Classifier,
         policy: Policy,
         clock: Callable[[], float] = time.monotonic,
+        crash: CrashPoints | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.cfg = cfg
+        self.metrics = metrics or WorkerMetrics("router", "")
+        self.crash = crash or CrashPoints()
         self.consumer = consumer
         self.producer = producer
         self.classifier = classifier
@@ -87,18 +95,26 @@ class RouterWorker:
     async def route_batch(self, records: list[Record]) -> None:
         async with self._busy:
             prompts, dead = self._parse(records)
+            self.metrics.batch_size.observe(len(records))
+            for r in records:
+                self.metrics.consumed(r.topic)
             routed = await self._classify(prompts) if prompts else []
+            self.crash.hit("after_classify")
             acks = []
             for record, msg in routed:
                 topic = self.cfg.reasoning_topic if msg.route.route == "reasoning" else self.cfg.direct_topic
                 acks.append(await self.producer.send(topic, msg.model_dump_json().encode(), key=record.key))
                 self.stats.routed[msg.route.route] += 1
+                self.metrics.decided(msg.route)
+                self.metrics.produced(topic)
             for record, letter in dead:
                 acks.append(
                     await self.producer.send(self.cfg.dead_topic, letter.model_dump_json().encode(), key=record.key)
                 )
                 self.stats.dead += 1
+                self.metrics.dead_letter(self.cfg.dead_topic)
             await asyncio.gather(*acks)  # raises if the broker did not take them: nothing is committed
+            self.crash.hit("after_publish")
             await self._commit(records)
             self.stats.batches += 1
 
@@ -111,7 +127,9 @@ class RouterWorker:
             try:
                 if not record.value:
                     raise ValueError("empty message")
-                good.append((record, PromptMessage.model_validate_json(record.value)))
+                prompt = PromptMessage.model_validate_json(record.value)
+                _check_limits(prompt, self.cfg)
+                good.append((record, prompt))
             except (ValidationError, ValueError) as exc:
                 reason = _short(exc)
                 log.warning("dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason)
@@ -120,7 +138,8 @@ class RouterWorker:
 
     async def _classify(self, prompts: list[tuple[Record, PromptMessage]]) -> list[tuple[Record, RoutedMessage]]:
         texts = [prompt_text(p.body) for _, p in prompts]
-        classes = await asyncio.to_thread(self.classifier.classify, texts)
+        with self.metrics.classifier_latency.time():
+            classes = await asyncio.to_thread(self.classifier.classify, texts)
         now = time.time()
         out = []
         for (record, prompt), c in zip(prompts, classes, strict=True):
@@ -139,9 +158,16 @@ class RouterWorker:
             return
         try:
             await self.consumer.commit(to_commit)
+            self.metrics.committed({tp: o.offset for tp, o in to_commit.items()})
         except CommitFailedError as exc:
             # The group rebalanced under us: the new owner re-routes these; the sink deduplicates.
             log.warning("commit of %s failed after a rebalance: %s", sorted(to_commit), exc)
+        except KafkaError as exc:
+            if not exc.retriable:
+                raise
+            # The broker is briefly away: a later commit of the same partitions supersedes this one, and
+            # whatever stays uncommitted is re-routed after a restart (and deduplicated downstream).
+            log.warning("commit of %s failed (%s); it will be superseded", sorted(to_commit), exc)
 
 
 class _DrainOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -152,12 +178,23 @@ class _DrainOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self.worker._busy:
+            self.worker.metrics.forget(revoked)
             dropped = self.worker.batcher.discard(lambda r: TopicPartition(r.topic, r.partition) not in revoked)
         if dropped:
             log.info("partitions %s revoked: %d buffered prompts left for their next owner", sorted(revoked), dropped)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("router assigned %s", sorted(assigned))
+
+
+def _check_limits(prompt: PromptMessage, cfg: RouterConfig) -> None:
+    """The same caps `thinkroute submit` applies, for producers that did not go through it."""
+    size = sum(len(m.content) for m in prompt.body.messages)
+    if size > cfg.max_prompt_chars:
+        raise ValueError(f"prompt of {size} characters is over the limit of {cfg.max_prompt_chars}")
+    asked = prompt.body.max_completion_tokens or prompt.body.max_tokens
+    if cfg.max_tokens is not None and asked is not None and asked > cfg.max_tokens:
+        raise ValueError(f"max_tokens {asked} is over the limit of {cfg.max_tokens}")
 
 
 def _short(exc: BaseException) -> str:

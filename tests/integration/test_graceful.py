@@ -1,0 +1,77 @@
+"""SIGTERM mid-job: stop fetching, drain, commit, close. Committed offsets end exactly at what was stored."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from tests.conftest import ROOT, wait_until
+from tests.integration.helpers import committed
+from loadgen.procs import Procs, settings_env
+from workers.batchfile import read_batch
+from workers.bus import ensure_topics, make_producer
+from workers.jobs import submit
+from workers.runtime import kafka_config
+from workers.services import Service, start_replay
+from workers.settings import Settings
+from workers.store import Store
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def slow_replay(services_dir: Path, unique: str) -> Iterator[Service]:
+    svc = start_replay(services_dir / f"slow-{unique}", time_scale=0.02)
+    yield svc
+    svc.stop()
+
+
+async def test_sigterm_drains_and_commits_exactly_what_was_stored(
+    settings: Settings, artifact: Path, redis: Redis, slow_replay: Service, tmp_path: Path
+) -> None:
+    s = settings.model_copy(
+        update={
+            "llm_base_url": f"http://{slow_replay.address}/v1",
+            "inference": settings.inference.model_copy(update={"concurrency": 8}),
+        }
+    )
+    kc, t = kafka_config(s), s.topics
+    await ensure_topics(kc, [t.prompts, t.reasoning, t.direct, t.dead], s.partitions)
+    requests, _ = read_batch(ROOT / "loadgen" / "samples" / "mmlu_pro_200.jsonl", s.max_prompt_chars)
+    n = 120
+    procs = Procs(tmp_path, settings_env(s))
+    procs.start("router", "router")
+    procs.start("inference", "inference")
+    store = Store(redis)
+    producer = make_producer(kc)
+    await producer.start()
+    try:
+        meta = await submit(producer, store, t.prompts, requests[:n], source="sigterm")
+
+        async def partly_done() -> bool:
+            return (await store.totals(meta.job_id)).completed >= 20
+
+        await wait_until(partly_done, 120, "20 answers")
+        inference = procs.procs["inference"]
+        inference.terminate()
+        assert inference.proc.wait(30) == 0  # drained and closed cleanly
+        stored = (await store.totals(meta.job_id)).completed
+        assert 20 <= stored < n
+        got = await committed(kc.bootstrap, s.inference.group, [t.reasoning, t.direct], s.partitions)
+        assert sum(v for v in got.values() if v > 0) == stored  # nothing stored uncommitted, nothing committed unstored
+
+        procs.start("inference", "inference")
+
+        async def finished() -> bool:
+            return (await store.totals(meta.job_id)).completed >= n
+
+        await wait_until(finished, 180, "the rest of the job after the restart")
+        totals = await store.totals(meta.job_id)
+        assert (totals.completed, totals.failed) == (n, 0)
+        assert len([r async for r in store.results(meta.job_id)]) == n
+    finally:
+        await producer.stop()
+        procs.stop_all()

@@ -1,0 +1,147 @@
+"""Scrape the workers' /metrics during a real job and check the values against the job's known counts."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from redis.asyncio import Redis
+
+from tests.conftest import ROOT, wait_until
+from tests.integration.helpers import committed, produce, running
+from workers.batchfile import read_batch
+from workers.bus import ensure_topics, make_producer
+from workers.jobs import submit, wait_for_job
+from workers.runtime import kafka_config, serve_inference, serve_router
+from workers.services import free_port
+from workers.settings import Settings
+from workers.store import Store
+
+pytestmark = pytest.mark.integration
+SAMPLE = ROOT / "loadgen" / "samples" / "mmlu_pro_200.jsonl"
+N = 48
+BAD = [(b"bad-1", b"{not json"), (b"bad-2", b"")]
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+async def scrape(url: str) -> Samples:
+    async with httpx.AsyncClient() as client:
+        resp = await client.get(url, timeout=5)
+    assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain")
+    out: Samples = {}
+    for family in text_string_to_metric_families(resp.text):
+        for s in family.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def total(samples: Samples, name: str, **labels: str) -> float:
+    want = set(labels.items())
+    return sum(v for (n, ls), v in samples.items() if n == name and want <= ls)
+
+
+async def test_metrics_match_the_job(settings: Settings, artifact: Path, redis: Redis) -> None:
+    rport, iport = free_port(), free_port()
+    s = settings.model_copy(
+        update={
+            "metrics_host": "127.0.0.1",
+            "router": settings.router.model_copy(update={"metrics_port": rport}),
+            "inference": settings.inference.model_copy(update={"metrics_port": iport}),
+        }
+    )
+    router_url, inference_url = f"http://127.0.0.1:{rport}/metrics", f"http://127.0.0.1:{iport}/metrics"
+    kc, t = kafka_config(s), s.topics
+    await ensure_topics(kc, [t.prompts, t.reasoning, t.direct, t.dead], s.partitions)
+    requests, _ = read_batch(SAMPLE, s.max_prompt_chars)
+    requests = requests[:N]
+    store = Store(redis)
+    producer = make_producer(kc)
+    await producer.start()
+    try:
+        async with running(lambda stop: serve_router(s, stop, artifact), lambda stop: serve_inference(s, stop)) as w:
+
+            async def both_assigned() -> bool:
+                w.check()
+                try:
+                    r, i = await scrape(router_url), await scrape(inference_url)
+                except httpx.TransportError:
+                    return False
+                owned = total(r, "thinkroute_assigned_partitions", topic=t.prompts)
+                return owned == s.partitions and total(i, "thinkroute_assigned_partitions") == 2 * s.partitions
+
+            await wait_until(both_assigned, 60, "both workers to own their partitions")
+            await produce(kc.bootstrap, t.prompts, BAD)
+            meta = await submit(producer, store, t.prompts, requests, source=SAMPLE.name)
+            totals = await wait_for_job(store, meta, check=w.check, timeout_s=120)
+            assert (totals.completed, totals.failed) == (N, 0)
+            results = [r async for r in store.results(meta.job_id)]
+
+            async def drained() -> bool:  # commits trail the results by one loop turn at most
+                r, i = await scrape(router_url), await scrape(inference_url)
+                return (
+                    total(r, "kafka_consumergroup_current_offset", topic=t.prompts) == N + len(BAD)
+                    and total(i, "kafka_consumergroup_current_offset") == N
+                )
+
+            await wait_until(drained, 30, "the workers to commit everything")
+            async with httpx.AsyncClient() as client:
+                assert (await client.get(router_url.replace("/metrics", "/nope"))).status_code == 404
+            r, i = await scrape(router_url), await scrape(inference_url)
+
+            # router: in, out per route and dead letters, decisions, batches, classifier latency
+            assert total(r, "thinkroute_messages_in_total", stage="router", topic=t.prompts) == N + len(BAD)
+            for route, topic in (("reasoning", t.reasoning), ("direct", t.direct)):
+                assert total(r, "thinkroute_messages_out_total", topic=topic) == totals.routes[route].requests
+                assert total(r, "llm_reasoning_decisions_total", route=route) == totals.routes[route].requests
+            assert total(r, "thinkroute_messages_out_total", topic=t.dead) == len(BAD)
+            assert total(r, "thinkroute_dead_letters_total", stage="router") == len(BAD)
+            categories = Counter(x.route.category for x in results)
+            for category, n in categories.items():
+                assert total(r, "llm_reasoning_decisions_total", category=category) == n
+            assert total(r, "llm_reasoning_decisions_total", enabled="true") == totals.routes["reasoning"].requests
+            assert total(r, "thinkroute_batch_size_sum", stage="router") == N + len(BAD)
+            batches = total(r, "thinkroute_batch_size_count", stage="router")
+            classified = total(r, "llm_classifier_latency_seconds_count", classifier="category")
+            assert 1 <= classified <= batches <= N + len(BAD)
+            assert total(r, "llm_classifier_latency_seconds_sum") > 0
+
+            # inference: requests, tokens by route and kind, latency, messages in
+            assert total(i, "thinkroute_messages_in_total", stage="inference") == N
+            assert total(i, "thinkroute_batch_size_sum", stage="inference") == N
+            for route in ("reasoning", "direct"):
+                rt = totals.routes[route]
+                assert total(i, "thinkroute_requests_total", route=route, status="completed") == rt.requests
+                assert total(i, "thinkroute_tokens_total", route=route, kind="prompt") == rt.prompt_tokens
+                assert total(i, "thinkroute_tokens_total", route=route, kind="completion") == rt.completion_tokens
+                assert total(i, "thinkroute_tokens_total", route=route, kind="reasoning") == rt.reasoning_tokens
+                assert total(i, "thinkroute_request_latency_seconds_count", route=route) == rt.requests
+            assert total(i, "thinkroute_tokens_total", kind="reasoning") > 0
+            assert total(i, "thinkroute_requests_total", status="duplicate") == 0
+            assert total(i, "thinkroute_llm_retries_total") == 0
+            assert total(i, "thinkroute_dead_letters_total") == 0
+
+            # lag, kafka_exporter names: per partition, equal to the group's committed offsets in the broker
+            n = s.partitions
+            for metrics, group, topics in (
+                (r, s.router.group, [t.prompts]),
+                (i, s.inference.group, [t.reasoning, t.direct]),
+            ):
+                in_broker = await committed(kc.bootstrap, group, topics, n)
+                for (topic, p), offset in in_broker.items():
+                    labels = {"consumergroup": group, "topic": topic, "partition": str(p)}
+                    if offset < 0:  # nothing ever reached this partition
+                        continue
+                    assert total(metrics, "kafka_consumergroup_current_offset", **labels) == offset
+                    end = total(metrics, "kafka_topic_partition_current_offset", topic=topic, partition=str(p))
+                    assert end == offset
+                    assert total(metrics, "kafka_consumergroup_lag", **labels) == 0
+                assert total(metrics, "kafka_consumergroup_lag_sum", consumergroup=group) == 0
+    finally:
+        await producer.stop()
+
+    with pytest.raises(httpx.TransportError):  # the endpoint closes with its worker
+        await scrape(router_url)

@@ -1,0 +1,221 @@
+"""Prometheus metrics of one worker process, served on its own port from the worker's event loop.
+
+Each worker owns a :class:`WorkerMetrics` with its own ``CollectorRegistry`` (nothing global: several
+workers can run in one process, as the tests do). Names follow the usual exporters so dashboards and
+alerts carry over: ``kafka_consumergroup_lag{consumergroup,topic,partition}`` and
+``kafka_consumergroup_lag_sum`` as kafka_exporter (danielqsj) names them, ``llm_classifier_latency_seconds``
+and ``llm_reasoning_decisions_total`` as the vLLM semantic router names them; the rest is ``thinkroute_*``.
+
+Consumer lag is computed at scrape time from the fetch-time high watermark (``consumer.highwater(tp)``,
+right on Tansu and Kafka alike) minus the offset this member last committed for the partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from schemas.messages import RouteDecision
+    from schemas.records import RequestResult
+
+log = logging.getLogger(__name__)
+
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+CLASSIFIER_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+REQUEST_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+TOKEN_KINDS = ("prompt", "completion", "reasoning")
+
+
+class WorkerMetrics:
+    """Every metric a router or an inference worker exports; ``stage`` is ``router`` or ``inference``."""
+
+    def __init__(self, stage: str, group: str, registry: CollectorRegistry | None = None) -> None:
+        self.stage = stage
+        self.group = group
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self._in = Counter("thinkroute_messages_in", "records consumed", ["stage", "topic"], registry=r)
+        self._out = Counter(
+            "thinkroute_messages_out", "records published (acks=all), by topic", ["stage", "topic"], registry=r
+        )
+        self.batch_size = Histogram(
+            "thinkroute_batch_size",
+            "records per micro-batch (router) or fetch (inference)",
+            ["stage"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        ).labels(stage)
+        self.classifier_latency = Histogram(
+            "llm_classifier_latency_seconds",
+            "classifier inference time per micro-batch",
+            ["classifier"],
+            buckets=CLASSIFIER_BUCKETS,
+            registry=r,
+        ).labels("category")
+        self.decisions = Counter(
+            "llm_reasoning_decisions",
+            "routing decisions",
+            ["category", "route", "model", "enabled", "effort"],
+            registry=r,
+        )
+        self.requests = Counter(
+            "thinkroute_requests",
+            "LLM requests recorded in Redis (duplicate: already recorded, skipped)",
+            ["route", "status"],
+            registry=r,
+        )
+        self.tokens = Counter("thinkroute_tokens", "tokens of recorded results", ["route", "kind"], registry=r)
+        self.request_latency = Histogram(
+            "thinkroute_request_latency_seconds",
+            "LLM call latency, retries included",
+            ["route"],
+            buckets=REQUEST_BUCKETS,
+            registry=r,
+        )
+        self.retries = Counter("thinkroute_llm_retries", "LLM attempts beyond the first", ["route"], registry=r)
+        self.dead = Counter("thinkroute_dead_letters", "records sent to the dead-letter topic", ["stage"], registry=r)
+        self.dead.labels(stage)
+        self._committed: dict[TopicPartition, int] = {}
+        self._lag = _LagCollector(self)
+        r.register(self._lag)
+
+    # --- called by the workers -------------------------------------------------------------------
+    def consumed(self, topic: str, n: int = 1) -> None:
+        self._in.labels(self.stage, topic).inc(n)
+
+    def produced(self, topic: str, n: int = 1) -> None:
+        self._out.labels(self.stage, topic).inc(n)
+
+    def decided(self, d: RouteDecision) -> None:
+        enabled = "true" if d.use_reasoning else "false"
+        self.decisions.labels(d.category, d.route, d.model, enabled, d.reasoning_effort or "").inc()
+
+    def dead_letter(self, topic: str) -> None:
+        self.dead.labels(self.stage).inc()
+        self.produced(topic)
+
+    def result(self, r: RequestResult, written: bool) -> None:
+        """One LLM call finished (completed or failed) and its result went to Redis (``written``: first time)."""
+        route = r.route.route
+        self.request_latency.labels(route).observe(r.llm_latency_s or 0.0)
+        if r.attempts > 1:
+            self.retries.labels(route).inc(r.attempts - 1)
+        if not written:
+            self.requests.labels(route, "duplicate").inc()
+            return
+        self.requests.labels(route, r.status).inc()
+        u = r.usage
+        for kind, n in zip(TOKEN_KINDS, (u.prompt_tokens, u.completion_tokens, u.reasoning_tokens), strict=True):
+            self.tokens.labels(route, kind).inc(n)
+
+    def skipped_duplicate(self, route: str) -> None:
+        self.requests.labels(route, "duplicate").inc()
+
+    def committed(self, offsets: Mapping[TopicPartition, int]) -> None:
+        self._committed.update(offsets)
+
+    def forget(self, tps: Iterable[TopicPartition]) -> None:
+        """Partitions revoked: their next owner reports their lag."""
+        for tp in tps:
+            self._committed.pop(tp, None)
+
+    def watch(self, consumer: AIOKafkaConsumer) -> None:
+        self._lag.consumer = consumer
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _LagCollector(Collector):
+    """Scrape-time lag of the partitions this member owns (kafka_exporter names and labels)."""
+
+    def __init__(self, metrics: WorkerMetrics) -> None:
+        self.metrics = metrics
+        self.consumer: AIOKafkaConsumer | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["consumergroup", "topic", "partition"]
+        lag = GaugeMetricFamily("kafka_consumergroup_lag", "high watermark minus committed offset", labels=labels)
+        current = GaugeMetricFamily(
+            "kafka_consumergroup_current_offset", "committed offset of this member's partitions", labels=labels
+        )
+        end = GaugeMetricFamily(
+            "kafka_topic_partition_current_offset", "high watermark (fetch time)", labels=["topic", "partition"]
+        )
+        lag_sum = GaugeMetricFamily("kafka_consumergroup_lag_sum", "lag of this member, per topic", labels=labels[:2])
+        owned = GaugeMetricFamily(
+            "thinkroute_assigned_partitions", "partitions assigned to this member", labels=["topic"]
+        )
+        group = self.metrics.group
+        sums: dict[str, int] = {}
+        counts: dict[str, int] = {}
+        assignment = self.consumer.assignment() if self.consumer is not None else set()
+        for tp in sorted(assignment):
+            counts[tp.topic] = counts.get(tp.topic, 0) + 1
+            hw = self.consumer.highwater(tp) if self.consumer is not None else None
+            if hw is None:
+                continue
+            end.add_metric([tp.topic, str(tp.partition)], hw)
+            done = self.metrics._committed.get(tp)
+            if done is None:
+                continue
+            n = max(hw - done, 0)
+            lag.add_metric([group, tp.topic, str(tp.partition)], n)
+            current.add_metric([group, tp.topic, str(tp.partition)], done)
+            sums[tp.topic] = sums.get(tp.topic, 0) + n
+        for topic, n in sorted(sums.items()):
+            lag_sum.add_metric([group, topic], n)
+        for topic, c in sorted(counts.items()):
+            owned.add_metric([topic], c)
+        yield from (lag, lag_sum, current, end, owned)
+
+
+async def start_metrics_server(metrics: WorkerMetrics, host: str, port: int) -> asyncio.Server | None:
+    """Serve ``GET /metrics`` on the running loop (so collection never races the worker); None if off.
+
+    A port that is taken is logged, not fatal: the worker's job matters more than its metrics.
+    """
+    if port == 0:
+        return None
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
+            parts = head.split(b" ", 2)
+            path = parts[1].split(b"?", 1)[0] if len(parts) > 1 else b""
+            if parts[0] == b"GET" and path in (b"/metrics", b"/"):
+                status, ctype, body = b"200 OK", CONTENT_TYPE_LATEST.encode(), metrics.render()
+            else:
+                status, ctype, body = b"404 Not Found", b"text/plain", b"not found; try /metrics\n"
+            writer.write(
+                b"HTTP/1.1 "
+                + status
+                + b"\r\nContent-Type: "
+                + ctype
+                + b"\r\nContent-Length: "
+                + str(len(body)).encode()
+                + b"\r\nConnection: close\r\n\r\n"
+                + body
+            )
+            await writer.drain()
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    try:
+        server = await asyncio.start_server(handle, host, port)
+    except OSError as exc:
+        log.error("metrics: cannot listen on %s:%d (%s); running without metrics", host, port, exc)
+        return None
+    log.info("%s metrics on http://%s:%d/metrics", metrics.stage, host, port)
+    return server
