@@ -84,5 +84,7 @@ class Procs:
             svc.terminate()
         return {name: svc.stop(timeout=20) for name, svc in self.procs.items()}
 
-    def logs(self) -> str:
-        return "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted(self.workdir.glob("*.log")))
+    def logs(self, tail: int | None = None) -> str:
+        """Every worker log (or the last ``tail`` characters of each), in name order."""
+        texts = (p.read_text(errors="replace") for p in sorted(self.workdir.glob("*.log")))
+        return "\n".join(t[-tail:] if tail else t for t in texts)

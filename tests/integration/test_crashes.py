@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from loadgen.procs import Procs, settings_env
 from tests.conftest import ROOT, wait_until
 from tests.integration.helpers import committed
-from loadgen.procs import Procs, settings_env
 from workers.batchfile import read_batch
 from workers.bus import ensure_topics, make_producer
 from workers.jobs import submit

@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from loadgen.procs import settings_env
 from schemas.batch import ChatBody, ChatMessage
 from schemas.messages import DeadLetter, PromptMessage
 from schemas.records import JobMeta
 from tests.conftest import ROOT
 from tests.integration.helpers import produce, read_topic, running
-from loadgen.procs import settings_env
 from workers.batchfile import read_batch
 from workers.bus import ensure_topics
 from workers.jobs import wait_for_job

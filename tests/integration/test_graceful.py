@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from loadgen.procs import Procs, settings_env
 from tests.conftest import ROOT, wait_until
 from tests.integration.helpers import committed
-from loadgen.procs import Procs, settings_env
 from workers.batchfile import read_batch
 from workers.bus import ensure_topics, make_producer
 from workers.jobs import submit
@@ -71,7 +71,15 @@ async def test_sigterm_drains_and_commits_exactly_what_was_stored(
         await wait_until(finished, 180, "the rest of the job after the restart")
         totals = await store.totals(meta.job_id)
         assert (totals.completed, totals.failed) == (n, 0)
-        assert len([r async for r in store.results(meta.job_id)]) == n
+        results = [r async for r in store.results(meta.job_id)]
+        assert len(results) == n
+        # no prompt or answer text in the workers' logs (INFO level)
+        logs = procs.logs()
+        assert "inference up" in logs and "router up" in logs
+        for req in requests[:n]:
+            question = req.body.messages[-1].content.split("Question: ", 1)[1][:60]
+            assert question not in logs
+        assert not any(r.answer and len(r.answer) > 12 and r.answer in logs for r in results)
     finally:
         await producer.stop()
         procs.stop_all()
