@@ -6,10 +6,19 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Coroutine
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+
+from schemas.records import JobMeta, RequestResult
+from workers.batchfile import InputRequest, read_batch
+from workers.bus import ensure_topics, make_producer
+from workers.jobs import submit
+from workers.runtime import kafka_config
+from workers.settings import Settings
+from workers.store import Store, done_key
 
 
 async def committed(bootstrap: str, group: str, topics: list[str], partitions: int) -> dict[tuple[str, int], int]:
@@ -90,3 +99,42 @@ async def running(*factories: Any) -> AsyncIterator[Workers]:
 
 def loads(value: bytes) -> Any:
     return json.loads(value)
+
+
+SAMPLE = Path(__file__).resolve().parents[2] / "loadgen" / "samples" / "mmlu_pro_200.jsonl"
+
+
+def sample_requests(n: int = 200) -> list[InputRequest]:
+    """The first ``n`` requests of the 200-question MMLU-Pro sample file."""
+    requests, bad = read_batch(SAMPLE, 10**9)
+    assert bad == []
+    return requests[:n]
+
+
+async def submit_requests(s: Settings, store: Store, requests: list[InputRequest], source: str) -> JobMeta:
+    """Create the test's topics (idempotent) and submit ``requests`` as one job with a short-lived producer."""
+    kc, t = kafka_config(s), s.topics
+    await ensure_topics(kc, [t.prompts, t.reasoning, t.direct, t.dead], s.partitions)
+    producer = make_producer(kc)
+    await producer.start()
+    try:
+        return await submit(producer, store, t.prompts, requests, source=source)
+    finally:
+        await producer.stop()
+
+
+async def assert_exact_totals(store: Store, job: str, completed: int, failed: int = 0) -> list[RequestResult]:
+    """One record per request, and job counters equal to the sums of the per-request records."""
+    totals = await store.totals(job)
+    results = [r async for r in store.results(job)]
+    assert (totals.completed, totals.failed) == (completed, failed)
+    assert len(results) == completed + failed == len({r.request_id for r in results})
+    assert await store.redis.scard(done_key(job)) == completed + failed  # type: ignore[misc]
+    for route in ("reasoning", "direct"):
+        mine = [r for r in results if r.route.route == route]
+        rt = totals.routes[route]
+        assert (rt.requests, rt.failed) == (len(mine), sum(r.status == "failed" for r in mine))
+        assert rt.prompt_tokens == sum(r.usage.prompt_tokens for r in mine)
+        assert rt.completion_tokens == sum(r.usage.completion_tokens for r in mine)
+        assert rt.reasoning_tokens == sum(r.usage.reasoning_tokens for r in mine)
+    return results

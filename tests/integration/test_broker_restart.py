@@ -14,15 +14,13 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from tests.conftest import ROOT, wait_until
-from tests.integration.helpers import running
-from workers.batchfile import read_batch
-from workers.bus import ensure_topics, make_producer
-from workers.jobs import submit, wait_for_job
-from workers.runtime import kafka_config, serve_inference, serve_router
+from tests.conftest import wait_until
+from tests.integration.helpers import assert_exact_totals, running, sample_requests, submit_requests
+from workers.jobs import wait_for_job
+from workers.runtime import serve_inference, serve_router
 from workers.services import Service, start_broker, start_s3
 from workers.settings import Settings
-from workers.store import Store, done_key
+from workers.store import Store
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(400)]
 
@@ -40,15 +38,9 @@ async def test_broker_killed_and_restarted_with_durable_storage(
     endpoint = f"http://{s3.address}"
     broker = start_broker(tmp_path / "broker", s3_endpoint=endpoint)
     s = settings.model_copy(update={"kafka_bootstrap": broker.address})
-    kc, t = kafka_config(s), s.topics
-    await ensure_topics(kc, [t.prompts, t.reasoning, t.direct, t.dead], s.partitions)
-    requests, _ = read_batch(ROOT / "loadgen" / "samples" / "mmlu_pro_200.jsonl", s.max_prompt_chars)
     n = 150
     store = Store(redis)
-    producer = make_producer(kc)
-    await producer.start()
-    meta = await submit(producer, store, t.prompts, requests[:n], source="broker-restart")
-    await producer.stop()
+    meta = await submit_requests(s, store, sample_requests(n), "broker-restart")
     try:
         async with running(lambda stop: serve_router(s, stop, artifact), lambda stop: serve_inference(s, stop)) as w:
 
@@ -60,13 +52,7 @@ async def test_broker_killed_and_restarted_with_durable_storage(
             broker.proc.kill()
             broker.proc.wait(10)
             broker = start_broker(tmp_path / "broker", broker.port, s3_endpoint=endpoint)
-            totals = await wait_for_job(store, meta, check=w.check, timeout_s=240)
-        assert (totals.completed, totals.failed) == (n, 0)
-        assert await redis.scard(done_key(meta.job_id)) == n  # type: ignore[misc]
-        results = [r async for r in store.results(meta.job_id)]
-        for route in ("reasoning", "direct"):
-            mine = [r for r in results if r.route.route == route]
-            assert totals.routes[route].requests == len(mine)
-            assert totals.routes[route].completion_tokens == sum(r.usage.completion_tokens for r in mine)
+            await wait_for_job(store, meta, check=w.check, timeout_s=240)
+        await assert_exact_totals(store, meta.job_id, n)
     finally:
         broker.stop()

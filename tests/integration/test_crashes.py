@@ -14,46 +14,12 @@ import pytest
 from redis.asyncio import Redis
 
 from loadgen.procs import Procs, settings_env
-from tests.conftest import ROOT, wait_until
-from tests.integration.helpers import committed
-from workers.batchfile import read_batch
-from workers.bus import ensure_topics, make_producer
-from workers.jobs import submit
-from workers.runtime import kafka_config
+from tests.conftest import wait_until
+from tests.integration.helpers import assert_exact_totals, committed, sample_requests, submit_requests
 from workers.settings import Settings
-from workers.store import Store, done_key
+from workers.store import Store
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
-SAMPLE = ROOT / "loadgen" / "samples" / "mmlu_pro_200.jsonl"
-
-
-async def run_job(s: Settings, redis: Redis, n: int) -> tuple[Store, str]:
-    kc, t = kafka_config(s), s.topics
-    await ensure_topics(kc, [t.prompts, t.reasoning, t.direct, t.dead], s.partitions)
-    requests, _ = read_batch(SAMPLE, s.max_prompt_chars)
-    store = Store(redis)
-    producer = make_producer(kc)
-    await producer.start()
-    try:
-        meta = await submit(producer, store, t.prompts, requests[:n], source="crash")
-    finally:
-        await producer.stop()
-    return store, meta.job_id
-
-
-async def assert_exactly_once(store: Store, redis: Redis, job: str, n: int) -> None:
-    totals = await store.totals(job)
-    results = [r async for r in store.results(job)]
-    assert (totals.completed, totals.failed) == (n, 0)
-    assert len(results) == n and len({r.request_id for r in results}) == n
-    assert await redis.scard(done_key(job)) == n  # type: ignore[misc]
-    for route in ("reasoning", "direct"):
-        mine = [r for r in results if r.route.route == route]
-        rt = totals.routes[route]
-        assert rt.requests == len(mine)
-        assert rt.prompt_tokens == sum(r.usage.prompt_tokens for r in mine)
-        assert rt.completion_tokens == sum(r.usage.completion_tokens for r in mine)
-        assert rt.reasoning_tokens == sum(r.usage.reasoning_tokens for r in mine)
 
 
 async def test_router_killed_at_random_moments_and_between_publish_and_commit(
@@ -66,7 +32,8 @@ async def test_router_killed_at_random_moments_and_between_publish_and_commit(
     # the first router dies between the broker's ack of its 3rd batch and the commit
     procs.start("router", "router", THINKROUTE_CRASH_POINTS="after_publish=3")
     procs.start("inference", "inference")
-    store, job = await run_job(s, redis, n)
+    store = Store(redis)
+    job = (await submit_requests(s, store, sample_requests(n), "crash")).job_id
     rng = random.Random(20261123)
     kills = sorted(rng.sample(range(40, n - 20), 3))
     try:
@@ -87,7 +54,7 @@ async def test_router_killed_at_random_moments_and_between_publish_and_commit(
             return t.completed + t.failed >= n
 
         await wait_until(finished, 240, "the job to finish")
-        await assert_exactly_once(store, redis, job, n)
+        await assert_exact_totals(store, job, n)
         assert ("router", 137) in procs.exits  # the crash point fired
         assert sum(1 for name, _ in procs.exits if name == "router") >= 4
     finally:
@@ -101,7 +68,8 @@ async def test_inference_killed_between_llm_and_store_and_between_store_and_comm
     procs = Procs(tmp_path, settings_env(settings))
     procs.start("router", "router")
     procs.start("inference", "inference", THINKROUTE_CRASH_POINTS="after_llm=15")
-    store, job = await run_job(settings, redis, n)
+    store = Store(redis)
+    job = (await submit_requests(settings, store, sample_requests(n), "crash")).job_id
     crashes = iter(["after_store=20", "after_llm=30", "after_store=10", ""])
     restarts = 0
     try:
@@ -116,7 +84,7 @@ async def test_inference_killed_between_llm_and_store_and_between_store_and_comm
             return t.completed + t.failed >= n
 
         await wait_until(finished, 300, "the job to finish through inference crashes")
-        await assert_exactly_once(store, redis, job, n)
+        await assert_exact_totals(store, job, n)
         assert restarts >= 2 and procs.exits.count(("inference", 137)) >= 2
         procs.stop_all()
         got = await committed(

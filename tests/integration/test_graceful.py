@@ -9,12 +9,8 @@ import pytest
 from redis.asyncio import Redis
 
 from loadgen.procs import Procs, settings_env
-from tests.conftest import ROOT, wait_until
-from tests.integration.helpers import committed
-from workers.batchfile import read_batch
-from workers.bus import ensure_topics, make_producer
-from workers.jobs import submit
-from workers.runtime import kafka_config
+from tests.conftest import wait_until
+from tests.integration.helpers import assert_exact_totals, committed, sample_requests, submit_requests
 from workers.services import Service, start_replay
 from workers.settings import Settings
 from workers.store import Store
@@ -38,18 +34,15 @@ async def test_sigterm_drains_and_commits_exactly_what_was_stored(
             "inference": settings.inference.model_copy(update={"concurrency": 8}),
         }
     )
-    kc, t = kafka_config(s), s.topics
-    await ensure_topics(kc, [t.prompts, t.reasoning, t.direct, t.dead], s.partitions)
-    requests, _ = read_batch(ROOT / "loadgen" / "samples" / "mmlu_pro_200.jsonl", s.max_prompt_chars)
+    t = s.topics
     n = 120
+    requests = sample_requests(n)
     procs = Procs(tmp_path, settings_env(s))
     procs.start("router", "router")
     procs.start("inference", "inference")
     store = Store(redis)
-    producer = make_producer(kc)
-    await producer.start()
     try:
-        meta = await submit(producer, store, t.prompts, requests[:n], source="sigterm")
+        meta = await submit_requests(s, store, requests, "sigterm")
 
         async def partly_done() -> bool:
             return (await store.totals(meta.job_id)).completed >= 20
@@ -60,7 +53,7 @@ async def test_sigterm_drains_and_commits_exactly_what_was_stored(
         assert inference.proc.wait(30) == 0  # drained and closed cleanly
         stored = (await store.totals(meta.job_id)).completed
         assert 20 <= stored < n
-        got = await committed(kc.bootstrap, s.inference.group, [t.reasoning, t.direct], s.partitions)
+        got = await committed(s.kafka_bootstrap or "", s.inference.group, [t.reasoning, t.direct], s.partitions)
         assert sum(v for v in got.values() if v > 0) == stored  # nothing stored uncommitted, nothing committed unstored
 
         procs.start("inference", "inference")
@@ -69,17 +62,13 @@ async def test_sigterm_drains_and_commits_exactly_what_was_stored(
             return (await store.totals(meta.job_id)).completed >= n
 
         await wait_until(finished, 180, "the rest of the job after the restart")
-        totals = await store.totals(meta.job_id)
-        assert (totals.completed, totals.failed) == (n, 0)
-        results = [r async for r in store.results(meta.job_id)]
-        assert len(results) == n
+        results = await assert_exact_totals(store, meta.job_id, n)
         # no prompt or answer text in the workers' logs (INFO level)
         logs = procs.logs()
         assert "inference up" in logs and "router up" in logs
-        for req in requests[:n]:
+        for req in requests:
             question = req.body.messages[-1].content.split("Question: ", 1)[1][:60]
             assert question not in logs
         assert not any(r.answer and len(r.answer) > 12 and r.answer in logs for r in results)
     finally:
-        await producer.stop()
         procs.stop_all()

@@ -14,12 +14,10 @@ import pytest
 from redis.asyncio import Redis
 
 from schemas.messages import DeadLetter
-from tests.conftest import ROOT
-from tests.integration.helpers import read_topic, running
-from workers.batchfile import InputRequest, read_batch
-from workers.bus import ensure_topics, make_producer
-from workers.jobs import submit, wait_for_job
-from workers.runtime import kafka_config, serve_inference, serve_router
+from tests.integration.helpers import assert_exact_totals, read_topic, running, sample_requests, submit_requests
+from workers.batchfile import InputRequest
+from workers.jobs import wait_for_job
+from workers.runtime import serve_inference, serve_router
 from workers.services import Service, start_replay
 from workers.settings import Settings
 from workers.store import Store
@@ -77,35 +75,22 @@ async def test_retries_then_dead_letters_and_exact_totals(
             ),
         }
     )
-    kc, t = kafka_config(s), s.topics
-    await ensure_topics(kc, [t.prompts, t.reasoning, t.direct, t.dead], s.partitions)
-    requests, _ = read_batch(ROOT / "loadgen" / "samples" / "mmlu_pro_200.jsonl", s.max_prompt_chars)
-    requests = poisoned(requests[:40], every=10)
+    requests = poisoned(sample_requests(40), every=10)
     poison_ids = {r.custom_id for r in requests if MARKER in r.body.messages[-1].content}
     assert len(poison_ids) == 4
     store = Store(redis)
-    producer = make_producer(kc)
-    await producer.start()
-    try:
-        async with running(lambda stop: serve_router(s, stop, artifact), lambda stop: serve_inference(s, stop)) as w:
-            meta = await submit(producer, store, t.prompts, requests, source="faults")
-            totals = await wait_for_job(store, meta, check=w.check, timeout_s=180)
-    finally:
-        await producer.stop()
-    assert (totals.completed, totals.failed) == (36, 4)
-    results = {r.custom_id: r async for r in store.results(meta.job_id)}
+    async with running(lambda stop: serve_router(s, stop, artifact), lambda stop: serve_inference(s, stop)) as w:
+        meta = await submit_requests(s, store, requests, "faults")
+        await wait_for_job(store, meta, check=w.check, timeout_s=180)
+    results = {r.custom_id: r for r in await assert_exact_totals(store, meta.job_id, 36, 4)}
     failed = {cid for cid, r in results.items() if r.status == "failed"}
     assert failed == poison_ids
     for cid in failed:
         assert results[cid].attempts == 8 and results[cid].http_status == 503
         assert "gave up after 8 attempts" in (results[cid].error or "")
     assert max(r.attempts for r in results.values() if r.status == "completed") > 1
-    for route in ("reasoning", "direct"):
-        mine = [r for r in results.values() if r.route.route == route]
-        rt = totals.routes[route]
-        assert (rt.requests, rt.failed) == (len(mine), sum(r.status == "failed" for r in mine))
-        assert rt.completion_tokens == sum(r.usage.completion_tokens for r in mine)
-    dead = [DeadLetter.model_validate_json(r.value) for r in await read_topic(kc.bootstrap, t.dead, 4)]
+    bootstrap = s.kafka_bootstrap or ""
+    dead = [DeadLetter.model_validate_json(r.value) for r in await read_topic(bootstrap, s.topics.dead, 4)]
     assert sorted(d.request_id or "" for d in dead) == sorted(f"{meta.job_id}/{cid}" for cid in poison_ids)
     assert all(d.stage == "inference" and "gave up after 8 attempts" in d.reason for d in dead)
     async with httpx.AsyncClient() as http:
