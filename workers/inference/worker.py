@@ -223,17 +223,27 @@ def _usage(body: Mapping[str, Any]) -> Usage:
     )
 
 
-def _completed(msg: RoutedMessage, c: Completion) -> RequestResult:
-    choice = c.body["choices"][0]
-    message = choice.get("message") or {}
-    p = msg.prompt
+def _result(msg: RoutedMessage, **outcome: Any) -> RequestResult:
+    """A request's record: what the prompt and route say, plus the outcome's fields."""
+    p, now = msg.prompt, time.time()
     return RequestResult(
         request_id=p.request_id,
         job_id=p.job_id,
         custom_id=p.custom_id,
         line=p.line,
-        status="completed",
         route=msg.route,
+        latency_s=max(now - p.submitted_at, 0.0),
+        finished_at=now,
+        **outcome,
+    )
+
+
+def _completed(msg: RoutedMessage, c: Completion) -> RequestResult:
+    choice = c.body["choices"][0]
+    message = choice.get("message") or {}
+    return _result(
+        msg,
+        status="completed",
         model=str(c.body.get("model") or msg.route.model),
         usage=_usage(c.body),
         answer=message.get("content"),
@@ -243,28 +253,19 @@ def _completed(msg: RoutedMessage, c: Completion) -> RequestResult:
         response_body=c.body,
         attempts=c.attempts,
         llm_latency_s=c.latency_s,
-        latency_s=max(time.time() - p.submitted_at, 0.0),
-        finished_at=time.time(),
     )
 
 
 def _failed(msg: RoutedMessage, exc: LLMFailed) -> RequestResult:
-    p = msg.prompt
-    return RequestResult(
-        request_id=p.request_id,
-        job_id=p.job_id,
-        custom_id=p.custom_id,
-        line=p.line,
+    return _result(
+        msg,
         status="failed",
-        route=msg.route,
         model=msg.route.model,
         usage=Usage(),
         http_status=exc.status_code,
         error=str(exc),
         attempts=exc.attempts,
         llm_latency_s=exc.latency_s,
-        latency_s=max(time.time() - p.submitted_at, 0.0),
-        finished_at=time.time(),
     )
 
 
