@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 from pydantic import ValidationError
 
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
 IDLE_POLL_S = 0.2
+_PARTITIONER = DefaultPartitioner()  # what make_producer's producers use for keyed sends
 
 
 @dataclass(frozen=True)
@@ -74,13 +77,19 @@ class RouterWorker:
         self.policy = policy
         self.batcher: Batcher[Record] = Batcher(cfg.batch_max, cfg.batch_wait_s, clock)
         self.stats = RouterStats()
-        self._busy = asyncio.Lock()  # held while a batch is between fetch and commit
+        self._busy = asyncio.Lock()  # held while a batch is parsed, classified and handed to the producer
+        self._inflight: asyncio.Task[None] | None = None  # acks + commit of the last published batch
 
     def rebalance_listener(self) -> ConsumerRebalanceListener:
         return _DrainOnRevoke(self)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Route until ``stop`` is set, then flush what was fetched and return (the caller closes clients)."""
+        """Route until ``stop`` is set, then flush what was fetched and return (the caller closes clients).
+
+        A pipeline of depth 2: batch N+1 is classified (in a thread) while batch N's publishes are acked and
+        its offsets committed (a task). Batch N+1 publishes only once batch N is committed, so commits stay in
+        order per partition and each follows the broker's acks of its own batch.
+        """
         while not stop.is_set():
             wait = self.batcher.time_left()
             timeout_ms = int(1000 * (IDLE_POLL_S if wait is None else wait))
@@ -89,34 +98,79 @@ class RouterWorker:
                 self.batcher.extend(records)
             while self.batcher.ready():
                 await self.route_batch(self.batcher.take())
+            self._raise_failure()
         while len(self.batcher):
             await self.route_batch(self.batcher.take())
+        await self.settle()
 
     async def route_batch(self, records: list[Record]) -> None:
+        """Classify ``records`` and publish them; the acks and the commit finish in the background."""
         async with self._busy:
             prompts, dead = self._parse(records)
             self.metrics.batch_size.observe(len(records))
-            for r in records:
-                self.metrics.consumed(r.topic)
-            routed = await self._classify(prompts) if prompts else []
+            for topic, n in Counter(r.topic for r in records).items():
+                self.metrics.consumed(topic, n)
+            routed = await self._classify(prompts) if prompts else []  # the previous batch finishes meanwhile
             self.crash.hit("after_classify")
-            acks = []
-            for record, msg in routed:
-                topic = self.cfg.reasoning_topic if msg.route.route == "reasoning" else self.cfg.direct_topic
-                acks.append(await self.producer.send(topic, msg.model_dump_json().encode(), key=record.key))
-                self.stats.routed[msg.route.route] += 1
-                self.metrics.decided(msg.route)
-                self.metrics.produced(topic)
-            for record, letter in dead:
-                acks.append(
-                    await self.producer.send(self.cfg.dead_topic, letter.model_dump_json().encode(), key=record.key)
-                )
-                self.stats.dead += 1
-                self.metrics.dead_letter(self.cfg.dead_topic)
-            await asyncio.gather(*acks)  # raises if the broker did not take them: nothing is committed
-            self.crash.hit("after_publish")
-            await self._commit(records)
-            self.stats.batches += 1
+            await self.settle()  # depth 2: the previous batch is committed before this one publishes
+            acks = await self._publish(routed, dead)
+            self._inflight = asyncio.create_task(self._finish(records, acks))
+
+    async def settle(self) -> None:
+        """Wait until the batch in flight is acked and committed; raise its failure if it failed."""
+        task, self._inflight = self._inflight, None
+        if task is not None:
+            await task
+
+    def _raise_failure(self) -> None:
+        task = self._inflight
+        if task is not None and task.done():
+            self._inflight = None
+            task.result()  # raises if the broker did not take the batch: nothing of it was committed
+
+    async def _finish(self, records: list[Record], acks: list[asyncio.Future[object]]) -> None:
+        await asyncio.gather(*acks)  # raises if the broker did not take them: nothing is committed
+        self.crash.hit("after_publish")
+        await self._commit(records)
+        self.stats.batches += 1
+
+    async def _publish(
+        self, routed: list[tuple[Record, RoutedMessage]], dead: list[tuple[Record, DeadLetter]]
+    ) -> list[asyncio.Future[object]]:
+        """Enqueue every message of the batch, one producer batch per topic partition (no await per message)."""
+        out: dict[str, list[tuple[bytes | None, bytes]]] = {}
+        for record, msg in routed:
+            topic = self.cfg.reasoning_topic if msg.route.route == "reasoning" else self.cfg.direct_topic
+            out.setdefault(topic, []).append((record.key, msg.model_dump_json().encode()))
+            self.stats.routed[msg.route.route] += 1
+            self.metrics.decided(msg.route)
+        for record, letter in dead:
+            out.setdefault(self.cfg.dead_topic, []).append((record.key, letter.model_dump_json().encode()))
+            self.stats.dead += 1
+            self.metrics.dead_letter(self.cfg.dead_topic)
+        acks: list[asyncio.Future[object]] = []
+        for topic, items in out.items():
+            acks += await self._send_keyed(topic, items)
+            if topic != self.cfg.dead_topic:
+                self.metrics.produced(topic, len(items))
+        return acks
+
+    async def _send_keyed(self, topic: str, items: list[tuple[bytes | None, bytes]]) -> list[asyncio.Future[object]]:
+        """Partition by key as the producer's default partitioner does, then one ``send_batch`` per batch."""
+        parts = sorted(await self.producer.partitions_for(topic))
+        by_part: dict[int, list[tuple[bytes | None, bytes]]] = {}
+        for key, value in items:
+            by_part.setdefault(_PARTITIONER(key, parts, parts), []).append((key, value))
+        acks: list[asyncio.Future[object]] = []
+        for partition, msgs in by_part.items():
+            batch = self.producer.create_batch()
+            for key, value in msgs:
+                if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it, start another
+                    acks.append(await self.producer.send_batch(batch, topic, partition=partition))
+                    batch = self.producer.create_batch()
+                    batch.append(key=key, value=value, timestamp=None)  # an empty batch takes any one message
+            acks.append(await self.producer.send_batch(batch, topic, partition=partition))
+        return acks
 
     def _parse(
         self, records: list[Record]
@@ -171,13 +225,17 @@ class RouterWorker:
 
 
 class _DrainOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Before partitions move: finish the batch in flight, drop what is buffered for revoked partitions."""
+    """Before partitions move: finish the batches in flight (classified and publishing), drop what is buffered
+    for revoked partitions."""
 
     def __init__(self, worker: RouterWorker) -> None:
         self.worker = worker
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self.worker._busy:
+            task = self.worker._inflight
+            if task is not None:
+                await asyncio.wait([task])  # its failure, if any, is raised by the loop
             self.worker.metrics.forget(revoked)
             dropped = self.worker.batcher.discard(lambda r: TopicPartition(r.topic, r.partition) not in revoked)
         if dropped:

@@ -1,0 +1,165 @@
+"""Bench phases 1 and 2: the classifier alone (the ceiling), and the router worker through the broker
+(maximum throughput from a backlog, then latency, consumer lag and RSS at fixed offered rates)."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from loadgen.bench_common import (
+    Committed,
+    log,
+    paused,
+    percentiles,
+    read_back,
+    rss_mb,
+    send_at_rate,
+    send_prompts,
+)
+from schemas.batch import ChatBody
+from schemas.messages import RoutedMessage
+from workers.bus import KafkaConfig
+from workers.lag import measure
+from workers.router.classifier import Classifier
+from workers.router.text import prompt_text
+from workers.services import Service
+
+WARMUP = 48
+SAMPLE_S = 1.0
+
+
+def classifier_ceiling(
+    artifact: Path, bodies: Sequence[ChatBody], sizes: Sequence[int], sweep_n: int
+) -> dict[str, Any]:
+    """Tokeniser + onnxruntime in this process: the sweep picks the batch size, the full run at it is reported."""
+    clf = Classifier.load(artifact)
+    texts = [prompt_text(b) for b in bodies]
+    clf.classify(texts[: max(sizes)])  # warm-up: first runs allocate
+    sweep: dict[int, float] = {}
+    for size in sizes:
+        chunk = texts[:sweep_n]
+        t = time.perf_counter()
+        for i in range(0, len(chunk), size):
+            clf.classify(chunk[i : i + size])
+        sweep[size] = len(chunk) / (time.perf_counter() - t)
+        log(f"classifier batch {size}: {sweep[size]:.0f} prompts/s")
+    best = max(sweep, key=lambda k: sweep[k])
+    times = []
+    start = time.perf_counter()
+    for i in range(0, len(texts), best):
+        t = time.perf_counter()
+        clf.classify(texts[i : i + best])
+        times.append((time.perf_counter() - t) * 1000)
+    per_s = len(texts) / (time.perf_counter() - start)
+    log(f"classifier alone: {per_s:.0f} prompts/s at batch {best} over {len(texts)} prompts")
+    out = {
+        "per_s": per_s,
+        "batch": best,
+        "p99_batch_ms": percentiles(times)["p99"],
+        "sweep": {str(k): round(v, 1) for k, v in sweep.items()},
+        "providers": list(clf.providers),
+        "version": clf.version,
+    }
+    del clf
+    gc.collect()
+    return out
+
+
+@dataclass
+class RouterRig:
+    """A running router process and what the bench needs to drive it."""
+
+    kc: KafkaConfig
+    producer: AIOKafkaProducer
+    proc: Service
+    group: str
+    prompts_topic: str
+    routed_topics: tuple[str, str]
+    partitions: int
+    timeout_s: float
+
+
+async def run_routed(
+    rig: RouterRig, job: str, bodies: Sequence[ChatBody], backlog: bool
+) -> tuple[float, list[RoutedMessage]]:
+    """Publish the prompts (with the router stopped while they are produced when ``backlog``), wait until the
+    router committed them all, read the routed messages back. Returns (unix time it was let go, messages)."""
+    async with Committed(rig.kc, rig.group, rig.prompts_topic, rig.partitions) as c:
+        base = await c.total()
+        if backlog:
+            with paused(rig.proc):
+                await send_prompts(rig.producer, rig.prompts_topic, job, bodies)
+        else:
+            await send_prompts(rig.producer, rig.prompts_topic, job, bodies)
+        start = time.time()
+        await c.wait_for(base + len(bodies), rig.timeout_s, rig.proc)
+    values = await read_back(rig.kc, rig.routed_topics, len(bodies), job, rig.timeout_s)
+    return start, [RoutedMessage.model_validate_json(v) for v in values]
+
+
+async def warm_up(rig: RouterRig, bodies: Sequence[ChatBody]) -> None:
+    await run_routed(rig, f"warm-{uuid.uuid4().hex[:8]}", bodies[:WARMUP], backlog=False)
+
+
+async def max_throughput(rig: RouterRig, bodies: Sequence[ChatBody]) -> tuple[dict[str, Any], list[RoutedMessage]]:
+    log(f"router: {len(bodies)} prompts as a backlog ...")
+    start, routed = await run_routed(rig, f"max-{uuid.uuid4().hex[:8]}", bodies, backlog=True)
+    span = max(m.routed_at for m in routed) - start
+    per_s = len(routed) / span
+    log(f"router: {per_s:.0f} prompts/s ({len(routed)} in {span:.1f}s)")
+    return {"per_s": per_s, "span_s": span, "routed": len(routed)}, routed
+
+
+async def at_rate(
+    rig: RouterRig, bodies: Sequence[ChatBody], rate: float, seconds: float, share: float
+) -> dict[str, Any]:
+    """Offer ``rate`` prompts/s for ``seconds``; latency from the messages, lag and RSS sampled every second."""
+    job = f"load{round(share * 100)}-{uuid.uuid4().hex[:8]}"
+    series: list[dict[str, float]] = []
+    t0 = time.time()
+
+    async def sample() -> None:
+        while True:
+            try:
+                lag = (await measure(rig.kc, {rig.group: [rig.prompts_topic]}, timeout_s=5))[0].total
+            except Exception:  # a missed sample is not worth failing the run for
+                lag = -1
+            series.append(
+                {"t_s": round(time.time() - t0, 1), "lag": lag, "rss_mb": round(rss_mb(rig.proc.proc.pid), 1)}
+            )
+            await asyncio.sleep(SAMPLE_S)
+
+    log(f"router at {share:.0%} load: {rate:.0f} prompts/s for {seconds:.0f}s ...")
+    sampler = asyncio.create_task(sample())
+    try:
+        async with Committed(rig.kc, rig.group, rig.prompts_topic, rig.partitions) as c:
+            base = await c.total()
+            sent = await send_at_rate(rig.producer, rig.prompts_topic, job, bodies, rate, seconds)
+            await c.wait_for(base + sent, rig.timeout_s, rig.proc)
+    finally:
+        sampler.cancel()
+    values = await read_back(rig.kc, rig.routed_topics, sent, job, rig.timeout_s)
+    routed = [RoutedMessage.model_validate_json(v) for v in values]
+    lat = percentiles([(m.routed_at - m.prompt.submitted_at) * 1000 for m in routed])
+    done_s = max(m.routed_at for m in routed) - t0
+    log(f"router at {share:.0%} load: latency p50 {lat['p50']:.0f} ms, p99 {lat['p99']:.0f} ms")
+    rss = [s["rss_mb"] for s in series]
+    return {
+        "share": share,
+        "offered_per_s": round(rate, 1),
+        "seconds": seconds,
+        "prompts": sent,
+        "achieved_per_s": round(sent / done_s, 1),
+        "added_latency_ms": {k: round(v, 1) for k, v in lat.items()},
+        "lag_max": max((s["lag"] for s in series), default=0),
+        "series": series,
+        "rss_mb": {"start": rss[0] if rss else 0.0, "max": max(rss, default=0.0), "end": rss[-1] if rss else 0.0},
+    }
