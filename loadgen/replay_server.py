@@ -6,7 +6,8 @@ Stands in for ``vllm serve`` where there is no GPU: same routes and JSON shapes 
 ``{"enable_thinking": bool}`` (Qwen3; on when absent) or ``{"thinking": bool}`` (DeepSeek style; off when
 absent for models other than Qwen3), and ``reasoning_effort`` low|medium|high (implies thinking on unless a
 switch says off explicitly, which wins). Identical requests get identical bodies (the id is a hash of
-the request, ``created`` is the server's start time).
+the request, ``created`` is the server's start time). ``logprobs: true`` gets MODELLED log-probabilities
+(`loadgen.replay_logprobs`: the answer letter's probability is the recorded models' agreement).
 
 Latency: each reply waits ``time_scale * (prefill_s_per_1k * prompt_tokens / 1000 + completion_tokens /
 decode_tok_per_s)`` on the event loop (``asyncio.sleep``), so concurrent requests overlap like sequences
@@ -45,6 +46,7 @@ from starlette.routing import Route
 
 from loadgen.faults import FaultPlan, add_fault_args, inject, plan_from_args
 from loadgen.replay_data import QWEN3_MODEL, Mode, ReplayAnswer, ReplayData, load_default
+from loadgen.replay_logprobs import modelled_logprobs
 from loadgen.vllm_api import (
     RequestError,
     completion_body,
@@ -208,6 +210,9 @@ def _complete(data: ReplayData, body: Any, created: int) -> _Completed:
     request_id = "chatcmpl-" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
     logger.debug("%s %s %s -> %s %s", request_id, canonical, mode.tag, answer.source, finish_reason)
     payload = completion_body(request_id, created, model, answer, finish_reason)
+    if body.get("logprobs") is True:
+        answered_by = answer.source.removeprefix("proxy:") if answer.source.startswith("proxy:") else canonical
+        payload["choices"][0]["logprobs"] = modelled_logprobs(data.models, answer, answered_by)
     return _Completed(canonical, mode, answer, payload)
 
 

@@ -5,10 +5,11 @@ into ``schemas/json`` by ``python -m schemas`` and a test fails when the two dri
 """
 
 from schemas.batch import BatchOutputLine, BatchRequestLine, ChatBody, ChatMessage, SimplePromptLine
-from schemas.messages import DeadLetter, PromptMessage, RouteDecision, RoutedMessage
+from schemas.messages import AttemptSummary, DeadLetter, PromptMessage, RouteDecision, RoutedMessage
 from schemas.records import JobMeta, JobTotals, RequestResult, Usage
 
 __all__ = [
+    "AttemptSummary",
     "BatchOutputLine",
     "BatchRequestLine",
     "ChatBody",

@@ -38,6 +38,24 @@ class RouteDecision(Strict):
     classifier_version: str
     reason: str = Field(description="which rule decided: category, default, confidence_floor, ...")
     truncated: bool = Field(description="the prompt was longer than the encoder window (head+tail kept)")
+    reasoning_score: float | None = Field(
+        default=None, description="per-prompt reasoning score (predicted difficulty) when the classifier gives one"
+    )
+
+
+class AttemptSummary(Strict):
+    """A first (cheap) attempt that was not trusted and was escalated: what it answered and what it cost."""
+
+    route: RouteDecision
+    model: str
+    answer: str | None = None
+    finish_reason: str | None = None
+    confidence: float = Field(ge=0, le=1, description="answer confidence that fell below the threshold")
+    threshold: float
+    prompt_tokens: int = Field(default=0, ge=0)
+    completion_tokens: int = Field(default=0, ge=0)
+    reasoning_tokens: int = Field(default=0, ge=0)
+    llm_latency_s: float = Field(default=0.0, ge=0)
 
 
 class RoutedMessage(Strict):
@@ -47,6 +65,9 @@ class RoutedMessage(Strict):
     prompt: PromptMessage
     route: RouteDecision
     routed_at: float
+    previous_attempt: AttemptSummary | None = Field(
+        default=None, description="set on an escalated message: the first attempt it replaces"
+    )
 
 
 class DeadLetter(Strict):

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, JsonValue
 
 from schemas.base import Strict
-from schemas.messages import RouteDecision
+from schemas.messages import AttemptSummary, RouteDecision
 
 
 class Usage(Strict):
@@ -38,6 +38,9 @@ class RequestResult(Strict):
     llm_latency_s: float = Field(ge=0, description="time spent in LLM calls, retries included")
     latency_s: float = Field(ge=0, description="submitted -> result stored")
     finished_at: float
+    escalated_from: AttemptSummary | None = Field(
+        default=None, description="the first attempt when this result is an escalation (its tokens are counted too)"
+    )
 
 
 class JobMeta(Strict):
@@ -65,3 +68,6 @@ class JobTotals(Strict):
     completed: int = 0
     failed: int = 0
     routes: dict[str, RouteTotals] = Field(default_factory=dict)
+    escalations: RouteTotals = Field(
+        default_factory=RouteTotals, description="first attempts escalated (requests) and their tokens"
+    )

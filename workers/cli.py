@@ -18,6 +18,8 @@ from rich.console import Console
 
 from workers import cli_ops
 from workers import console as out
+from workers.cli_cascade import register as register_cascade
+from workers.cli_routing import register as register_routing
 from workers.errors import ThinkRouteError
 from workers.settings import Settings
 
@@ -26,6 +28,8 @@ worker_app = typer.Typer(no_args_is_help=True, help="Run one worker process (wha
 stack_app = typer.Typer(no_args_is_help=True, help="The embedded local stack.")
 app.add_typer(worker_app, name="worker")
 app.add_typer(stack_app, name="stack")
+register_routing(app)  # train, classify, calibrate, eval
+register_cascade(app)  # eval-cascade
 app.command("lag")(cli_ops.lag)
 err = Console(stderr=True, soft_wrap=True)
 

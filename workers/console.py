@@ -77,6 +77,18 @@ def print_summary(summary: dict[str, Any], as_json: bool) -> None:
             str(t["completion"]),
             str(t["reasoning"]),
         )
+    esc: dict[str, int] = summary.get("escalation_tokens") or {}
+    if summary.get("escalations"):
+        table.add_row(
+            "escalated",
+            str(summary["escalations"]),
+            "",
+            "",
+            str(esc["prompt"]),
+            str(esc["completion"]),
+            str(esc["reasoning"]),
+            style="italic",
+        )
     tok = summary["tokens"]
     table.add_row(
         "all",
@@ -89,6 +101,11 @@ def print_summary(summary: dict[str, Any], as_json: bool) -> None:
         style="bold",
     )
     out.print(table)
+    if summary.get("escalations"):
+        out.print(
+            f"escalations: {summary['escalations']} direct answers below the confidence threshold were re-run "
+            f"(their first attempts cost {esc['prompt'] + esc['completion']} tokens, included in 'all')"
+        )
     lat = summary["latency_s"]
     out.print(f"latency (submit -> stored): p50 {lat['p50']:.2f}s  p95 {lat['p95']:.2f}s  p99 {lat['p99']:.2f}s")
     if "output" in summary:

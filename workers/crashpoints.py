@@ -12,7 +12,7 @@ import os
 
 log = logging.getLogger(__name__)
 
-POINTS = frozenset({"after_classify", "after_publish", "after_llm", "after_store"})
+POINTS = frozenset({"after_classify", "after_publish", "after_llm", "after_store", "after_escalation_store"})
 
 
 class CrashPoints:

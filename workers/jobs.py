@@ -97,7 +97,12 @@ async def summary(store: Store, meta: JobMeta, wall_s: float | None = None) -> d
     totals = await store.totals(meta.job_id)
     lat = await store.latency_percentiles(meta.job_id)
     routes = {r: totals.routes[r].requests for r in ROUTES}
-    tokens = {k.removesuffix("_tokens"): sum(getattr(totals.routes[r], k) for r in ROUTES) for k in TOKEN_KINDS}
+    esc = totals.escalations
+    escalation_tokens = {k.removesuffix("_tokens"): getattr(esc, k) for k in TOKEN_KINDS}
+    tokens = {
+        k.removesuffix("_tokens"): sum(getattr(totals.routes[r], k) for r in ROUTES) + getattr(esc, k)
+        for k in TOKEN_KINDS
+    }
     by_route = {
         r: {k.removesuffix("_tokens"): getattr(totals.routes[r], k) for k in TOKEN_KINDS}
         | {"completed": totals.routes[r].completed, "failed": totals.routes[r].failed}
@@ -113,6 +118,8 @@ async def summary(store: Store, meta: JobMeta, wall_s: float | None = None) -> d
         "routes": routes,
         "tokens": tokens,
         "tokens_by_route": by_route,
+        "escalations": esc.requests,
+        "escalation_tokens": escalation_tokens,
         "latency_s": {k: round(v, 4) for k, v in lat.items()},
         "wall_s": round(wall_s if wall_s is not None else time.time() - meta.submitted_at, 3),
     }

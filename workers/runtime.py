@@ -156,9 +156,13 @@ async def serve_inference(s: Settings, stop: asyncio.Event | None = None) -> Non
         topics=(t.reasoning, t.direct),
         dead_topic=t.dead,
         base_urls={"reasoning": reasoning_url, "direct": direct_url},
+        model_urls=s.llm_model_urls,
         concurrency=inf.concurrency,
         families=inf.families,
         default_family=inf.default_family,
+        escalate_below=inf.escalate_below,
+        escalate_topic=inf.escalate_topic or t.reasoning,
+        escalate_model=inf.escalate_model,
     )
     api_key = s.llm_api_key.get_secret_value() if s.llm_api_key else None
     async with AsyncExitStack() as stack:

@@ -61,6 +61,11 @@ class InferenceSettings(BaseModel):
         description="substring of the model name (lower case) -> how reasoning is switched",
     )
     default_family: Family = "qwen3"
+    escalate_below: float | None = Field(
+        default=None, ge=0, le=1, description="escalate direct answers less confident than this; unset: never"
+    )
+    escalate_topic: str | None = Field(default=None, description="topic of escalated requests; default: reasoning")
+    escalate_model: str | None = Field(default=None, description="model of the escalated attempt; default: same")
     metrics_port: int = Field(default=9401, ge=0, le=65535, description="Prometheus /metrics; 0 = off")
 
 
@@ -73,6 +78,9 @@ class Settings(BaseSettings):
     llm_base_url: str | None = Field(default=None, description="OpenAI-compatible base URL, e.g. http://vllm:8000/v1")
     llm_reasoning_base_url: str | None = Field(default=None, description="override for the reasoning route")
     llm_direct_base_url: str | None = Field(default=None, description="override for the direct route")
+    llm_model_urls: dict[str, str] = Field(
+        default_factory=dict, description="model name -> base URL (JSON), overrides the route's URL for that model"
+    )
     llm_api_key: SecretStr | None = None
     default_model: str = DEFAULT_MODEL
     topics: Topics = Field(default_factory=Topics)

@@ -12,6 +12,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from schemas.messages import AttemptSummary
 from schemas.records import JobMeta, JobTotals, RequestResult, RouteTotals
 
 JOBS_INDEX = "tr:jobs"  # sorted set: job_id -> submitted_at
@@ -39,6 +40,17 @@ def result_key(job_id: str, request_id: str) -> str:
     return f"tr:{{{job_id}}}:req:{request_id}"
 
 
+def escalated_key(job_id: str) -> str:
+    return f"tr:{{{job_id}}}:escalated"
+
+
+def attempt_key(job_id: str, request_id: str, attempt: int = 1) -> str:
+    return f"tr:{{{job_id}}}:req:{request_id}:attempt:{attempt}"
+
+
+ESCALATION = "escalation"  # totals bucket of first attempts that were escalated
+
+
 # KEYS: done, result, totals, latency. ARGV: request_id, result_json, status, route,
 # prompt_tokens, completion_tokens, reasoning_tokens, latency_s.
 # Returns 1 when written, 0 when the request was already recorded (a redelivery): nothing changes.
@@ -56,12 +68,26 @@ return 1
 """
 
 
+# KEYS: escalated, attempt, totals. ARGV: request_id, attempt_json, prompt, completion, reasoning tokens.
+# Returns 1 when recorded, 0 when this request's first attempt was already recorded (a redelivery).
+_WRITE_ESCALATION = """
+if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('SET', KEYS[2], ARGV[2])
+redis.call('HINCRBY', KEYS[3], 'escalation:requests', 1)
+redis.call('HINCRBY', KEYS[3], 'escalation:prompt_tokens', ARGV[3])
+redis.call('HINCRBY', KEYS[3], 'escalation:completion_tokens', ARGV[4])
+redis.call('HINCRBY', KEYS[3], 'escalation:reasoning_tokens', ARGV[5])
+return 1
+"""
+
+
 class Store:
     """Job and result records over one Redis connection pool (opened by the caller, closed by it)."""
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
         self._write = redis.register_script(_WRITE_RESULT)
+        self._escalate = redis.register_script(_WRITE_ESCALATION)
 
     async def create_job(self, meta: JobMeta) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -94,6 +120,20 @@ class Store:
         )
         return bool(written)
 
+    async def write_escalation(self, job_id: str, request_id: str, attempt: AttemptSummary) -> bool:
+        """Record a request's escalated first attempt and add its tokens to the job's escalation bucket, once."""
+        written = await self._escalate(
+            keys=[escalated_key(job_id), attempt_key(job_id, request_id), totals_key(job_id)],
+            args=[
+                request_id,
+                attempt.model_dump_json(),
+                attempt.prompt_tokens,
+                attempt.completion_tokens,
+                attempt.reasoning_tokens,
+            ],
+        )
+        return bool(written)
+
     async def totals(self, job_id: str) -> JobTotals:
         raw = await self.redis.hgetall(totals_key(job_id))
         counts = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
@@ -101,7 +141,10 @@ class Store:
         for route in ROUTES:
             fields = {f: counts.get(f"{route}:{f}", 0) for f in RouteTotals.model_fields}
             routes[route] = RouteTotals(**fields)
-        return JobTotals(completed=counts.get("completed", 0), failed=counts.get("failed", 0), routes=routes)
+        esc = RouteTotals(**{f: counts.get(f"{ESCALATION}:{f}", 0) for f in RouteTotals.model_fields})
+        return JobTotals(
+            completed=counts.get("completed", 0), failed=counts.get("failed", 0), routes=routes, escalations=esc
+        )
 
     async def latency_percentiles(self, job_id: str, qs: Iterable[float] = (0.5, 0.95, 0.99)) -> dict[str, float]:
         """Nearest-rank percentiles of submit-to-stored latency, read by rank from the sorted set."""

@@ -29,6 +29,7 @@ def c(category: str, confidence: float = 0.9, truncated: bool = False) -> Classi
 
 
 def test_default_table_reasons_on_math_physics_chemistry_only() -> None:
+    """Without a reasoning score the shipped policy falls back to the published table."""
     p = load_policy(None, LABELS)
     on = {cat for cat in LABELS if p.decide(c(cat), None, "M", "v").use_reasoning}
     assert on == {"math", "physics", "chemistry"}
@@ -37,7 +38,7 @@ def test_default_table_reasons_on_math_physics_chemistry_only() -> None:
         "reasoning",
         "category",
         "req-model",
-        "table-v1",
+        "score-v1",
         "clf-1",
         True,
     )

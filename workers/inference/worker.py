@@ -22,11 +22,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from schemas.messages import RoutedMessage
-from schemas.records import RequestResult, Usage
+from schemas.records import RequestResult
 from workers.crashpoints import CrashPoints
 from workers.deadletter import dead_letter
 from workers.inference.client import Completion, LLMClient, LLMFailed
+from workers.inference.escalation import answer_confidence, attempt_summary, escalated_decision
 from workers.inference.families import Family, build_request, family_for
+from workers.inference.results import completed, failed
 from workers.metrics import WorkerMetrics
 from workers.offsets import OffsetTracker
 from workers.store import Store
@@ -42,9 +44,13 @@ class InferenceConfig:
     topics: tuple[str, ...]
     dead_topic: str
     base_urls: Mapping[str, str]  # route -> OpenAI-compatible base URL
+    model_urls: Mapping[str, str] = field(default_factory=dict)  # model -> base URL, overrides the route's
     concurrency: int = 64
     families: Mapping[str, Family] = field(default_factory=dict)
     default_family: Family = "qwen3"
+    escalate_below: float | None = None  # direct answers less confident than this are escalated; None: never
+    escalate_topic: str = ""  # where escalated requests go (the reasoning topic)
+    escalate_model: str | None = None  # the stronger model of the second attempt; None: the same model
 
 
 @dataclass
@@ -53,6 +59,7 @@ class InferenceStats:
     failed: int = 0
     duplicates: int = 0
     dead: int = 0
+    escalated: int = 0
 
 
 class InferenceWorker:
@@ -170,13 +177,20 @@ class InferenceWorker:
         family = family_for(route.model, self.cfg.families, self.cfg.default_family)
         body = prompt.body.model_dump(exclude_none=True)
         payload = build_request(body, route.model, family, route.use_reasoning, route.reasoning_effort)
+        threshold = self._escalation_threshold(msg)
+        if threshold is not None:
+            payload.setdefault("logprobs", True)
         try:
-            completion = await self.llm.complete(self.cfg.base_urls[route.route], payload)
+            url = self.cfg.model_urls.get(route.model) or self.cfg.base_urls[route.route]
+            completion = await self.llm.complete(url, payload)
             self.crash.hit("after_llm")
-            result = _completed(msg, completion)
+            result = completed(msg, completion)
+            if threshold is not None and await self._escalated(record, msg, result, completion, threshold):
+                self.tracker.done(tp, record.offset)
+                return
         except LLMFailed as exc:
             log.warning("%s: request failed after %d attempts: %s", where, exc.attempts, exc)
-            result = _failed(msg, exc)
+            result = failed(msg, exc)
             await self._dead(record, f"LLM request failed: {exc}", exc, prompt.request_id, prompt.job_id)
         written = bool(await self._store_call(self.store.write_result, result))
         self.metrics.result(result, written)
@@ -189,6 +203,37 @@ class InferenceWorker:
             self.stats.duplicates += 1
         self.crash.hit("after_store")
         self.tracker.done(tp, record.offset)
+
+    def _escalation_threshold(self, msg: RoutedMessage) -> float | None:
+        """The threshold when this message's answer may be escalated: direct route, first attempt."""
+        if self.cfg.escalate_below is None or msg.route.route != "direct" or msg.previous_attempt is not None:
+            return None
+        return self.cfg.escalate_below
+
+    async def _escalated(
+        self, record: Record, msg: RoutedMessage, result: RequestResult, c: Completion, threshold: float
+    ) -> bool:
+        """Below the threshold: record the first attempt (once), publish the second, await the ack."""
+        confidence = answer_confidence(c.body)
+        if confidence >= threshold:
+            return False
+        attempt = attempt_summary(result, confidence, threshold)
+        p = msg.prompt
+        await self._store_call(self.store.write_escalation, p.job_id, p.request_id, attempt)
+        self.crash.hit("after_escalation_store")
+        out = RoutedMessage(
+            prompt=p,
+            route=escalated_decision(msg.route, self.cfg.escalate_model),
+            routed_at=time.time(),
+            previous_attempt=attempt,
+        )
+        topic = self.cfg.escalate_topic
+        fut = await self.producer.send(topic, out.model_dump_json().encode(), key=record.key)
+        await fut
+        self.metrics.produced(topic)
+        self.stats.escalated += 1
+        log.info("request %s escalated (confidence %.3f < %.3f) to %s", p.request_id, confidence, threshold, topic)
+        return True
 
     async def _dead(
         self, record: Record, reason: str, exc: BaseException, request_id: str | None, job_id: str | None
@@ -211,62 +256,6 @@ class InferenceWorker:
                 log.warning("Redis unavailable (%s); attempt %d, retrying in %.1fs", exc, attempt, delay)
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
-
-
-def _usage(body: Mapping[str, Any]) -> Usage:
-    u = body.get("usage") or {}
-    details = u.get("completion_tokens_details") or {}
-    return Usage(
-        prompt_tokens=int(u.get("prompt_tokens") or 0),
-        completion_tokens=int(u.get("completion_tokens") or 0),
-        reasoning_tokens=int(details.get("reasoning_tokens") or 0),
-    )
-
-
-def _result(msg: RoutedMessage, **outcome: Any) -> RequestResult:
-    """A request's record: what the prompt and route say, plus the outcome's fields."""
-    p, now = msg.prompt, time.time()
-    return RequestResult(
-        request_id=p.request_id,
-        job_id=p.job_id,
-        custom_id=p.custom_id,
-        line=p.line,
-        route=msg.route,
-        latency_s=max(now - p.submitted_at, 0.0),
-        finished_at=now,
-        **outcome,
-    )
-
-
-def _completed(msg: RoutedMessage, c: Completion) -> RequestResult:
-    choice = c.body["choices"][0]
-    message = choice.get("message") or {}
-    return _result(
-        msg,
-        status="completed",
-        model=str(c.body.get("model") or msg.route.model),
-        usage=_usage(c.body),
-        answer=message.get("content"),
-        reasoning=message.get("reasoning_content") or message.get("reasoning"),
-        finish_reason=choice.get("finish_reason"),
-        http_status=c.status_code,
-        response_body=c.body,
-        attempts=c.attempts,
-        llm_latency_s=c.latency_s,
-    )
-
-
-def _failed(msg: RoutedMessage, exc: LLMFailed) -> RequestResult:
-    return _result(
-        msg,
-        status="failed",
-        model=msg.route.model,
-        usage=Usage(),
-        http_status=exc.status_code,
-        error=str(exc),
-        attempts=exc.attempts,
-        llm_latency_s=exc.latency_s,
-    )
 
 
 class _DrainOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]

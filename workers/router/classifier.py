@@ -31,6 +31,7 @@ DEFAULT_BATCH_SIZE = 64
 # (the [B, 12, T, T] attention tensors fall out of cache) than smaller ones.
 DEFAULT_MAX_BATCH_TOKENS = 2048
 HEAD_FRACTION = 0.75
+SCORE_OUTPUT = "reasoning_score"
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 _ORT_DEFAULT_SEVERITY = 2
@@ -42,6 +43,7 @@ class Classification:
     confidence: float
     truncated: bool
     n_tokens: int  # length before truncation, special tokens included
+    reasoning_score: float | None = None  # per-prompt score (predicted difficulty), when the model has one
 
 
 def head_tail(ids: Sequence[int], max_length: int, head_fraction: float = HEAD_FRACTION) -> list[int]:
@@ -187,6 +189,7 @@ class Classifier:
         self.providers: list[str] = list(session.get_providers())
         outputs = [o.name for o in session.get_outputs()]
         self._output = "probs" if "probs" in outputs else outputs[0]
+        self._score = SCORE_OUTPUT if SCORE_OUTPUT in outputs else None
 
     @property
     def max_length(self) -> int:
@@ -212,13 +215,21 @@ class Classifier:
         ids, mask = self.encoder.pad(seqs)
         return ids, mask, truncated, lengths
 
-    def _probs(self, seqs: list[list[int]]) -> FloatArray:
+    def _run(self, seqs: list[list[int]]) -> tuple[FloatArray, FloatArray | None]:
+        """Class probabilities [N, K] and reasoning scores [N] (None when the model has no score head)."""
         out = np.zeros((len(seqs), len(self.labels)), dtype=np.float32)
+        scores = np.zeros(len(seqs), dtype=np.float32) if self._score is not None else None
+        names = [self._output] if self._score is None else [self._output, self._score]
         for idx in length_batches([len(s) for s in seqs], self.batch_size, self.max_batch_tokens):
             ids, mask = self.encoder.pad([seqs[i] for i in idx])
-            (probs,) = self.session.run([self._output], encoder_feed(self.session, ids, mask))
-            out[idx] = probs
-        return out
+            results = self.session.run(names, encoder_feed(self.session, ids, mask))
+            out[idx] = results[0]
+            if scores is not None:
+                scores[idx] = np.asarray(results[1]).reshape(-1)
+        return out, scores
+
+    def _probs(self, seqs: list[list[int]]) -> FloatArray:
+        return self._run(seqs)[0]
 
     def predict_proba(self, texts: Sequence[str]) -> FloatArray:
         """Class probabilities [len(texts), len(labels)] in the order of ``labels``."""
@@ -235,7 +246,7 @@ class Classifier:
         if not texts:
             return []
         seqs, truncated, lengths = self.encoder.tokenize(texts)
-        probs = self._probs(seqs)
+        probs, scores = self._run(seqs)
         best = probs.argmax(axis=1)
         return [
             Classification(
@@ -243,6 +254,7 @@ class Classifier:
                 confidence=float(probs[i, k]),
                 truncated=bool(truncated[i]),
                 n_tokens=int(lengths[i]),
+                reasoning_score=None if scores is None else float(scores[i]),
             )
             for i, k in enumerate(best)
         ]

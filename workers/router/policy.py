@@ -1,9 +1,17 @@
-"""The routing policy: a YAML table of per-category rules, a default and a confidence floor."""
+"""The routing policy: per-category rules, a per-prompt reasoning score with a calibrated threshold,
+a default and a confidence floor.
+
+A rule's ``use_reasoning`` is ``true`` (always), ``false`` (never) or ``"score"``: reasoning when the
+prompt's ``reasoning_score`` plus the rule's ``score_offset`` reaches ``reasoning.threshold`` (derived
+from data by ``thinkroute calibrate``). Without a score (an artefact without a score head) or without a
+``reasoning`` section, a ``"score"`` rule falls back to its own ``fallback``, else ``reasoning.fallback``.
+"""
 
 from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -16,9 +24,21 @@ from workers.router.classifier import Classification
 class Rule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    use_reasoning: bool
+    use_reasoning: bool | Literal["score"]
     reasoning_effort: Effort | None = None
     model: str | None = None
+    score_offset: float = 0.0
+    fallback: bool | None = None  # a "score" rule when there is no score; None: reasoning.fallback
+
+
+class ScoreRule(BaseModel):
+    """The per-prompt part: reasoning when score + offset >= threshold (rules with ``use_reasoning: score``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    threshold: float
+    fallback: bool = False  # "score" rules when the classifier gives no score
+    calibration: dict[str, Any] = Field(default_factory=dict)  # how the threshold was derived (recorded)
 
 
 class Policy(BaseModel):
@@ -30,6 +50,17 @@ class Policy(BaseModel):
     default: Rule = Rule(use_reasoning=False)
     categories: dict[str, Rule] = Field(default_factory=dict)
     models: dict[Route, str] = Field(default_factory=dict)
+    reasoning: ScoreRule | None = None
+
+    def wants_reasoning(self, rule: Rule, score: float | None) -> tuple[bool, bool]:
+        """(use reasoning, decided by the score) for a rule and a prompt's score."""
+        if rule.use_reasoning != "score":
+            return bool(rule.use_reasoning), False
+        if self.reasoning is None or score is None:
+            if rule.fallback is not None:
+                return rule.fallback, False
+            return self.reasoning is not None and self.reasoning.fallback, False
+        return score + rule.score_offset >= self.reasoning.threshold, True
 
     def rule_for(self, c: Classification) -> tuple[Rule, str]:
         """The rule that applies to a classification, and the name of the reason."""
@@ -44,14 +75,18 @@ class Policy(BaseModel):
         self, c: Classification, request_model: str | None, default_model: str, classifier_version: str
     ) -> RouteDecision:
         rule, reason = self.rule_for(c)
-        route: Route = "reasoning" if rule.use_reasoning else "direct"
+        use, by_score = self.wants_reasoning(rule, c.reasoning_score)
+        if by_score:
+            reason = f"{reason}+score"
+        route: Route = "reasoning" if use else "direct"
         model = rule.model or self.models.get(route) or request_model or default_model
         return RouteDecision(
             route=route,
             category=c.category,
             confidence=round(float(c.confidence), 6),
-            use_reasoning=rule.use_reasoning,
-            reasoning_effort=rule.reasoning_effort if rule.use_reasoning else None,
+            use_reasoning=use,
+            reasoning_effort=rule.reasoning_effort if use else None,
+            reasoning_score=None if c.reasoning_score is None else round(float(c.reasoning_score), 6),
             model=model,
             policy_version=self.version,
             classifier_version=classifier_version,

