@@ -25,6 +25,7 @@ import httpx
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
+from loadgen.bench_common import rss_mb
 from loadgen.procs import Procs, settings_env
 from schemas.messages import DeadLetter
 from workers.artifacts import ensure_artifact
@@ -58,16 +59,6 @@ def prompts(n: int, poison_every: int) -> list[InputRequest]:
             body = body.model_copy(update={"messages": [msg.model_copy(update={"content": f"{msg.content} {MARKER}"})]})
         out.append(InputRequest(i + 1, f"chaos-{i}", body))
     return out
-
-
-def rss_mb(svc: Service) -> float:
-    try:
-        for line in Path(f"/proc/{svc.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 def setup(args: argparse.Namespace, work: Path) -> tuple[Path, Path, Service, Service, Service]:
@@ -118,7 +109,7 @@ async def run(
         next_report = time.monotonic() + 10
         while True:
             procs.restart_dead(KINDS)
-            max_rss = max([max_rss, *(rss_mb(p) for p in procs.procs.values())])
+            max_rss = max([max_rss, *(rss_mb(p.proc.pid) for p in procs.procs.values())])
             try:
                 totals = await store.totals(meta.job_id)
                 done = totals.completed + totals.failed
