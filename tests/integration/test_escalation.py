@@ -15,9 +15,10 @@ from redis.asyncio import Redis
 
 from loadgen.replay_answer import count_prompt_tokens
 from schemas.batch import ChatBody, ChatMessage
-from schemas.messages import AttemptSummary, PromptMessage, RouteDecision, RoutedMessage
+from schemas.messages import AttemptSummary, PromptMessage, RoutedMessage
 from schemas.records import JobMeta
 from tests.conftest import wait_until
+from tests.factories import route_decision
 from tests.integration.helpers import assert_exact_totals, committed, produce, read_topic, running
 from workers.bus import ensure_topics
 from workers.data import MMLU_PRO_TEST, read_jsonl
@@ -48,16 +49,8 @@ def _direct(job: str, qid: int, body: ChatBody, line: int) -> RoutedMessage:
     prompt = PromptMessage(
         request_id=f"{job}/q{qid}", job_id=job, custom_id=f"q{qid}", line=line, body=body, submitted_at=time.time()
     )
-    route = RouteDecision(
-        route="direct",
-        category="computer science",
-        confidence=0.9,
-        use_reasoning=False,
-        model=MODEL,
-        policy_version="test",
-        classifier_version="test",
-        reason="category",
-        truncated=False,
+    route = route_decision(
+        "direct", category="computer science", model=MODEL, policy_version="test", classifier_version="test"
     )
     return RoutedMessage(prompt=prompt, route=route, routed_at=time.time())
 

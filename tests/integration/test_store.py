@@ -10,23 +10,14 @@ from redis.asyncio import Redis
 
 from schemas.messages import RouteDecision
 from schemas.records import JobMeta, RequestResult, Usage
+from tests.factories import route_decision
 from workers.store import Store, done_key, result_key, totals_key
 
 pytestmark = pytest.mark.integration
 
 
 def decision(route: str) -> RouteDecision:
-    return RouteDecision(
-        route=route,
-        category="math" if route == "reasoning" else "law",
-        confidence=0.9,  # type: ignore[arg-type]
-        use_reasoning=route == "reasoning",
-        model="m",
-        policy_version="p",
-        classifier_version="c",
-        reason="category",
-        truncated=False,
-    )
+    return route_decision(route)
 
 
 def result(job: str, i: int, route: str, status: str = "completed", latency: float = 1.0) -> RequestResult:

@@ -8,7 +8,7 @@ import pytest
 
 from loadgen.replay_answer import Recorded, ReplayAnswer
 from loadgen.replay_logprobs import letter_probability, modelled_logprobs
-from schemas.messages import RouteDecision
+from tests.factories import route_decision
 from workers.inference.escalation import answer_confidence, escalated_decision, extract_letter
 
 
@@ -43,17 +43,7 @@ def test_confidence_format_check_and_logprobs() -> None:
 
 
 def test_escalated_decision() -> None:
-    d = RouteDecision(
-        route="direct",
-        category="law",
-        confidence=0.8,
-        use_reasoning=False,
-        model="small",
-        policy_version="p",
-        classifier_version="c",
-        reason="category",
-        truncated=False,
-    )
+    d = route_decision("direct", confidence=0.8, model="small")
     up = escalated_decision(d, "large")
     assert (up.route, up.use_reasoning, up.model, up.reason) == ("reasoning", True, "large", "category+escalated")
     assert escalated_decision(d, None).model == "small"

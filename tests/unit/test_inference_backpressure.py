@@ -11,8 +11,9 @@ from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from schemas.batch import ChatBody, ChatMessage
-from schemas.messages import PromptMessage, RouteDecision, RoutedMessage
+from schemas.messages import PromptMessage, RoutedMessage
 from schemas.records import RequestResult
+from tests.factories import route_decision
 from workers.inference.client import Completion
 from workers.inference.worker import InferenceConfig, InferenceWorker
 
@@ -28,17 +29,7 @@ def record(offset: int) -> ConsumerRecord[bytes, bytes]:
         body=ChatBody(messages=[ChatMessage(role="user", content="q")]),
         submitted_at=time.time(),
     )
-    route = RouteDecision(
-        route="direct",
-        category="law",
-        confidence=0.9,
-        use_reasoning=False,
-        model="m",
-        policy_version="p",
-        classifier_version="c",
-        reason="default",
-        truncated=False,
-    )
+    route = route_decision("direct", reason="default")
     value = RoutedMessage(prompt=prompt, route=route, routed_at=time.time()).model_dump_json().encode()
     return ConsumerRecord("direct", 0, offset, 0, 0, b"k", value, None, 1, len(value), [])
 
