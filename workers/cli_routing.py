@@ -43,15 +43,19 @@ def train(
     epochs: Annotated[float, typer.Option(help="fine-tuning epochs")] = 2.0,
     seed: Annotated[int, typer.Option(help="seed (split, sampling, initialisation)")] = 13,
     resume: Annotated[
-        Path | None, typer.Option(exists=True, dir_okay=False, help="re-measure a saved adapter instead of fitting")
+        Path | None,
+        typer.Option(
+            exists=True, dir_okay=False, help="re-compose and re-measure a saved adapter instead of fitting (no torch)"
+        ),
     ] = None,
 ) -> None:
     """Fine-tune the classifier (needs the `train` extra: torch) and print the held-out report."""
     logging.basicConfig(level="INFO", stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        import torch  # noqa: F401
+        if resume is None:
+            import torch  # noqa: F401
     except ImportError as exc:
-        raise typer.Exit(_fail("`thinkroute train` needs torch: pip install -e '.[train]'")) from exc
+        raise typer.Exit(_fail("`thinkroute train` needs torch: pip install -e '.[train]' (or --resume)")) from exc
     from workers.training.build import report
     from workers.training.train import train_classifier
 

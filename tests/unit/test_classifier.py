@@ -196,6 +196,18 @@ def test_order_preserved_across_sub_batches(classifier: Classifier) -> None:
     assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
 
 
+def test_cpu_result_is_a_function_of_the_prompt_alone(classifier: Classifier) -> None:
+    """int8 activation ranges come from the input: on CPU each prompt runs alone, so its neighbours in a
+    call (and their lengths) cannot change its scores by even one bit."""
+    assert classifier.workers >= 1 and classifier.providers == ["CPUExecutionProvider"]
+    texts = [q for q, _ in KNOWN]
+    alone = np.stack([classifier.predict_proba([t])[0] for t in texts])
+    crowd = classifier.predict_proba([*texts, "x " * 400, "short"])[: len(texts)]
+    assert np.array_equal(alone, crowd)
+    scores = [c.reasoning_score for c in classifier.classify(texts)]
+    assert scores == [classifier.classify([t])[0].reasoning_score for t in texts]
+
+
 def test_empty_and_edge_inputs(classifier: Classifier) -> None:
     assert classifier.classify([]) == []
     (empty,) = classifier.classify([""])

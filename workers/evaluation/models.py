@@ -47,7 +47,7 @@ def _point(correct: np.ndarray[Any, Any], tokens: np.ndarray[Any, Any], large: n
 def model_curve(
     classifier: Classifier, small: str = DEFAULT_SMALL, large: str = DEFAULT_LARGE, seed: int = 13
 ) -> dict[str, Any]:
-    from workers.training.train import heldout_items
+    from workers.training.measure import heldout_items
 
     recs = _records([small, large])
     if not recs:

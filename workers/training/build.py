@@ -1,10 +1,13 @@
-"""Compose the runtime classifier artefact from the shipped adapter (no torch, seconds).
+"""Compose the runtime classifier artefact from the shipped adapter (no torch, about a minute).
 
 ``thinkroute train`` (``workers.training.train``) writes ``workers/router/assets/adapter.npz`` (LoRA
 factors, biases and norms of the fine-tuned encoder, the category head, the reasoning-score head and
 reference outputs) and ``classifier_card.json``. At first use this module merges the adapter into the
-packaged int8 encoder, appends pooling and heads, checks the result against the reference outputs
-recorded at training time and writes ``model.onnx``, ``tokenizer.json``, ``labels.json``, ``card.json``.
+packaged encoder's weights, writes the encoder as a fused ONNX Runtime graph, appends pooling and heads,
+checks the fp32 result against the reference outputs recorded at training time, quantizes it to int8,
+embeds the training questions for the neighbour vote (``workers.training.knn``) and writes
+``model.onnx`` (int8), ``model_float.onnx`` (fp32, for CUDA), ``tokenizer.json``, ``labels.json``,
+``card.json``.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -26,29 +30,46 @@ import numpy as np
 import numpy.typing as npt
 import onnx
 
-from workers.router.classifier import DEFAULT_MAX_LENGTH, HEAD_FRACTION, Classifier
-from workers.training.graph import ENCODER_PACKAGE, ENCODER_VERSION, compose, encoder_path, load_encoder
+from workers.data import QWEN3_THINK
+from workers.data import path as data_path
+from workers.router.classifier import (
+    DEFAULT_MAX_LENGTH,
+    HEAD_FRACTION,
+    Classifier,
+    FloatArray,
+    TextEncoder,
+    create_session,
+)
+from workers.training.corpus import load_items
+from workers.training.data import DATA_FILES
+from workers.training.fused_graph import encoder_graph, quantize
+from workers.training.graph import ENCODER_PACKAGE, ENCODER_VERSION, HEAD_PREFIX, compose, encoder_path, load_encoder
 from workers.training.head import LinearHead
-from workers.training.weights import apply_adapter, load_adapter
+from workers.training.knn import VoteParams, add_vote, embed
+from workers.training.weights import base_weights, load_adapter, merged_weights, quantize_columns
 
 log = logging.getLogger(__name__)
 
 # Bump when the composition changes: a new fingerprint means a rebuild of cached artefacts.
-RECIPE_VERSION = "thinkroute-classifier/2-lora"
+RECIPE_VERSION = "thinkroute-classifier/3-fused-int8-vote"
 DEFAULT_SEED = 13
 ASSETS = Path(__file__).resolve().parent.parent / "router" / "assets"
 TOKENIZER_ASSET = ASSETS / "tokenizer.json"
 ADAPTER_ASSET = ASSETS / "adapter.npz"
 CARD_ASSET = ASSETS / "classifier_card.json"
-ARTIFACT_FILES = ("model.onnx", "tokenizer.json", "labels.json", "card.json")
-VERIFY_TOL = 2e-3  # max |probs - reference|; the reference is the same composition at training time
+ARTIFACT_FILES = ("model.onnx", "model_float.onnx", "tokenizer.json", "labels.json", "card.json")
+VERIFY_TOL = 2e-3  # max |probs - reference| of the fp32 composition; the reference is recorded at training time
+MIN_AGREEMENT = 0.8  # top-1 agreement of the runtime model (int8 + neighbour vote) with that reference
+VOTE = VoteParams()
 
 
 @lru_cache(maxsize=8)
 def fingerprint(seed: int = DEFAULT_SEED) -> str:
     """Short hash of what determines the artefact: recipe, adapter, card, tokenizer, encoder."""
     h = hashlib.sha256()
-    h.update(f"{RECIPE_VERSION}|seed={seed}|max_length={DEFAULT_MAX_LENGTH}|head={HEAD_FRACTION}".encode())
+    h.update(f"{RECIPE_VERSION}|seed={seed}|max_length={DEFAULT_MAX_LENGTH}|head={HEAD_FRACTION}|{VOTE}".encode())
+    for name in (*DATA_FILES, QWEN3_THINK):  # the neighbour bank is built from them
+        h.update(f"{name}:{data_path(name).stat().st_size}".encode())
     for asset in (ADAPTER_ASSET, CARD_ASSET, TOKENIZER_ASSET):
         h.update(asset.read_bytes())
     enc = encoder_path()
@@ -65,42 +86,134 @@ def heads(adapter: Mapping[str, npt.NDArray[np.generic]]) -> tuple[LinearHead, L
     return head, score
 
 
-def compose_model(adapter: Mapping[str, npt.NDArray[np.generic]], labels: list[str], version: str) -> onnx.ModelProto:
+def float_model(adapter: Mapping[str, npt.NDArray[np.generic]], labels: list[str], version: str) -> onnx.ModelProto:
+    """Fused fp32 encoder with the adapter merged (Linear weights rounded per column like the packaged
+    int8 encoder, which is what training saw) + pooling + heads."""
     head, score = heads(adapter)
-    return compose(apply_adapter(load_encoder(simplify=True), adapter), head, labels, version, score)
+    merged = merged_weights(base_weights(load_encoder()), adapter)
+    for name, w in merged.items():
+        if name.startswith("encoder.layer.") and name.endswith(".weight") and w.ndim == 2:
+            q, scale = quantize_columns(w)
+            merged[name] = q.astype(np.float32) * scale
+    return compose(encoder_graph(merged), head, labels, version, score)
 
 
-def write_artifact(
-    out_dir: Path, adapter: Mapping[str, npt.NDArray[np.generic]], card: dict[str, Any], version: str
-) -> None:
-    """model.onnx, tokenizer, labels and card into ``out_dir`` (must exist)."""
-    labels = [str(x) for x in card["labels"]]
-    onnx.save(compose_model(adapter, labels, version), str(out_dir / "model.onnx"))
-    shutil.copyfile(TOKENIZER_ASSET, out_dir / "tokenizer.json")
-    (out_dir / "labels.json").write_text(json.dumps(labels, indent=1) + "\n", encoding="utf-8")
-    card = {**card, "version": version, "max_length": DEFAULT_MAX_LENGTH}
-    card.setdefault("sizes", {})["model_onnx_bytes"] = (out_dir / "model.onnx").stat().st_size
-    (out_dir / "card.json").write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
+def bank_texts(seed: int) -> tuple[list[str], list[str]]:
+    """Texts and labels of the training questions (the neighbour vote's bank), in a fixed order."""
+    items, _ = load_items(seed)
+    train = [it for it in items if it.side == "train"]
+    return [it.fixed_text(seed) for it in train], [it.label for it in train]
 
 
-def verify(out_dir: Path, card: Mapping[str, Any], adapter: Mapping[str, npt.NDArray[np.generic]]) -> float:
-    """Max |probs - reference| on the reference texts recorded at training time (raises above VERIFY_TOL)."""
+def runtime_models(
+    adapter: Mapping[str, npt.NDArray[np.generic]],
+    labels: list[str],
+    version: str,
+    seed: int = DEFAULT_SEED,
+    progress: bool = False,
+) -> tuple[onnx.ModelProto, onnx.ModelProto, onnx.ModelProto, int]:
+    """(fp32 head-only model, int8 and fp32 models with the neighbour vote, bank size).
+
+    The int8 model is ``model.onnx`` (CPU), the fp32 one ``model_float.onnx`` (CUDA: the int8 kernels
+    are CPU ones); both vote over the same bank, embedded once with the int8 model.
+    """
+    fp32 = float_model(adapter, labels, version)
+    int8 = quantize(fp32, keep_float=(HEAD_PREFIX,))
+    texts, bank_labels = bank_texts(seed)
+    encoder = TextEncoder.from_file(TOKENIZER_ASSET, DEFAULT_MAX_LENGTH)
+    with _progress(len(texts), "embedding the neighbour bank", progress) as advance:
+        bank = embed(int8, encoder, texts, advance)
+    index = np.array([labels.index(x) for x in bank_labels], dtype=np.int64)
+    return (
+        fp32,
+        add_vote(int8, bank, index, len(labels), VOTE),
+        add_vote(fp32, bank, index, len(labels), VOTE),
+        len(texts),
+    )
+
+
+@contextmanager
+def _progress(total: int, what: str, show: bool) -> Iterator[Callable[[int], None]]:
+    if not show:
+        yield lambda n: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(what, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def float_probs(model: onnx.ModelProto, texts: list[str], labels: list[str]) -> FloatArray:
+    """Class probabilities of an in-memory model (e.g. the fp32 composition) through ``Classifier``."""
+    with tempfile.TemporaryDirectory(prefix="thinkroute-verify-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        onnx.save(model, str(path))
+        clf = Classifier(
+            create_session(path, "cpu"), TextEncoder.from_file(TOKENIZER_ASSET, DEFAULT_MAX_LENGTH), labels, "verify"
+        )
+        return clf.predict_proba(texts)
+
+
+def verify(
+    fp32: onnx.ModelProto, final_dir: Path, card: Mapping[str, Any], adapter: Mapping[str, npt.NDArray[np.generic]]
+) -> dict[str, float]:
+    """Check the composition against the outputs recorded at training time; raises when it disagrees.
+
+    The fp32 model must reproduce them to VERIFY_TOL (the merge is right); the runtime model (int8 +
+    neighbour vote) must agree on the top category for at least MIN_AGREEMENT of the reference texts.
+    """
     texts = [str(t) for t in card.get("reference", {}).get("texts", [])]
     if not texts or "reference/probs" not in adapter:
         raise RuntimeError("the shipped adapter has no reference outputs to verify against")
-    clf = Classifier.load(out_dir, providers="cpu")
-    got = clf.predict_proba(texts)
-    diff = float(np.abs(got - np.asarray(adapter["reference/probs"], np.float32)).max())
+    ref = np.asarray(adapter["reference/probs"], np.float32)
+    diff = float(np.abs(float_probs(fp32, texts, [str(x) for x in card["labels"]]) - ref).max())
     if not np.isfinite(diff) or diff > VERIFY_TOL:
         raise RuntimeError(f"composed classifier disagrees with its training-time reference: max diff {diff:g}")
-    return diff
+    got = Classifier.load(final_dir, providers="cpu").predict_proba(texts)
+    agreement = float((got.argmax(1) == ref.argmax(1)).mean())
+    if agreement < MIN_AGREEMENT:
+        raise RuntimeError(f"runtime classifier agrees with its reference on only {agreement:.0%} of the texts")
+    return {"fp32_max_abs_diff": diff, "runtime_top1_agreement": agreement}
+
+
+def write_artifact(
+    out_dir: Path,
+    adapter: Mapping[str, npt.NDArray[np.generic]],
+    card: dict[str, Any],
+    version: str,
+    seed: int = DEFAULT_SEED,
+    progress: bool = False,
+) -> onnx.ModelProto:
+    """model.onnx, tokenizer, labels and card into ``out_dir`` (must exist); returns the fp32 model."""
+    labels = [str(x) for x in card["labels"]]
+    fp32, model, model_float, bank_size = runtime_models(adapter, labels, version, seed, progress)
+    onnx.save(model, str(out_dir / "model.onnx"))
+    onnx.save(model_float, str(out_dir / "model_float.onnx"))
+    shutil.copyfile(TOKENIZER_ASSET, out_dir / "tokenizer.json")
+    (out_dir / "labels.json").write_text(json.dumps(labels, indent=1) + "\n", encoding="utf-8")
+    card = {
+        **card,
+        "version": version,
+        "max_length": DEFAULT_MAX_LENGTH,
+        "runtime": (
+            "fused ONNX Runtime BERT graph; model.onnx: dynamic int8 (MatMulInteger, QAttention; per-channel "
+            "weights, heads in fp32), one prompt per run on CPU; model_float.onnx: fp32, batched, for CUDA"
+        ),
+        "neighbour_vote": {**VOTE.__dict__, "bank": bank_size, "bank_source": "the training questions"},
+    }
+    card.setdefault("sizes", {})["model_onnx_bytes"] = (out_dir / "model.onnx").stat().st_size
+    (out_dir / "card.json").write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
+    return fp32
 
 
 def build_artifact(
     out_dir: Path, *, seed: int = DEFAULT_SEED, progress: bool = True, providers: str = "auto"
 ) -> dict[str, Any]:
-    """Compose the artefact into ``out_dir`` (atomically) and return its card. ``progress`` is unused."""
-    del progress, providers
+    """Compose the artefact into ``out_dir`` (atomically) and return its card."""
+    del providers
     start = time.monotonic()
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -109,13 +222,13 @@ def build_artifact(
     version = fingerprint(seed)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
-        write_artifact(tmp, adapter, card, version)
-        diff = verify(tmp, card, adapter)
+        fp32 = write_artifact(tmp, adapter, card, version, seed, progress)
+        checks = verify(fp32, tmp, card, adapter)
         card = json.loads((tmp / "card.json").read_text(encoding="utf-8"))
         card["composed"] = {
             "at": datetime.now(UTC).isoformat(timespec="seconds"),
             "seconds": round(time.monotonic() - start, 2),
-            "verify_max_abs_diff": diff,
+            **checks,
         }
         (tmp / "card.json").write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
         tmp.chmod(0o755)  # mkdtemp makes it private

@@ -11,7 +11,6 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,27 +20,11 @@ import torch
 from workers.router.classifier import TextEncoder
 from workers.training.corpus import Item
 from workers.training.graph import load_encoder
+from workers.training.head import Hyper
 from workers.training.torch_model import EMBED_SCALE, Encoder
 from workers.training.weights import base_weights
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Hyper:
-    rank: int = 8
-    alpha: float = 16.0
-    epochs: float = 2.0
-    batch_size: int = 32
-    max_length: int = 96  # training window; the router uses the encoder's own (128)
-    lr_lora: float = 1e-3
-    lr_other: float = 3e-4  # biases and layer norms
-    lr_head: float = 3e-3
-    weight_decay: float = 0.01
-    label_smoothing: float = 0.05
-    aux_weight: float = 0.3
-    warmup: float = 0.06
-    threads: int = 2
 
 
 def _batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:

