@@ -66,7 +66,7 @@ async def run(args: argparse.Namespace, work: Path, servers: dict[str, Service])
     bodies = load_bodies(args.prompts)
     sizes = [int(x) for x in args.batch_sizes.split(",")]
     clf = classifier_ceiling(args.artifact_path, bodies, sizes, min(args.sweep_prompts, len(bodies)))
-    batch = args.router_batch or clf["batch"]
+    batch = args.router_batch
     bootstrap = args.bootstrap or servers["broker"].address
     redis_url = f"redis://{servers['redis'].address}/0"
     llm = f"http://{servers['replay'].address}/v1"
@@ -197,7 +197,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--prompts", type=int, default=2000, help="prompts per phase (real MMLU-Pro text)")
     p.add_argument("--batch-sizes", default="16,32,64,128", help="classifier batch sizes to try")
     p.add_argument("--sweep-prompts", type=int, default=512, help="prompts per batch size in the sweep")
-    p.add_argument("--router-batch", type=int, default=None, help="router micro-batch (default: the best size)")
+    p.add_argument(
+        "--router-batch",
+        type=int,
+        default=16,
+        help="router micro-batch: small keeps latency low; on CPU the classifier runs prompt by prompt anyway",
+    )
     p.add_argument("--loads", default="0.5,0.8", help="offered rates, as shares of the router maximum")
     p.add_argument("--load-s", type=float, default=15.0, help="seconds per offered rate")
     p.add_argument("--soak-s", type=float, default=None, help="seconds of the last (80%%) rate, for the memory check")

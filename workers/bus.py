@@ -58,11 +58,17 @@ def make_producer(cfg: KafkaConfig, *, linger_ms: int = 5) -> AIOKafkaProducer:
     )
 
 
-def make_consumer(cfg: KafkaConfig, group: str, *, max_poll_records: int = 500) -> AIOKafkaConsumer:
+def make_consumer(
+    cfg: KafkaConfig, group: str, *, max_poll_records: int = 500, fetch_max_wait_ms: int = 50
+) -> AIOKafkaConsumer:
     """Manual commits only, after processing; new groups start at the earliest offset.
 
+    ``fetch_max_wait_ms``: how long the broker may hold a fetch for data; it bounds the latency a quiet
+    partition adds (Tansu holds a fetch for about this long even when data arrives; must stay > 0).
     The caller subscribes, with its rebalance listener.
     """
+    if fetch_max_wait_ms < 1:
+        raise ValueError("fetch_max_wait_ms must be >= 1 (a broker may never answer a fetch with 0)")
     return AIOKafkaConsumer(
         **cfg.client_kwargs(),
         group_id=group,
@@ -71,7 +77,7 @@ def make_consumer(cfg: KafkaConfig, group: str, *, max_poll_records: int = 500) 
         session_timeout_ms=cfg.session_timeout_ms,
         heartbeat_interval_ms=max(cfg.session_timeout_ms // 4, 250),
         max_poll_records=max_poll_records,
-        fetch_max_wait_ms=50,  # must stay > 0: Tansu never answers a fetch with 0
+        fetch_max_wait_ms=fetch_max_wait_ms,
         isolation_level="read_uncommitted",
     )
 

@@ -18,7 +18,7 @@ from workers.artifacts import ensure_artifact
 from workers.bus import KafkaConfig, make_consumer, make_producer
 from workers.crashpoints import CrashPoints
 from workers.errors import ConfigError
-from workers.inference.client import LLMClient, RetryPolicy, make_http_client
+from workers.inference.client import LLMClient, RetryPolicy, make_http_clients
 from workers.inference.worker import InferenceConfig, InferenceWorker
 from workers.metrics import WorkerMetrics, start_metrics_server
 from workers.router.classifier import Classifier
@@ -112,7 +112,9 @@ async def serve_router(s: Settings, stop: asyncio.Event | None = None, artifact:
         max_tokens=s.max_tokens,
     )
     producer = make_producer(kc)
-    consumer = make_consumer(kc, s.router.group, max_poll_records=max(s.router.batch_max, 500))
+    consumer = make_consumer(
+        kc, s.router.group, max_poll_records=max(s.router.batch_max, 500), fetch_max_wait_ms=s.router.fetch_max_wait_ms
+    )
     metrics = WorkerMetrics("router", s.router.group)
     metrics.watch(consumer)
     worker = RouterWorker(
@@ -166,8 +168,9 @@ async def serve_inference(s: Settings, stop: asyncio.Event | None = None) -> Non
     )
     api_key = s.llm_api_key.get_secret_value() if s.llm_api_key else None
     async with AsyncExitStack() as stack:
-        http = make_http_client(inf.connect_timeout_s, inf.read_timeout_s, inf.concurrency, api_key)
-        stack.push_async_callback(http.aclose)
+        http = make_http_clients(inf.connect_timeout_s, inf.read_timeout_s, inf.concurrency, api_key)
+        for client in http:
+            stack.push_async_callback(client.aclose)
         redis = redis_client(s)
         stack.push_async_callback(redis.aclose)
         await redis.ping()
@@ -180,7 +183,13 @@ async def serve_inference(s: Settings, stop: asyncio.Event | None = None) -> Non
         metrics.watch(consumer)
         await serve_metrics(stack, metrics, s.metrics_host, inf.metrics_port)
         worker = InferenceWorker(
-            cfg, consumer, producer, llm, Store(redis), crash=CrashPoints(s.crash_points), metrics=metrics
+            cfg,
+            consumer,
+            producer,
+            llm,
+            Store(redis, autopipeline=True),
+            crash=CrashPoints(s.crash_points),
+            metrics=metrics,
         )
         consumer.subscribe(list(cfg.topics), listener=worker.rebalance_listener())
         await consumer.start()

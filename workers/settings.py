@@ -41,6 +41,9 @@ class RouterSettings(BaseModel):
     group: str = "thinkroute-router"
     batch_max: int = Field(default=64, ge=1, le=4096, description="flush a micro-batch at this size")
     batch_wait_ms: int = Field(default=20, ge=1, le=10_000, description="... or this long after its first prompt")
+    fetch_max_wait_ms: int = Field(
+        default=10, ge=1, le=5_000, description="longest the broker holds a fetch: bounds latency on quiet topics"
+    )
     policy_path: Path | None = Field(default=None, description="YAML routing policy; default: the shipped table")
     artifact_dir: Path | None = Field(default=None, description="pin a classifier artefact; default: the cached build")
     providers: Literal["auto", "cpu", "cuda"] = "auto"

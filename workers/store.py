@@ -11,9 +11,12 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.commands.core import AsyncScript
 
 from schemas.messages import AttemptSummary
 from schemas.records import JobMeta, JobTotals, RequestResult, RouteTotals
+from workers.autopipe import AutoPipeline
 
 JOBS_INDEX = "tr:jobs"  # sorted set: job_id -> submitted_at
 ROUTES = ("reasoning", "direct")
@@ -82,12 +85,27 @@ return 1
 
 
 class Store:
-    """Job and result records over one Redis connection pool (opened by the caller, closed by it)."""
+    """Job and result records over one Redis connection pool (opened by the caller, closed by it).
 
-    def __init__(self, redis: Redis) -> None:
+    ``autopipeline``: the per-request calls (``is_done``, ``write_result``, ``write_escalation``) of
+    concurrent tasks share round trips (``workers.autopipe``); what each call returns is unchanged.
+    """
+
+    def __init__(self, redis: Redis, autopipeline: bool = False) -> None:
         self.redis = redis
         self._write = redis.register_script(_WRITE_RESULT)
         self._escalate = redis.register_script(_WRITE_ESCALATION)
+        self.pipeline = AutoPipeline(redis) if autopipeline else None
+
+    async def _script(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+        if self.pipeline is None:
+            return await script(keys=keys, args=args)
+
+        def queue(pipe: Pipeline) -> None:
+            pipe.scripts.add(script)  # type: ignore[arg-type]  # redis-py types it as the sync Script
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+
+        return await self.pipeline.call(queue)
 
     async def create_job(self, meta: JobMeta) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -100,14 +118,17 @@ class Store:
         return JobMeta.model_validate_json(raw) if raw else None
 
     async def is_done(self, job_id: str, request_id: str) -> bool:
-        return bool(await self.redis.sismember(done_key(job_id), request_id))
+        if self.pipeline is None:
+            return bool(await self.redis.sismember(done_key(job_id), request_id))
+        return bool(await self.pipeline.call(lambda pipe: pipe.sismember(done_key(job_id), request_id)))
 
     async def write_result(self, result: RequestResult) -> bool:
         """Record a request's outcome and add it to the job totals, once. False if already recorded."""
         job = result.job_id
-        written = await self._write(
-            keys=[done_key(job), result_key(job, result.request_id), totals_key(job), latency_key(job)],
-            args=[
+        written = await self._script(
+            self._write,
+            [done_key(job), result_key(job, result.request_id), totals_key(job), latency_key(job)],
+            [
                 result.request_id,
                 result.model_dump_json(),
                 result.status,
@@ -122,9 +143,10 @@ class Store:
 
     async def write_escalation(self, job_id: str, request_id: str, attempt: AttemptSummary) -> bool:
         """Record a request's escalated first attempt and add its tokens to the job's escalation bucket, once."""
-        written = await self._escalate(
-            keys=[escalated_key(job_id), attempt_key(job_id, request_id), totals_key(job_id)],
-            args=[
+        written = await self._script(
+            self._escalate,
+            [escalated_key(job_id), attempt_key(job_id, request_id), totals_key(job_id)],
+            [
                 request_id,
                 attempt.model_dump_json(),
                 attempt.prompt_tokens,

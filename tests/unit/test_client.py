@@ -70,3 +70,30 @@ def test_backoff_is_capped_full_jitter() -> None:
     assert p.delay(9, None, rand=lambda: 1.0) == 4.0
     assert p.delay(9, None, rand=lambda: 0.0) == 0.0
     assert p.delay(1, 30.0, rand=lambda: 0.0) == 4.0
+
+
+def test_shards_cover_the_configured_connections() -> None:
+    from workers.inference.client import MAX_SHARDS, make_http_clients, shard_count
+
+    assert [shard_count(n) for n in (1, 4, 5, 64, 1000)] == [1, 1, 2, 16, MAX_SHARDS]
+    clients = make_http_clients(1.0, 2.0, 64, None)
+    assert len(clients) == 16
+    pools = [c._transport._pool for c in clients]  # type: ignore[attr-defined]
+    assert sum(p._max_connections for p in pools) >= 64
+
+
+async def test_requests_are_spread_round_robin_over_the_shards() -> None:
+    seen: list[int] = []
+
+    def handler_for(i: int) -> Any:
+        def handler(request: httpx.Request) -> httpx.Response:
+            seen.append(i)
+            return httpx.Response(200, json=OK)
+
+        return handler
+
+    shards = [httpx.AsyncClient(transport=httpx.MockTransport(handler_for(i))) for i in range(3)]
+    llm = LLMClient(shards, RetryPolicy(1, 0.1, 1.0))
+    for _ in range(7):
+        assert (await llm.complete("http://x/v1", {"model": "m"})).body["choices"][0]["message"]["content"] == "4"
+    assert seen == [0, 1, 2, 0, 1, 2, 0]

@@ -1,16 +1,23 @@
-"""The LLM client: one httpx client per process, explicit timeouts and limits, bounded retries.
+"""The LLM client: httpx with explicit timeouts and limits, bounded retries.
 
 Transient failures (timeouts, connection errors, 429, 5xx) are retried with exponential backoff and
 full jitter, honouring Retry-After; anything else is permanent and fails at once.
+
+The connections of a process are split over a few ``httpx.AsyncClient`` shards (round robin), opened at
+start and closed at shutdown: one client's pool costs CPU that grows with its connection count
+(encode/httpx#3215); measured here against a no-op server at 64 requests in flight, one client of 64
+connections did 262 requests/s, 16 clients of 4 did 651/s, each at one full core.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import math
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +63,24 @@ class LLMFailed(PermanentError):
         self.latency_s = latency_s
 
 
+CONNECTIONS_PER_SHARD = 4
+MAX_SHARDS = 16
+
+
+def shard_count(connections: int) -> int:
+    """Clients for ``connections`` concurrent requests: about CONNECTIONS_PER_SHARD each, at most MAX_SHARDS."""
+    return max(1, min(MAX_SHARDS, math.ceil(connections / CONNECTIONS_PER_SHARD)))
+
+
+def make_http_clients(
+    connect_s: float, read_s: float, max_connections: int, api_key: str | None
+) -> list[httpx.AsyncClient]:
+    """The shards for ``max_connections`` concurrent requests (their limits add up to at least that)."""
+    shards = shard_count(max_connections)
+    per = math.ceil(max_connections / shards)
+    return [make_http_client(connect_s, read_s, per, api_key) for _ in range(shards)]
+
+
 def make_http_client(connect_s: float, read_s: float, max_connections: int, api_key: str | None) -> httpx.AsyncClient:
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     return httpx.AsyncClient(
@@ -68,11 +93,14 @@ def make_http_client(connect_s: float, read_s: float, max_connections: int, api_
 class LLMClient:
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: httpx.AsyncClient | Sequence[httpx.AsyncClient],
         retry: RetryPolicy,
         sleep: Callable[[float], Any] = asyncio.sleep,
     ) -> None:
-        self.http = http
+        self.clients = [http] if isinstance(http, httpx.AsyncClient) else list(http)
+        if not self.clients:
+            raise ValueError("LLMClient needs at least one httpx client")
+        self._next = itertools.cycle(self.clients)
         self.retry = retry
         self._sleep = sleep
         self.retries = 0
@@ -109,7 +137,7 @@ class LLMClient:
 
     async def _once(self, url: str, payload: Mapping[str, Any], attempt: int, started: float) -> Completion:
         try:
-            resp = await self.http.post(url, json=payload)
+            resp = await next(self._next).post(url, json=payload)
         except httpx.TimeoutException as exc:
             raise TransientError(f"timeout: {type(exc).__name__}") from exc
         except httpx.TransportError as exc:
