@@ -21,6 +21,7 @@ from workers import console as out
 from workers.cli_cascade import register as register_cascade
 from workers.cli_routing import register as register_routing
 from workers.errors import ThinkRouteError
+from workers.eventloop import run_loop
 from workers.settings import Settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -91,7 +92,7 @@ def run(
     s = _settings("WARNING")
     requests = _read(file, s, skip_invalid)
     try:
-        summary = asyncio.run(_run(s, file, requests, output, inference_workers, time_scale, timeout, as_json))
+        summary = run_loop(_run(s, file, requests, output, inference_workers, time_scale, timeout, as_json))
     except ThinkRouteError as exc:
         raise typer.Exit(_fail(str(exc))) from exc
     out.print_summary(summary, as_json)
@@ -218,7 +219,7 @@ def worker_inference() -> None:
 def _serve(fn: Any) -> None:
     s = _settings()
     try:
-        asyncio.run(fn(s))
+        run_loop(fn(s))
     except ThinkRouteError as exc:
         raise typer.Exit(_fail(str(exc))) from exc
 

@@ -75,11 +75,11 @@ def test_backoff_is_capped_full_jitter() -> None:
 def test_shards_cover_the_configured_connections() -> None:
     from workers.inference.client import MAX_SHARDS, make_http_clients, shard_count
 
-    assert [shard_count(n) for n in (1, 4, 5, 64, 1000)] == [1, 1, 2, 16, MAX_SHARDS]
-    clients = make_http_clients(1.0, 2.0, 64, None)
-    assert len(clients) == 16
+    assert [shard_count(n) for n in (1, 4, 64, 65, 1000)] == [1, 4, 64, MAX_SHARDS, MAX_SHARDS] and MAX_SHARDS == 64
+    clients = make_http_clients(1.0, 2.0, 100, None)
+    assert len(clients) == 64
     pools = [c._transport._pool for c in clients]  # type: ignore[attr-defined]
-    assert sum(p._max_connections for p in pools) >= 64
+    assert sum(p._max_connections for p in pools) >= 100 and max(p._max_connections for p in pools) == 2
 
 
 async def test_requests_are_spread_round_robin_over_the_shards() -> None:
