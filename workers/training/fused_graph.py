@@ -66,75 +66,49 @@ def encoder_graph(weights: Mapping[str, F32], n_layers: int = 6, num_heads: int 
             name="embed",
         )
     )
+
+    def matmul(src: str, k: int, short: str, module: str, name: str) -> onnx.NodeProto:
+        """``src @ W`` of layer k's Linear ``module`` (its bias is added by the next fused node)."""
+        w = init(f"l{k}_{short}_w", f"encoder.layer.{k}.{module}.weight")
+        return helper.make_node("MatMul", [src, w], [f"l{k}_{short}"], name=name)
+
+    def skip_ln(src: str, skip: str, k: int, ln: str, module: str, dense: str, out: str) -> onnx.NodeProto:
+        """LayerNorm(src + dense bias + skip): the residual closing an attention or feed-forward block."""
+        p = f"encoder.layer.{k}.{module}."
+        gamma, beta = init(f"l{k}_{ln}_g", p + "LayerNorm.weight"), init(f"l{k}_{ln}_b", p + "LayerNorm.bias")
+        bias = init(f"l{k}_{dense}_b", p + "dense.bias")
+        return helper.make_node(
+            "SkipLayerNormalization",
+            [src, skip, gamma, beta, bias],
+            [out],
+            domain=MS_DOMAIN,
+            epsilon=LAYER_NORM_EPS,
+            name=f"l{k}_{ln}",
+        )
+
     x = "h_embed"
     for k in range(n_layers):
         p = f"encoder.layer.{k}."
         qkv_w = np.concatenate([weights[p + f"attention.self.{m}.weight"] for m in ("query", "key", "value")], axis=1)
         qkv_b = np.concatenate([weights[p + f"attention.self.{m}.bias"] for m in ("query", "key", "value")])
         out = HIDDEN_OUTPUT if k == n_layers - 1 else f"l{k}_out"
-        nodes += [
-            helper.make_node(
-                "Attention",
-                [x, init(f"l{k}_qkv_w", value=qkv_w), init(f"l{k}_qkv_b", value=qkv_b), "mask_index"],
-                [f"l{k}_ctx"],
-                domain=MS_DOMAIN,
-                num_heads=num_heads,
-                name=f"l{k}_attention",
-            ),
-            helper.make_node(
-                "MatMul",
-                [f"l{k}_ctx", init(f"l{k}_ao_w", p + "attention.output.dense.weight")],
-                [f"l{k}_ao"],
-                name=f"l{k}_attention_out",
-            ),
-            helper.make_node(
-                "SkipLayerNormalization",
-                [
-                    f"l{k}_ao",
-                    x,
-                    init(f"l{k}_ln1_g", p + "attention.output.LayerNorm.weight"),
-                    init(f"l{k}_ln1_b", p + "attention.output.LayerNorm.bias"),
-                    init(f"l{k}_ao_b", p + "attention.output.dense.bias"),
-                ],
-                [f"l{k}_mid"],
-                domain=MS_DOMAIN,
-                epsilon=LAYER_NORM_EPS,
-                name=f"l{k}_ln1",
-            ),
-            helper.make_node(
-                "MatMul",
-                [f"l{k}_mid", init(f"l{k}_ff1_w", p + "intermediate.dense.weight")],
-                [f"l{k}_ff1"],
-                name=f"l{k}_ff1",
-            ),
-            helper.make_node(
-                "BiasGelu",
-                [f"l{k}_ff1", init(f"l{k}_ff1_b", p + "intermediate.dense.bias")],
-                [f"l{k}_gelu"],
-                domain=MS_DOMAIN,
-                name=f"l{k}_gelu",
-            ),
-            helper.make_node(
-                "MatMul",
-                [f"l{k}_gelu", init(f"l{k}_ff2_w", p + "output.dense.weight")],
-                [f"l{k}_ff2"],
-                name=f"l{k}_ff2",
-            ),
-            helper.make_node(
-                "SkipLayerNormalization",
-                [
-                    f"l{k}_ff2",
-                    f"l{k}_mid",
-                    init(f"l{k}_ln2_g", p + "output.LayerNorm.weight"),
-                    init(f"l{k}_ln2_b", p + "output.LayerNorm.bias"),
-                    init(f"l{k}_ff2_b", p + "output.dense.bias"),
-                ],
-                [out],
-                domain=MS_DOMAIN,
-                epsilon=LAYER_NORM_EPS,
-                name=f"l{k}_ln2",
-            ),
-        ]
+        attention = helper.make_node(
+            "Attention",
+            [x, init(f"l{k}_qkv_w", value=qkv_w), init(f"l{k}_qkv_b", value=qkv_b), "mask_index"],
+            [f"l{k}_ctx"],
+            domain=MS_DOMAIN,
+            num_heads=num_heads,
+            name=f"l{k}_attention",
+        )
+        nodes += [attention, matmul(f"l{k}_ctx", k, "ao", "attention.output.dense", f"l{k}_attention_out")]
+        nodes.append(skip_ln(f"l{k}_ao", x, k, "ln1", "attention.output", "ao", f"l{k}_mid"))
+        nodes.append(matmul(f"l{k}_mid", k, "ff1", "intermediate.dense", f"l{k}_ff1"))
+        gelu_b = init(f"l{k}_ff1_b", p + "intermediate.dense.bias")
+        nodes.append(
+            helper.make_node("BiasGelu", [f"l{k}_ff1", gelu_b], [f"l{k}_gelu"], domain=MS_DOMAIN, name=f"l{k}_gelu")
+        )
+        nodes.append(matmul(f"l{k}_gelu", k, "ff2", "output.dense", f"l{k}_ff2"))
+        nodes.append(skip_ln(f"l{k}_ff2", f"l{k}_mid", k, "ln2", "output", "ff2", out))
         x = out
     graph = helper.make_graph(
         nodes,
