@@ -117,54 +117,35 @@ def add_vote(
         "axis_neighbours": np.array([1], dtype=np.int64),
         "axis_last": np.array([-1], dtype=np.int64),
     }
-    graph.initializer.extend(numpy_helper.from_array(v, _P + k) for k, v in consts.items())
+    graph.initializer.extend(numpy_helper.from_array(value, _P + name) for name, value in consts.items())
+
+    def t(name: str) -> str:
+        """The graph name of one of the vote's tensors (``probs`` keeps its public name)."""
+        return name if name == OUTPUT else _P + name
 
     def node(op: str, inputs: list[str], output: str, **attrs: Any) -> onnx.NodeProto:
-        name = output if output == OUTPUT else _P + output
-        return helper.make_node(op, inputs, [name], _P + output, None, None, **attrs)
+        return helper.make_node(op, inputs, [t(output)], _P + output, None, None, **attrs)
 
-    c = {k: _P + k for k in consts}
-    v = {
-        k: _P + k
-        for k in (
-            "sims",
-            "top_s",
-            "top_i",
-            "votes",
-            "w",
-            "w3",
-            "weighted",
-            "tally",
-            "total",
-            "p_vote",
-            "p_eps",
-            "logp_vote",
-            "logp_head",
-            "mix_head",
-            "mix_vote",
-            "mixed",
-        )
-    }
     graph.node.extend(
         [
-            node("MatMul", [EMBEDDING, c["bank_t"]], "sims"),  # cosine: both sides are L2-normalised
-            helper.make_node("TopK", [v["sims"], c["k"]], [v["top_s"], v["top_i"]], axis=-1, name=_P + "topk"),
-            node("Gather", [c["bank_onehot"], v["top_i"]], "votes"),  # [B, k, C]
-            node("Sub", [v["top_s"], c["one"]], "w_shift"),
-            node("Div", [_P + "w_shift", c["temperature"]], "w_scaled"),
-            node("Exp", [_P + "w_scaled"], "w"),
-            node("Unsqueeze", [v["w"], c["axis_last"]], "w3"),
-            node("Mul", [v["votes"], v["w3"]], "weighted"),
-            node("ReduceSum", [v["weighted"], c["axis_neighbours"]], "tally", keepdims=0),
-            node("ReduceSum", [v["tally"], c["axis_last"]], "total", keepdims=1),
-            node("Div", [v["tally"], v["total"]], "p_vote"),
-            node("Add", [v["p_vote"], c["eps"]], "p_eps"),
-            node("Log", [v["p_eps"]], "logp_vote"),
+            node("MatMul", [EMBEDDING, t("bank_t")], "sims"),  # cosine: both sides are L2-normalised
+            helper.make_node("TopK", [t("sims"), t("k")], [t("top_s"), t("top_i")], axis=-1, name=_P + "topk"),
+            node("Gather", [t("bank_onehot"), t("top_i")], "votes"),  # [B, k, C]
+            node("Sub", [t("top_s"), t("one")], "w_shift"),
+            node("Div", [t("w_shift"), t("temperature")], "w_scaled"),
+            node("Exp", [t("w_scaled")], "w"),
+            node("Unsqueeze", [t("w"), t("axis_last")], "w3"),
+            node("Mul", [t("votes"), t("w3")], "weighted"),
+            node("ReduceSum", [t("weighted"), t("axis_neighbours")], "tally", keepdims=0),
+            node("ReduceSum", [t("tally"), t("axis_last")], "total", keepdims=1),
+            node("Div", [t("tally"), t("total")], "p_vote"),
+            node("Add", [t("p_vote"), t("eps")], "p_eps"),
+            node("Log", [t("p_eps")], "logp_vote"),
             node("LogSoftmax", [LOGITS], "logp_head", axis=-1),
-            node("Mul", [v["logp_head"], c["w_head"]], "mix_head"),
-            node("Mul", [v["logp_vote"], c["w_vote"]], "mix_vote"),
-            node("Add", [v["mix_head"], v["mix_vote"]], "mixed"),
-            node("Softmax", [v["mixed"]], OUTPUT, axis=-1),
+            node("Mul", [t("logp_head"), t("w_head")], "mix_head"),
+            node("Mul", [t("logp_vote"), t("w_vote")], "mix_vote"),
+            node("Add", [t("mix_head"), t("mix_vote")], "mixed"),
+            node("Softmax", [t("mixed")], OUTPUT, axis=-1),
         ]
     )
     onnx.checker.check_model(out)
