@@ -148,13 +148,9 @@ def _progress(total: int, what: str, show: bool) -> Iterator[Callable[[int], Non
 
 def float_probs(model: onnx.ModelProto, texts: list[str], labels: list[str]) -> FloatArray:
     """Class probabilities of an in-memory model (e.g. the fp32 composition) through ``Classifier``."""
-    with tempfile.TemporaryDirectory(prefix="thinkroute-verify-") as tmp:
-        path = Path(tmp) / "model.onnx"
-        onnx.save(model, str(path))
-        clf = Classifier(
-            create_session(path, "cpu"), TextEncoder.from_file(TOKENIZER_ASSET, DEFAULT_MAX_LENGTH), labels, "verify"
-        )
-        return clf.predict_proba(texts)
+    session = create_session(model.SerializeToString(), "cpu")
+    clf = Classifier(session, TextEncoder.from_file(TOKENIZER_ASSET, DEFAULT_MAX_LENGTH), labels, "verify")
+    return clf.predict_proba(texts)
 
 
 def verify(
@@ -172,7 +168,8 @@ def verify(
     diff = float(np.abs(float_probs(fp32, texts, [str(x) for x in card["labels"]]) - ref).max())
     if not np.isfinite(diff) or diff > VERIFY_TOL:
         raise RuntimeError(f"composed classifier disagrees with its training-time reference: max diff {diff:g}")
-    got = Classifier.load(final_dir, providers="cpu").predict_proba(texts)
+    with Classifier.load(final_dir, providers="cpu") as clf:
+        got = clf.predict_proba(texts)
     agreement = float((got.argmax(1) == ref.argmax(1)).mean())
     if agreement < MIN_AGREEMENT:
         raise RuntimeError(f"runtime classifier agrees with its reference on only {agreement:.0%} of the texts")

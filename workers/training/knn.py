@@ -22,10 +22,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import onnx
-import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from workers.router.classifier import TextEncoder, encoder_feed
+from workers.router.classifier import TextEncoder, create_session, encoder_feed
 from workers.training.graph import EMBEDDING, HEAD_PREFIX, LOGITS, OUTPUT
 
 F32 = npt.NDArray[np.float32]
@@ -62,12 +61,7 @@ def embed(
 
     One text per run, like the CPU classifier (int8 activation ranges then depend on that text only).
     """
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(
-        with_embedding_output(model).SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"]
-    )
+    session = create_session(with_embedding_output(model).SerializeToString(), "cpu", intra_op_threads=1)
     seqs, _, _ = encoder.tokenize(texts)
     if not seqs:
         raise ValueError("no texts to embed")
