@@ -68,6 +68,7 @@ def classifier_ceiling(
         "providers": list(clf.providers),
         "version": clf.version,
     }
+    clf.close()
     del clf
     gc.collect()
     return out

@@ -122,6 +122,7 @@ async def serve_router(s: Settings, stop: asyncio.Event | None = None, artifact:
     )
     consumer.subscribe([t.prompts], listener=worker.rebalance_listener())
     async with AsyncExitStack() as stack:
+        stack.callback(classifier.close)
         await producer.start()
         stack.push_async_callback(producer.stop)
         await serve_metrics(stack, metrics, s.metrics_host, s.router.metrics_port)

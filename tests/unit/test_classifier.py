@@ -237,3 +237,11 @@ def test_card_and_labels(artefact: Path, classifier: Classifier) -> None:
 def test_artifact_dir_is_stable(artefact: Path) -> None:
     assert artifact_dir(cache_dir()) == artifact_dir(cache_dir()) == artefact
     assert ensure_artifact(cache_dir(), progress=False) == artefact  # already built: no rebuild
+
+
+def test_closing_stops_the_worker_threads(artefact: Path) -> None:
+    question, label = KNOWN[0]
+    with Classifier.load(artefact, providers="cpu") as clf:
+        assert clf.classify([question])[0].category == label
+    with pytest.raises(RuntimeError):  # the pool is shut down: no run after close
+        clf.classify([question])

@@ -209,6 +209,12 @@ class Classifier:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
 
+    def __enter__(self) -> Classifier:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     @property
     def max_length(self) -> int:
         return self.encoder.max_length

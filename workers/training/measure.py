@@ -41,24 +41,24 @@ def measure(artifact_dir: Path, seed: int, items: list[Item] | None = None) -> d
     """Card sections ``metrics``, ``reasoning_score`` and ``other_metrics`` for the artefact in a dir."""
     if items is None:
         items, _ = load_items(seed)
-    clf = Classifier.load(artifact_dir, providers="cpu")
-    held = heldout_items(seed, items)
-    held_pred = clf.classify([it.fixed_text(seed) for it in held])
-    y = np.array([clf.labels.index(it.label) for it in held])
-    pred = np.array([clf.labels.index(c.category) for c in held_pred])
-    scores = np.array([c.reasoning_score for c in held_pred], dtype=np.float64)
-    truth = np.array([it.aux[0] if it.aux else np.nan for it in held])
-    ok = np.isfinite(truth)
-    val = [it for it in items if it.side == "validation"]
-    gsm = unseen_gsm8k(seed)
-    return {
-        "metrics": evaluate(y, pred, clf.labels),
-        "reasoning_score": {
-            "target": "share of the 29 recorded models answering wrong",
-            "heldout_pearson": round(float(np.corrcoef(scores[ok], truth[ok])[0, 1]), 4),
-        },
-        "other_metrics": {
-            "mmlu_pro_validation": _accuracy(clf, [it.fixed_text(seed) for it in val], [it.label for it in val]),
-            "gsm8k_unseen_as_math": _accuracy(clf, gsm, ["math"] * len(gsm)),
-        },
-    }
+    with Classifier.load(artifact_dir, providers="cpu") as clf:
+        held = heldout_items(seed, items)
+        held_pred = clf.classify([it.fixed_text(seed) for it in held])
+        y = np.array([clf.labels.index(it.label) for it in held])
+        pred = np.array([clf.labels.index(c.category) for c in held_pred])
+        scores = np.array([c.reasoning_score for c in held_pred], dtype=np.float64)
+        truth = np.array([it.aux[0] if it.aux else np.nan for it in held])
+        ok = np.isfinite(truth)
+        val = [it for it in items if it.side == "validation"]
+        gsm = unseen_gsm8k(seed)
+        return {
+            "metrics": evaluate(y, pred, clf.labels),
+            "reasoning_score": {
+                "target": "share of the 29 recorded models answering wrong",
+                "heldout_pearson": round(float(np.corrcoef(scores[ok], truth[ok])[0, 1]), 4),
+            },
+            "other_metrics": {
+                "mmlu_pro_validation": _accuracy(clf, [it.fixed_text(seed) for it in val], [it.label for it in val]),
+                "gsm8k_unseen_as_math": _accuracy(clf, gsm, ["math"] * len(gsm)),
+            },
+        }
