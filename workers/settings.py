@@ -41,6 +41,10 @@ class RouterSettings(BaseModel):
     group: str = "thinkroute-router"
     batch_max: int = Field(default=64, ge=1, le=4096, description="flush a micro-batch at this size")
     batch_wait_ms: int = Field(default=20, ge=1, le=10_000, description="... or this long after its first prompt")
+    depth: int = Field(default=2, ge=1, le=64, description="micro-batches being classified at once")
+    max_pending: int = Field(
+        default=0, ge=0, le=1_000_000, description="records held between fetch and commit; 0: 4 x batch_max"
+    )
     fetch_max_wait_ms: int = Field(
         default=10, ge=1, le=5_000, description="longest the broker holds a fetch: bounds latency on quiet topics"
     )

@@ -34,7 +34,7 @@ def test_flushes_on_wait_from_first_item() -> None:
     assert b.take() == ["a", "b"]
 
 
-def test_take_keeps_overflow_with_a_fresh_wait() -> None:
+def test_take_keeps_overflow_waiting_from_its_own_arrival() -> None:
     clock = FakeClock()
     b: Batcher[int] = Batcher(2, 1.0, clock)
     b.extend([1, 2, 3])
@@ -55,3 +55,25 @@ def test_discard_drops_revoked_items() -> None:
     b.add((1, 3))
     assert b.discard(lambda item: False) == 1
     assert b.time_left() is None
+
+
+def test_overflow_keeps_the_wait_it_already_did() -> None:
+    clock = FakeClock()
+    b: Batcher[int] = Batcher(2, 1.0, clock)
+    b.add(1)
+    clock.now += 0.6
+    b.extend([2, 3])  # 3 arrives 0.6 s after 1
+    clock.now += 0.3
+    assert b.take() == [1, 2]
+    assert abs((b.time_left() or 0) - 0.7) < 1e-9  # 3 has waited 0.3 s, not 0
+    clock.now += 0.7
+    assert b.ready() and b.take() == [3]
+
+
+def test_idle_consumer_takes_a_partial_batch_at_once() -> None:
+    clock = FakeClock()
+    b: Batcher[int] = Batcher(8, 5.0, clock)
+    assert not b.ready(idle=True)  # nothing to take
+    b.add(1)
+    assert not b.ready() and b.ready(idle=True)
+    assert b.take() == [1]

@@ -216,6 +216,11 @@ class Classifier:
         self.close()
 
     @property
+    def parallelism(self) -> int:
+        """Prompts classified at once: one per CPU thread, or one batch on CUDA."""
+        return self.workers if self._pool is not None else 1
+
+    @property
     def max_length(self) -> int:
         return self.encoder.max_length
 

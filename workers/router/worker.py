@@ -1,7 +1,19 @@
-"""The router loop: consume -> micro-batch -> classify -> decide -> publish -> commit.
+"""The router loop: consume -> micro-batch -> classify -> decide -> publish -> commit, as a pipeline.
 
-Offsets are committed only after the broker acknowledged every publish of the batch, so a crash
-between the two re-routes the batch (at least once); downstream writes are idempotent by request id.
+Three stages run at once, so the classifier never waits for the broker:
+
+- the fetch loop (``run``) fills the batcher and dispatches batches to the classifier: when one is full, when
+  its oldest prompt waited ``batch_wait_s``, or at once while the classifier has a free slot (self-clocking:
+  small batches and low latency under light load, full batches under a backlog); at most ``depth`` batches
+  are classified at a time, and at most ``max_pending`` records are held between fetch and commit;
+- the publisher takes classified batches in dispatch order and hands each message to the producer (one
+  producer batch per topic partition, no await per message);
+- the committer waits for the broker's acks (acks=all) of each published batch, in order, and commits the
+  offsets of every batch acked so far in one commit.
+
+Offsets are committed only after the broker acknowledged every publish of their batch and of every earlier
+batch, so a crash re-routes what was not committed (at least once); downstream writes are idempotent by
+request id.
 """
 
 from __future__ import annotations
@@ -9,31 +21,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeAlias
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.partitioner import DefaultPartitioner
-from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
-from pydantic import ValidationError
+from aiokafka.structs import OffsetAndMetadata
 
 from schemas.messages import DeadLetter, PromptMessage, RoutedMessage
 from workers.crashpoints import CrashPoints
-from workers.deadletter import dead_letter
 from workers.metrics import WorkerMetrics
 from workers.router.batcher import Batcher
 from workers.router.classifier import Classifier
+from workers.router.intake import Record, parse
 from workers.router.policy import Policy
 from workers.router.text import prompt_text
 
 log = logging.getLogger(__name__)
 
-Record: TypeAlias = ConsumerRecord[bytes, bytes]
 IDLE_POLL_S = 0.2
 _PARTITIONER = DefaultPartitioner()  # what make_producer's producers use for keyed sends
+
+Routed = list[tuple[Record, RoutedMessage]]
 
 
 @dataclass(frozen=True)
@@ -47,6 +58,8 @@ class RouterConfig:
     default_model: str = "Qwen/Qwen3-30B-A3B"
     max_prompt_chars: int = 200_000
     max_tokens: int | None = None
+    depth: int = 2  # batches being classified at once
+    max_pending: int = 0  # records held between fetch and commit; 0: 4 x batch_max
 
 
 @dataclass
@@ -54,6 +67,15 @@ class RouterStats:
     batches: int = 0
     routed: dict[str, int] = field(default_factory=lambda: {"reasoning": 0, "direct": 0})
     dead: int = 0
+
+
+@dataclass
+class _Batch:
+    records: list[Record]
+    dead: list[tuple[Record, DeadLetter]]
+    size: int  # prompts being classified
+    routed: asyncio.Future[Routed]
+    acks: list[asyncio.Future[object]] = field(default_factory=list)
 
 
 class RouterWorker:
@@ -77,66 +99,133 @@ class RouterWorker:
         self.policy = policy
         self.batcher: Batcher[Record] = Batcher(cfg.batch_max, cfg.batch_wait_s, clock)
         self.stats = RouterStats()
-        self._busy = asyncio.Lock()  # held while a batch is parsed, classified and handed to the producer
-        self._inflight: asyncio.Task[None] | None = None  # acks + commit of the last published batch
+        self.max_pending = cfg.max_pending or 4 * cfg.batch_max
+        self._to_publish: deque[_Batch] = deque()  # dispatched, in order
+        self._to_commit: deque[_Batch] = deque()  # published, in order
+        self._pending = 0  # records dispatched and not yet committed
+        self._classifying = 0  # prompts being classified
+        self._batches_classifying = 0
+        self._hold = False  # set while partitions are revoked: nothing new is dispatched
+        self._progress = asyncio.Event()  # something moved: a batch classified, published or committed
+        self._stages: list[asyncio.Task[None]] = []
 
     def rebalance_listener(self) -> ConsumerRebalanceListener:
         return _DrainOnRevoke(self)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Route until ``stop`` is set, then flush what was fetched and return (the caller closes clients).
-
-        A pipeline of depth 2: batch N+1 is classified (in a thread) while batch N's publishes are acked and
-        its offsets committed (a task). Batch N+1 publishes only once batch N is committed, so commits stay in
-        order per partition and each follows the broker's acks of its own batch.
-        """
-        while not stop.is_set():
-            wait = self.batcher.time_left()
-            timeout_ms = int(1000 * (IDLE_POLL_S if wait is None else wait))
-            fetched = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=self.batcher.room() or 1)
-            for records in fetched.values():
-                self.batcher.extend(records)
-            while self.batcher.ready():
-                await self.route_batch(self.batcher.take())
-            self._raise_failure()
-        while len(self.batcher):
-            await self.route_batch(self.batcher.take())
-        await self.settle()
-
-    async def route_batch(self, records: list[Record]) -> None:
-        """Classify ``records`` and publish them; the acks and the commit finish in the background."""
-        async with self._busy:
-            prompts, dead = self._parse(records)
-            self.metrics.batch_size.observe(len(records))
-            for topic, n in Counter(r.topic for r in records).items():
-                self.metrics.consumed(topic, n)
-            routed = await self._classify(prompts) if prompts else []  # the previous batch finishes meanwhile
-            self.crash.hit("after_classify")
-            await self.settle()  # depth 2: the previous batch is committed before this one publishes
-            acks = await self._publish(routed, dead)
-            self._inflight = asyncio.create_task(self._finish(records, acks))
+        """Route until ``stop`` is set, then flush what was fetched and return (the caller closes clients)."""
+        self._stages = [asyncio.create_task(self._publisher()), asyncio.create_task(self._committer())]
+        try:
+            while not stop.is_set():
+                self._raise_failure()
+                room = self.max_pending - self._pending - len(self.batcher)
+                if room <= 0 or self._blocked():
+                    # backpressure: nothing more is taken (the fetcher's own buffer is bounded) until a
+                    # classification, publish or commit frees room
+                    await self._wait_progress(IDLE_POLL_S)
+                    continue
+                wait = self.batcher.time_left()
+                timeout_ms = int(1000 * (IDLE_POLL_S if wait is None else wait))
+                fetched = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=min(room, self.cfg.batch_max))
+                for records in fetched.values():
+                    self.batcher.extend(records)
+                self._dispatch()
+            self._dispatch(flush=True)
+            await self.settle()
+        finally:
+            for task in self._stages:
+                task.cancel()
+            await asyncio.gather(*self._stages, return_exceptions=True)
 
     async def settle(self) -> None:
-        """Wait until the batch in flight is acked and committed; raise its failure if it failed."""
-        task, self._inflight = self._inflight, None
-        if task is not None:
-            await task
+        """Wait until everything dispatched is published, acked and committed; raise a stage's failure."""
+        while self._pending:
+            self._raise_failure()
+            await self._wait_progress(IDLE_POLL_S)
+        self._raise_failure()
+
+    def _blocked(self) -> bool:
+        """A batch is due but the classifier takes no more now: wait for it instead of polling the broker."""
+        return self.batcher.ready() and (self._hold or self._batches_classifying >= self.cfg.depth)
+
+    def _dispatch(self, flush: bool = False) -> None:
+        """Hand due batches to the classifier (called after a fetch and whenever a classification ends)."""
+        while len(self.batcher) and not self._hold:
+            if not flush:
+                if self._batches_classifying >= self.cfg.depth:
+                    return
+                if not self.batcher.ready(idle=self._classifying < self.classifier.parallelism):
+                    return
+            self._start(self.batcher.take())
+
+    def _start(self, records: list[Record]) -> None:
+        prompts, dead = parse(records, self.cfg.max_prompt_chars, self.cfg.max_tokens)
+        self.metrics.batch_size.observe(len(records))
+        for topic, n in Counter(r.topic for r in records).items():
+            self.metrics.consumed(topic, n)
+        routed: asyncio.Future[Routed]
+        if prompts:
+            routed = asyncio.ensure_future(self._classify(prompts))
+            self._classifying += len(prompts)
+            self._batches_classifying += 1
+        else:
+            routed = asyncio.get_running_loop().create_future()
+            routed.set_result([])
+        batch = _Batch(records, dead, len(prompts), routed)
+        routed.add_done_callback(lambda _: self._classified(batch))
+        self._pending += len(records)
+        self._to_publish.append(batch)
+        self._progress.set()
+
+    def _classified(self, batch: _Batch) -> None:
+        if batch.size:
+            self._classifying -= batch.size
+            self._batches_classifying -= 1
+        self._progress.set()
+        self._dispatch()
+
+    async def _publisher(self) -> None:
+        while True:
+            if not self._to_publish:
+                await self._wait_progress(None)
+                continue
+            batch = self._to_publish[0]
+            routed = await batch.routed  # the classifier's failure ends the worker: nothing of it is committed
+            self.crash.hit("after_classify")
+            batch.acks = await self._publish(routed, batch.dead)
+            self._to_publish.popleft()
+            self._to_commit.append(batch)
+            self._progress.set()
+
+    async def _committer(self) -> None:
+        while True:
+            if not self._to_commit:
+                await self._wait_progress(None)
+                continue
+            done: list[_Batch] = []
+            while self._to_commit:  # every batch published so far, in order: one commit for all of them
+                batch = self._to_commit.popleft()
+                await asyncio.gather(*batch.acks)  # raises if the broker did not take them: nothing is committed
+                self.crash.hit("after_publish")
+                done.append(batch)
+            await self._commit([r for b in done for r in b.records])
+            self.stats.batches += len(done)
+            self._pending -= sum(len(b.records) for b in done)
+            self._progress.set()
+
+    async def _wait_progress(self, timeout_s: float | None) -> None:
+        self._progress.clear()
+        try:
+            await asyncio.wait_for(self._progress.wait(), timeout_s)
+        except TimeoutError:
+            pass
 
     def _raise_failure(self) -> None:
-        task = self._inflight
-        if task is not None and task.done():
-            self._inflight = None
-            task.result()  # raises if the broker did not take the batch: nothing of it was committed
+        for task in self._stages:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
 
-    async def _finish(self, records: list[Record], acks: list[asyncio.Future[object]]) -> None:
-        await asyncio.gather(*acks)  # raises if the broker did not take them: nothing is committed
-        self.crash.hit("after_publish")
-        await self._commit(records)
-        self.stats.batches += 1
-
-    async def _publish(
-        self, routed: list[tuple[Record, RoutedMessage]], dead: list[tuple[Record, DeadLetter]]
-    ) -> list[asyncio.Future[object]]:
+    async def _publish(self, routed: Routed, dead: list[tuple[Record, DeadLetter]]) -> list[asyncio.Future[object]]:
         """Enqueue every message of the batch, one producer batch per topic partition (no await per message)."""
         out: dict[str, list[tuple[bytes | None, bytes]]] = {}
         for record, msg in routed:
@@ -172,25 +261,7 @@ class RouterWorker:
             acks.append(await self.producer.send_batch(batch, topic, partition=partition))
         return acks
 
-    def _parse(
-        self, records: list[Record]
-    ) -> tuple[list[tuple[Record, PromptMessage]], list[tuple[Record, DeadLetter]]]:
-        good: list[tuple[Record, PromptMessage]] = []
-        bad: list[tuple[Record, DeadLetter]] = []
-        for record in records:
-            try:
-                if not record.value:
-                    raise ValueError("empty message")
-                prompt = PromptMessage.model_validate_json(record.value)
-                _check_limits(prompt, self.cfg)
-                good.append((record, prompt))
-            except (ValidationError, ValueError) as exc:
-                reason = _short(exc)
-                log.warning("dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason)
-                bad.append((record, dead_letter("router", record, reason, exc)))
-        return good, bad
-
-    async def _classify(self, prompts: list[tuple[Record, PromptMessage]]) -> list[tuple[Record, RoutedMessage]]:
+    async def _classify(self, prompts: list[tuple[Record, PromptMessage]]) -> Routed:
         texts = [prompt_text(p.body) for _, p in prompts]
         with self.metrics.classifier_latency.time():
             classes = await asyncio.to_thread(self.classifier.classify, texts)
@@ -225,38 +296,25 @@ class RouterWorker:
 
 
 class _DrainOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Before partitions move: finish the batches in flight (classified and publishing), drop what is buffered
-    for revoked partitions."""
+    """Before partitions move: dispatch nothing new, finish every batch in flight (classified, published, acked,
+    committed), drop what is buffered for revoked partitions."""
 
     def __init__(self, worker: RouterWorker) -> None:
         self.worker = worker
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        async with self.worker._busy:
-            task = self.worker._inflight
-            if task is not None:
-                await asyncio.wait([task])  # its failure, if any, is raised by the loop
-            self.worker.metrics.forget(revoked)
-            dropped = self.worker.batcher.discard(lambda r: TopicPartition(r.topic, r.partition) not in revoked)
+        w = self.worker
+        w._hold = True
+        try:
+            while w._pending and not any(t.done() for t in w._stages):
+                await w._wait_progress(IDLE_POLL_S)  # a stage's failure, if any, is raised by the loop
+            w.metrics.forget(revoked)
+            dropped = w.batcher.discard(lambda r: TopicPartition(r.topic, r.partition) not in revoked)
+        finally:
+            w._hold = False
         if dropped:
             log.info("partitions %s revoked: %d buffered prompts left for their next owner", sorted(revoked), dropped)
+        w._dispatch()
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("router assigned %s", sorted(assigned))
-
-
-def _check_limits(prompt: PromptMessage, cfg: RouterConfig) -> None:
-    """The same caps `thinkroute submit` applies, for producers that did not go through it."""
-    size = sum(len(m.content) for m in prompt.body.messages)
-    if size > cfg.max_prompt_chars:
-        raise ValueError(f"prompt of {size} characters is over the limit of {cfg.max_prompt_chars}")
-    asked = prompt.body.max_completion_tokens or prompt.body.max_tokens
-    if cfg.max_tokens is not None and asked is not None and asked > cfg.max_tokens:
-        raise ValueError(f"max_tokens {asked} is over the limit of {cfg.max_tokens}")
-
-
-def _short(exc: BaseException) -> str:
-    if isinstance(exc, ValidationError):
-        errs = exc.errors()[:3]
-        return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in errs)
-    return str(exc)[:500]
