@@ -93,6 +93,8 @@ async def run(args: argparse.Namespace, work: Path, servers: dict[str, Service])
             (t.reasoning, t.direct),
             args.partitions,
             args.timeout_s,
+            watch={"router": router.proc.pid, "bench": os.getpid()}
+            | ({"broker": servers["broker"].proc.pid} if "broker" in servers else {}),
         )
         log(f"router process {router.proc.pid} (batch {batch}): warming up")
         await warm_up(rig, bodies)

@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaProducer
 
 from loadgen.bench_common import (
     Committed,
+    CpuMeter,
     log,
     paused,
     percentiles,
@@ -86,6 +87,7 @@ class RouterRig:
     routed_topics: tuple[str, str]
     partitions: int
     timeout_s: float
+    watch: dict[str, int]  # processes whose CPU use is reported per phase (name -> pid)
 
 
 async def run_routed(
@@ -139,19 +141,21 @@ async def at_rate(
             await asyncio.sleep(SAMPLE_S)
 
     log(f"router at {share:.0%} load: {rate:.0f} prompts/s for {seconds:.0f}s ...")
+    cpu = CpuMeter(rig.watch)
     sampler = asyncio.create_task(sample())
     try:
         async with Committed(rig.kc, rig.group, rig.prompts_topic, rig.partitions) as c:
             base = await c.total()
             sent = await send_at_rate(rig.producer, rig.prompts_topic, job, bodies, rate, seconds)
             await c.wait_for(base + sent, rig.timeout_s, rig.proc)
+        cores = cpu.shares()
     finally:
         sampler.cancel()
     values = await read_back(rig.kc, rig.routed_topics, sent, job, rig.timeout_s)
     routed = [RoutedMessage.model_validate_json(v) for v in values]
     lat = percentiles([(m.routed_at - m.prompt.submitted_at) * 1000 for m in routed])
     done_s = max(m.routed_at for m in routed) - t0
-    log(f"router at {share:.0%} load: latency p50 {lat['p50']:.0f} ms, p99 {lat['p99']:.0f} ms")
+    log(f"router at {share:.0%} load: latency p50 {lat['p50']:.0f} ms, p99 {lat['p99']:.0f} ms; cores used {cores}")
     rss = [s["rss_mb"] for s in series]
     return {
         "share": share,
@@ -161,6 +165,7 @@ async def at_rate(
         "achieved_per_s": round(sent / done_s, 1),
         "added_latency_ms": {k: round(v, 1) for k, v in lat.items()},
         "lag_max": max((s["lag"] for s in series), default=0),
+        "cores": cores,
         "series": series,
         "rss_mb": {"start": rss[0] if rss else 0.0, "max": max(rss, default=0.0), "end": rss[-1] if rss else 0.0},
     }
