@@ -51,7 +51,7 @@ from workers.training.weights import base_weights, load_adapter, merged_weights,
 log = logging.getLogger(__name__)
 
 # Bump when the composition changes: a new fingerprint means a rebuild of cached artefacts.
-RECIPE_VERSION = "thinkroute-classifier/3-fused-int8-vote"
+RECIPE_VERSION = "thinkroute-classifier/4-fused-int8-vote-plain-layernorm-cpu"
 DEFAULT_SEED = 13
 ASSETS = Path(__file__).resolve().parent.parent / "router" / "assets"
 TOKENIZER_ASSET = ASSETS / "tokenizer.json"
@@ -86,16 +86,21 @@ def heads(adapter: Mapping[str, npt.NDArray[np.generic]]) -> tuple[LinearHead, L
     return head, score
 
 
-def float_model(adapter: Mapping[str, npt.NDArray[np.generic]], labels: list[str], version: str) -> onnx.ModelProto:
-    """Fused fp32 encoder with the adapter merged (Linear weights rounded per column like the packaged
-    int8 encoder, which is what training saw) + pooling + heads."""
+def float_models(
+    adapter: Mapping[str, npt.NDArray[np.generic]], labels: list[str], version: str
+) -> tuple[onnx.ModelProto, onnx.ModelProto]:
+    """Fp32 encoder with the adapter merged (Linear weights rounded per column like the packaged int8
+    encoder, which is what training saw) + pooling + heads: (all fused kernels, for CUDA and the reference
+    check; residual LayerNorms as plain ops, the graph the CPU model is quantized from)."""
     head, score = heads(adapter)
     merged = merged_weights(base_weights(load_encoder()), adapter)
     for name, w in merged.items():
         if name.startswith("encoder.layer.") and name.endswith(".weight") and w.ndim == 2:
             q, scale = quantize_columns(w)
             merged[name] = q.astype(np.float32) * scale
-    return compose(encoder_graph(merged), head, labels, version, score)
+    fused = compose(encoder_graph(merged, fused_norm=True), head, labels, version, score)
+    plain = compose(encoder_graph(merged, fused_norm=False), head, labels, version, score)
+    return fused, plain
 
 
 def bank_texts(seed: int) -> tuple[list[str], list[str]]:
@@ -117,8 +122,8 @@ def runtime_models(
     The int8 model is ``model.onnx`` (CPU), the fp32 one ``model_float.onnx`` (CUDA: the int8 kernels
     are CPU ones); both vote over the same bank, embedded once with the int8 model.
     """
-    fp32 = float_model(adapter, labels, version)
-    int8 = quantize(fp32, keep_float=(HEAD_PREFIX,))
+    fp32, fp32_cpu = float_models(adapter, labels, version)
+    int8 = quantize(fp32_cpu, keep_float=(HEAD_PREFIX,))
     texts, bank_labels = bank_texts(seed)
     encoder = TextEncoder.from_file(TOKENIZER_ASSET, DEFAULT_MAX_LENGTH)
     with _progress(len(texts), "embedding the neighbour bank", progress) as advance:
@@ -197,7 +202,8 @@ def write_artifact(
         "max_length": DEFAULT_MAX_LENGTH,
         "runtime": (
             "fused ONNX Runtime BERT graph; model.onnx: dynamic int8 (MatMulInteger, QAttention; per-channel "
-            "weights, heads in fp32), one prompt per run on CPU; model_float.onnx: fp32, batched, for CUDA"
+            "weights, heads in fp32; residual LayerNorms as plain ops), one prompt per run on CPU; "
+            "model_float.onnx: fp32, all fused kernels, batched, for CUDA"
         ),
         "neighbour_vote": {**VOTE.__dict__, "bank": bank_size, "bank_source": "the training questions"},
     }
