@@ -31,6 +31,7 @@ F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 
 _P = HEAD_PREFIX + "knn/"
+SIMILARITY_NODE = _P + "sims"  # the [B, D] x [D, N] MatMul against the bank
 
 
 @dataclass(frozen=True)
