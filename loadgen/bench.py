@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
         default=16,
         help="router micro-batch: small keeps latency low; on CPU the classifier runs prompt by prompt anyway",
     )
-    p.add_argument("--loads", default="0.5,0.8", help="offered rates, as shares of the router maximum")
+    p.add_argument("--loads", default="0.5,0.7,0.8", help="offered rates, as shares of the router maximum")
     p.add_argument("--load-s", type=float, default=15.0, help="seconds per offered rate")
     p.add_argument("--soak-s", type=float, default=None, help="seconds of the last (80%%) rate, for the memory check")
     p.add_argument("--inference-prompts", type=int, default=None, help="routed messages for inference + Redis alone")
