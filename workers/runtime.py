@@ -169,7 +169,9 @@ async def serve_inference(s: Settings, stop: asyncio.Event | None = None) -> Non
     )
     api_key = s.llm_api_key.get_secret_value() if s.llm_api_key else None
     async with AsyncExitStack() as stack:
-        http = make_http_clients(inf.connect_timeout_s, inf.read_timeout_s, inf.concurrency, api_key)
+        http = make_http_clients(
+            inf.connect_timeout_s, inf.read_timeout_s, inf.concurrency, api_key, inf.http_transport
+        )
         for client in http:
             stack.push_async_callback(client.aclose)
         redis = redis_client(s)

@@ -76,10 +76,21 @@ def test_shards_cover_the_configured_connections() -> None:
     from workers.inference.client import MAX_SHARDS, make_http_clients, shard_count
 
     assert [shard_count(n) for n in (1, 4, 64, 65, 1000)] == [1, 4, 64, MAX_SHARDS, MAX_SHARDS] and MAX_SHARDS == 64
-    clients = make_http_clients(1.0, 2.0, 100, None)
+    clients = make_http_clients(1.0, 2.0, 100, None, "httpcore")
     assert len(clients) == 64
     pools = [c._transport._pool for c in clients]  # type: ignore[attr-defined]
     assert sum(p._max_connections for p in pools) >= 100 and max(p._max_connections for p in pools) == 2
+
+
+def test_asyncio_transport_is_one_client_with_the_whole_limit() -> None:
+    from workers.inference.client import make_http_clients
+    from workers.inference.transport import AsyncioTransport
+
+    (only,) = make_http_clients(1.0, 2.0, 100, "key")
+    transport = only._transport  # type: ignore[attr-defined]
+    assert isinstance(transport, AsyncioTransport) and transport.max_connections == 100
+    assert transport.max_keepalive == 100 and only.headers["authorization"] == "Bearer key"
+    assert only.timeout.connect == 1.0 and only.timeout.read == 2.0 and only.timeout.pool is None
 
 
 async def test_requests_are_spread_round_robin_over_the_shards() -> None:

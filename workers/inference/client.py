@@ -3,11 +3,13 @@
 Transient failures (timeouts, connection errors, 429, 5xx) are retried with exponential backoff and
 full jitter, honouring Retry-After; anything else is permanent and fails at once.
 
-The connections of a process are split over ``httpx.AsyncClient`` shards of one connection each (round
-robin; opened at start, closed at shutdown): one client's pool costs CPU that grows with its connection
-count (encode/httpx#3215). Measured here against a no-op server at 64 requests in flight, each at one full
-core: one client of 64 connections 262 requests/s (337 on uvloop), 16 clients of 4 651/s (820), 64
-clients of 1 654/s (1,084 on uvloop, which the workers use when installed).
+Transport (``INFERENCE__HTTP_TRANSPORT``): ``asyncio`` (default) is one ``httpx.AsyncClient`` on
+`workers.inference.transport.AsyncioTransport`, keep-alive connections up to the concurrency. ``httpcore``
+is httpx's own transport, split over ``httpx.AsyncClient`` shards of one connection each (round robin):
+one httpcore pool costs CPU that grows with its connection count (encode/httpx#3215). Measured against a
+no-op server at 64 requests in flight, each at one full core: one client of 64 connections 262
+requests/s (337 on uvloop), 16 clients of 4 651/s (820), 64 clients of 1 654/s (1,084 on uvloop); against
+the zero-latency replay server the inference worker spent 1.0 ms of CPU per result with those shards.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
 from workers.errors import PermanentError, TransientError
+from workers.inference.transport import AsyncioTransport
 
 log = logging.getLogger(__name__)
 
@@ -73,22 +76,34 @@ def shard_count(connections: int) -> int:
     return max(1, min(MAX_SHARDS, math.ceil(connections / CONNECTIONS_PER_SHARD)))
 
 
+HttpTransport = Literal["asyncio", "httpcore"]
+
+
 def make_http_clients(
-    connect_s: float, read_s: float, max_connections: int, api_key: str | None
+    connect_s: float,
+    read_s: float,
+    max_connections: int,
+    api_key: str | None,
+    transport: HttpTransport = "asyncio",
 ) -> list[httpx.AsyncClient]:
-    """The shards for ``max_connections`` concurrent requests (their limits add up to at least that)."""
+    """Clients for ``max_connections`` concurrent requests: one on the asyncio transport, or httpcore
+    shards whose limits add up to at least that."""
+    if transport == "asyncio":
+        return [make_http_client(connect_s, read_s, max_connections, api_key, transport)]
     shards = shard_count(max_connections)
     per = math.ceil(max_connections / shards)
-    return [make_http_client(connect_s, read_s, per, api_key) for _ in range(shards)]
+    return [make_http_client(connect_s, read_s, per, api_key, transport) for _ in range(shards)]
 
 
-def make_http_client(connect_s: float, read_s: float, max_connections: int, api_key: str | None) -> httpx.AsyncClient:
+def make_http_client(
+    connect_s: float, read_s: float, max_connections: int, api_key: str | None, transport: HttpTransport = "asyncio"
+) -> httpx.AsyncClient:
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(connect=connect_s, read=read_s, write=30.0, pool=None),
-        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-        headers=headers,
-    )
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    timeout = httpx.Timeout(connect=connect_s, read=read_s, write=30.0, pool=None)
+    if transport == "asyncio":
+        return httpx.AsyncClient(timeout=timeout, transport=AsyncioTransport(limits), headers=headers)
+    return httpx.AsyncClient(timeout=timeout, limits=limits, headers=headers)
 
 
 class LLMClient:
