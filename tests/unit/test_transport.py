@@ -51,7 +51,10 @@ def test_content_length_response_in_any_pieces(step: int | None) -> None:
 @pytest.mark.parametrize("step", [None, 1, 3])
 def test_chunked_body_with_extensions_and_trailers(step: int | None) -> None:
     p = ResponseParser()
-    raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4;ext=1\r\nWiki\r\n5\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nX-T: 1\r\n\r\n"
+    raw = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"4;ext=1\r\nWiki\r\n5\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nX-T: 1\r\n\r\n"
+    )
     assert feed_all(p, raw, step)
     assert p.body == b"Wikipedia in\r\n\r\nchunks." and p.keep_alive
 
