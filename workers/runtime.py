@@ -168,10 +168,13 @@ async def serve_inference(s: Settings, stop: asyncio.Event | None = None) -> Non
         escalate_below=inf.escalate_below,
         escalate_topic=inf.escalate_topic or t.reasoning,
         escalate_model=inf.escalate_model,
+        commit_interval_s=inf.commit_interval_ms / 1000,
     )
     api_key = s.llm_api_key.get_secret_value() if s.llm_api_key else None
     async with AsyncExitStack() as stack:
-        http = make_http_clients(inf.connect_timeout_s, inf.read_timeout_s, inf.concurrency, api_key)
+        http = make_http_clients(
+            inf.connect_timeout_s, inf.read_timeout_s, inf.concurrency, api_key, inf.http_transport
+        )
         for client in http:
             stack.push_async_callback(client.aclose)
         redis = redis_client(s)

@@ -76,10 +76,21 @@ def test_shards_cover_the_configured_connections() -> None:
     from workers.inference.client import MAX_SHARDS, make_http_clients, shard_count
 
     assert [shard_count(n) for n in (1, 4, 64, 65, 1000)] == [1, 4, 64, MAX_SHARDS, MAX_SHARDS] and MAX_SHARDS == 64
-    clients = make_http_clients(1.0, 2.0, 100, None)
+    clients = make_http_clients(1.0, 2.0, 100, None, "httpcore")
     assert len(clients) == 64
     pools = [c._transport._pool for c in clients]  # type: ignore[attr-defined]
     assert sum(p._max_connections for p in pools) >= 100 and max(p._max_connections for p in pools) == 2
+
+
+def test_asyncio_transport_is_one_client_with_the_whole_limit() -> None:
+    from workers.inference.client import make_http_clients
+    from workers.inference.transport import AsyncioTransport
+
+    (only,) = make_http_clients(1.0, 2.0, 100, "key")
+    transport = only._transport  # type: ignore[attr-defined]
+    assert isinstance(transport, AsyncioTransport) and transport.max_connections == 100
+    assert transport.max_keepalive == 100 and only.headers["authorization"] == "Bearer key"
+    assert only.timeout.connect == 1.0 and only.timeout.read == 2.0 and only.timeout.pool is None
 
 
 async def test_requests_are_spread_round_robin_over_the_shards() -> None:
@@ -97,3 +108,50 @@ async def test_requests_are_spread_round_robin_over_the_shards() -> None:
     for _ in range(7):
         assert (await llm.complete("http://x/v1", {"model": "m"})).body["choices"][0]["message"]["content"] == "4"
     assert seen == [0, 1, 2, 0, 1, 2, 0]
+
+
+def test_encode_json_sends_what_httpx_json_would() -> None:
+    from workers.inference.client import encode_json
+
+    payload = {"model": "m", "messages": [{"role": "user", "content": 'Grüße, 世界 \u2028 "q"'}], "t": 0.5, "n": None}
+    assert encode_json(payload) == httpx.Request("POST", "http://x/", json=payload).content
+    with pytest.raises(ValueError):
+        encode_json({"x": float("nan")})
+
+
+async def test_llm_http_client_keeps_cookies_only_when_set() -> None:
+    from workers.inference.client import LLMHttpClient
+
+    seen: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("cookie"))
+        if request.url.path == "/login":
+            return httpx.Response(200, headers={"set-cookie": "session=abc; Path=/"}, json=OK)
+        return httpx.Response(200, json=OK)
+
+    http = LLMHttpClient(transport=httpx.MockTransport(handler), cookies={"pre": "1"})
+    await http.post("http://llm/v1/chat/completions", content=b"{}")
+    assert dict(http.cookies) == {"pre": "1"}
+    await http.post("http://llm/login", content=b"{}")
+    await http.post("http://llm/v1/chat/completions", content=b"{}")
+    assert dict(http.cookies) == {"pre": "1", "session": "abc"}
+    assert seen == ["pre=1", "pre=1", "pre=1; session=abc"]
+    http.cookies = {"other": "2"}
+    await http.get("http://llm/x")
+    assert seen[-1] == "other=2"
+
+
+async def test_complete_posts_compact_json_to_the_parsed_url() -> None:
+    got: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        got.append(request)
+        return httpx.Response(200, content=json.dumps(OK).encode())
+
+    llm = LLMClient(httpx.AsyncClient(transport=httpx.MockTransport(handler)), RetryPolicy(1, 0.1, 1.0))
+    c = await llm.complete("http://llm:8000/v1/", {"model": "m", "messages": [{"role": "user", "content": "é"}]})
+    assert c.body == OK and c.attempts == 1
+    (req,) = got
+    assert str(req.url) == "http://llm:8000/v1/chat/completions" and req.headers["content-type"] == "application/json"
+    assert req.content == '{"model":"m","messages":[{"role":"user","content":"é"}]}'.encode()

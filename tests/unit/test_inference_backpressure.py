@@ -127,3 +127,32 @@ async def test_bounded_in_flight_pause_and_in_order_commits() -> None:
     assert max(consumer.asked) <= 4 and consumer.pauses >= 1
     assert consumer.commits[-1] == 40
     assert consumer.commits == sorted(consumer.commits)
+
+
+async def test_commits_are_spaced_by_the_interval_and_always_made_at_drain() -> None:
+    async def run(interval: float) -> list[int]:
+        consumer, llm, store = FakeConsumer(40), GatedLLM(), MemoryStore()
+        cfg = InferenceConfig(
+            topics=("direct",),
+            dead_topic="dead",
+            base_urls={"direct": "x", "reasoning": "x"},
+            concurrency=4,
+            commit_interval_s=interval,
+        )
+        worker = InferenceWorker(cfg, consumer, None, llm, store)  # type: ignore[arg-type]
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        for _ in range(40):
+            llm.gate.release()
+        async with asyncio.timeout(10):
+            while len(store.results) < 40:  # noqa: ASYNC110 - polling a fake, no event to wait on
+                await asyncio.sleep(0.005)
+        await asyncio.sleep(0.05)
+        stop.set()
+        await task
+        return consumer.commits
+
+    spaced = await run(60.0)
+    assert spaced[-1] == 40 and len(spaced) <= 2  # the first round (nothing to commit yet) and the drain
+    eager = await run(0.0)
+    assert eager[-1] == 40 and len(eager) > len(spaced) and eager == sorted(eager)

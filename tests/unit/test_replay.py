@@ -246,3 +246,18 @@ def test_other_qwen3_records_file_can_be_replayed(tmp_path: Path, qwen3_row: dic
         out = _chat(c, _prompt(own), chat_template_kwargs={"enable_thinking": False})
     assert out["usage"]["completion_tokens"] == 42
     assert out["choices"][0]["message"]["content"] == "The answer is (C)."
+
+
+def test_completion_bytes_and_headers_are_what_jsonresponse_sends(
+    client: TestClient, qwen3_row: dict[str, Any]
+) -> None:
+    from starlette.responses import JSONResponse
+
+    body = {"model": QWEN3_MODEL, "messages": [{"role": "user", "content": _prompt(qwen3_row)}]}
+    response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 200 and response.headers["content-type"] == "application/json"
+    assert response.content == JSONResponse(response.json()).body
+    assert int(response.headers["content-length"]) == len(response.content)
+    assert client.get("/v1/chat/completions").status_code == 405
+    bad = client.post("/v1/chat/completions", content=b"{not json")
+    assert bad.status_code == 400 and bad.json()["type"] == "BadRequestError"

@@ -3,28 +3,32 @@
 Transient failures (timeouts, connection errors, 429, 5xx) are retried with exponential backoff and
 full jitter, honouring Retry-After; anything else is permanent and fails at once.
 
-The connections of a process are split over ``httpx.AsyncClient`` shards of one connection each (round
-robin; opened at start, closed at shutdown): one client's pool costs CPU that grows with its connection
-count (encode/httpx#3215). Measured here against a no-op server at 64 requests in flight, each at one full
-core: one client of 64 connections 262 requests/s (337 on uvloop), 16 clients of 4 651/s (820), 64
-clients of 1 654/s (1,084 on uvloop, which the workers use when installed).
+Transport (``INFERENCE__HTTP_TRANSPORT``): ``asyncio`` (default) is one ``httpx.AsyncClient`` on
+`workers.inference.transport.AsyncioTransport`, keep-alive connections up to the concurrency. ``httpcore``
+is httpx's own transport, split over ``httpx.AsyncClient`` shards of one connection each (round robin):
+one httpcore pool costs CPU that grows with its connection count (encode/httpx#3215). Measured against a
+no-op server at 64 requests in flight, each at one full core: one client of 64 connections 262
+requests/s (337 on uvloop), 16 clients of 4 651/s (820), 64 clients of 1 654/s (1,084 on uvloop); against
+the zero-latency replay server the inference worker spent 1.0 ms of CPU per result with those shards.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 import math
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
 from workers.errors import PermanentError, TransientError
+from workers.inference.transport import AsyncioTransport
 
 log = logging.getLogger(__name__)
 
@@ -73,22 +77,68 @@ def shard_count(connections: int) -> int:
     return max(1, min(MAX_SHARDS, math.ceil(connections / CONNECTIONS_PER_SHARD)))
 
 
+HttpTransport = Literal["asyncio", "httpcore"]
+
+
 def make_http_clients(
-    connect_s: float, read_s: float, max_connections: int, api_key: str | None
+    connect_s: float,
+    read_s: float,
+    max_connections: int,
+    api_key: str | None,
+    transport: HttpTransport = "asyncio",
 ) -> list[httpx.AsyncClient]:
-    """The shards for ``max_connections`` concurrent requests (their limits add up to at least that)."""
+    """Clients for ``max_connections`` concurrent requests: one on the asyncio transport, or httpcore
+    shards whose limits add up to at least that."""
+    if transport == "asyncio":
+        return [make_http_client(connect_s, read_s, max_connections, api_key, transport)]
     shards = shard_count(max_connections)
     per = math.ceil(max_connections / shards)
-    return [make_http_client(connect_s, read_s, per, api_key) for _ in range(shards)]
+    return [make_http_client(connect_s, read_s, per, api_key, transport) for _ in range(shards)]
 
 
-def make_http_client(connect_s: float, read_s: float, max_connections: int, api_key: str | None) -> httpx.AsyncClient:
+class _SetCookiesOnly(httpx.Cookies):
+    """Cookies that skip the urllib cookie-jar round trip for responses without ``Set-Cookie``: httpx builds
+    urllib request/response adapters for every response otherwise (~30 us each, a tenth of the worker's
+    CPU per result), to find nothing to keep."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        if "set-cookie" in response.headers:
+            super().extract_cookies(response)
+
+
+class LLMHttpClient(httpx.AsyncClient):
+    """``httpx.AsyncClient`` whose cookie store is `_SetCookiesOnly` (same cookies kept, less CPU)."""
+
+    def __init__(self, *args: Any, cookies: Any = None, **kwargs: Any) -> None:
+        self._llm_cookies: httpx.Cookies = _SetCookiesOnly(cookies)
+        super().__init__(*args, **kwargs)
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return self._llm_cookies
+
+    @cookies.setter
+    def cookies(self, cookies: Any) -> None:
+        self._llm_cookies = _SetCookiesOnly(cookies)
+
+
+def make_http_client(
+    connect_s: float, read_s: float, max_connections: int, api_key: str | None, transport: HttpTransport = "asyncio"
+) -> httpx.AsyncClient:
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(connect=connect_s, read=read_s, write=30.0, pool=None),
-        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-        headers=headers,
-    )
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    timeout = httpx.Timeout(connect=connect_s, read=read_s, write=30.0, pool=None)
+    if transport == "asyncio":
+        return LLMHttpClient(timeout=timeout, transport=AsyncioTransport(limits), headers=headers)
+    return LLMHttpClient(timeout=timeout, limits=limits, headers=headers)
+
+
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def encode_json(payload: Mapping[str, Any]) -> bytes:
+    """The bytes httpx's ``json=`` would send (compact, UTF-8, no NaN), without its per-call overhead."""
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
 class LLMClient:
@@ -105,15 +155,19 @@ class LLMClient:
         self.retry = retry
         self._sleep = sleep
         self.retries = 0
+        self._urls: dict[str, httpx.URL] = {}
 
     async def complete(self, base_url: str, payload: Mapping[str, Any]) -> Completion:
-        url = base_url.rstrip("/") + "/chat/completions"
+        url = self._urls.get(base_url)
+        if url is None:  # parsed once per base URL, not per request
+            url = self._urls[base_url] = httpx.URL(base_url.rstrip("/") + "/chat/completions")
+        content = encode_json(payload)
         started = time.monotonic()
         last = "no attempt"
         status: int | None = None
         for attempt in range(1, self.retry.max_attempts + 1):
             try:
-                return await self._once(url, payload, attempt, started)
+                return await self._once(url, content, attempt, started)
             except TransientError as exc:
                 last, status = str(exc), getattr(exc, "status_code", None)
                 if attempt == self.retry.max_attempts:
@@ -136,16 +190,16 @@ class LLMClient:
             latency_s=time.monotonic() - started,
         )
 
-    async def _once(self, url: str, payload: Mapping[str, Any], attempt: int, started: float) -> Completion:
+    async def _once(self, url: httpx.URL, content: bytes, attempt: int, started: float) -> Completion:
         try:
-            resp = await next(self._next).post(url, json=payload)
+            resp = await next(self._next).post(url, content=content, headers=JSON_HEADERS)
         except httpx.TimeoutException as exc:
             raise TransientError(f"timeout: {type(exc).__name__}") from exc
         except httpx.TransportError as exc:
             raise TransientError(f"transport error: {type(exc).__name__}: {exc}") from exc
         if resp.status_code == 200:
             try:
-                body = resp.json()
+                body = json.loads(resp.content)  # JSON is UTF-8 (RFC 8259): no charset sniffing
             except ValueError as exc:
                 raise _with_status(TransientError("200 with a body that is not JSON"), 200) from exc
             if not isinstance(body, dict) or not body.get("choices"):

@@ -51,6 +51,9 @@ class InferenceConfig:
     escalate_below: float | None = None  # direct answers less confident than this are escalated; None: never
     escalate_topic: str = ""  # where escalated requests go (the reasoning topic)
     escalate_model: str | None = None  # the stronger model of the second attempt; None: the same model
+    # commit at most this often while running (always at drain and before a rebalance): each commit is a
+    # broker round trip the loop waits for; a crash redelivers at most this much more, skipped as recorded
+    commit_interval_s: float = 0.1
 
 
 @dataclass
@@ -85,6 +88,7 @@ class InferenceWorker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._failure: BaseException | None = None
         self._paused = False
+        self._last_commit = 0.0
 
     def rebalance_listener(self) -> ConsumerRebalanceListener:
         return _DrainOnRevoke(self)
@@ -105,7 +109,10 @@ class InferenceWorker:
                     for record in records:
                         self._start(tp, record)
             self._raise_failure()
-            await self.commit()
+            now = time.monotonic()
+            if now - self._last_commit >= self.cfg.commit_interval_s:
+                self._last_commit = now
+                await self.commit()
         await self.drain()
 
     async def drain(self) -> None:
