@@ -126,18 +126,20 @@ async def at_rate(
 ) -> dict[str, Any]:
     """Offer ``rate`` prompts/s for ``seconds``; latency from the messages, lag and RSS sampled every second."""
     job = f"load{round(share * 100)}-{uuid.uuid4().hex[:8]}"
-    series: list[dict[str, float]] = []
+    series: list[dict[str, Any]] = []
     t0 = time.time()
 
     async def sample() -> None:
+        since = CpuMeter(rig.watch)  # cores used by each process since the previous sample
         while True:
             try:
                 lag = (await measure(rig.kc, {rig.group: [rig.prompts_topic]}, timeout_s=5))[0].total
             except Exception:  # a missed sample is not worth failing the run for
                 lag = -1
-            series.append(
-                {"t_s": round(time.time() - t0, 1), "lag": lag, "rss_mb": round(rss_mb(rig.proc.proc.pid), 1)}
-            )
+            point: dict[str, Any] = {"t_s": round(time.time() - t0, 1), "lag": lag}
+            point["rss_mb"] = round(rss_mb(rig.proc.proc.pid), 1)
+            point["cores"], since = since.shares(), CpuMeter(rig.watch)
+            series.append(point)
             await asyncio.sleep(SAMPLE_S)
 
     log(f"router at {share:.0%} load: {rate:.0f} prompts/s for {seconds:.0f}s ...")
