@@ -3,10 +3,11 @@
 Why: httpx's default transport (httpcore over anyio) costs most of the inference worker's CPU, about 0.7 ms
 of the 1.0 ms per result measured with the zero-latency replay server (encode/httpx#3215; on top of it,
 without ``sniffio`` installed, httpcore re-runs a failing ``import sniffio`` several times per request). This
-transport parses the response in the protocol's ``data_received`` callback and wakes the caller once per
-response. httpx stays the client: ``httpx.AsyncClient(transport=AsyncioTransport(...))`` builds the requests
-(headers, JSON, auth) and decodes the responses (content encodings, ``.json()``), and its ``Timeout`` (carried
-in each request's ``timeout`` extension) applies here.
+transport parses the response in the protocol's ``data_received`` callback (llhttp through httptools, see
+`workers.inference.http1`) and wakes the caller once per response. httpx stays the client:
+``httpx.AsyncClient(transport=AsyncioTransport(...))`` builds the requests (headers, JSON, auth) and decodes
+the responses (content encodings, ``.json()``), and its ``Timeout`` (carried in each request's ``timeout``
+extension) applies here.
 
 What it does and does not do:
 
@@ -33,213 +34,9 @@ from typing import Any
 
 import httpx
 
-MAX_HEAD_BYTES = 64 * 1024
-DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
-_CRLF = b"\r\n"
-_HEAD_END = b"\r\n\r\n"
-_NO_BODY_STATUS = frozenset({204, 304})
+from workers.inference.http1 import DEFAULT_MAX_BODY_BYTES, ResponseParser, request_head
+
 _WRITE_DIRECT_LIMIT = 64 * 1024  # bodies above this are written apart from the head (no join copy)
-
-
-class ResponseParser:
-    """Incremental HTTP/1.x response parser over one connection's receive buffer (pure, no I/O).
-
-    ``feed`` consumes what it can from ``buf`` and returns True once the final (non-1xx) response is
-    complete; then ``status``, ``reason``, ``http_version``, ``headers``, ``body`` and ``keep_alive`` are set.
-    ``eof`` tells it the peer closed: it completes a body that runs to the end of the connection, and
-    raises ``httpx.RemoteProtocolError`` for anything cut short.
-    """
-
-    __slots__ = (
-        "_chunks",
-        "_head_request",
-        "_max_body",
-        "_remaining",
-        "_state",
-        "body",
-        "headers",
-        "http_version",
-        "keep_alive",
-        "reason",
-        "status",
-    )
-
-    # states
-    _HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _TO_EOF, _DONE = range(8)
-
-    def __init__(self, head_request: bool = False, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
-        self._head_request = head_request
-        self._max_body = max_body_bytes
-        self._state = self._HEAD
-        self._chunks: list[bytes] = []
-        self._remaining = 0
-        self.status = 0
-        self.reason = b""
-        self.http_version = b"HTTP/1.1"
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.body = b""
-        self.keep_alive = False
-
-    @property
-    def started(self) -> bool:
-        """Some of the response (status line, or a 1xx before it) has been parsed."""
-        return self.status != 0
-
-    def feed(self, buf: bytearray) -> bool:
-        while True:
-            state = self._state
-            if state == self._HEAD:
-                end = buf.find(_HEAD_END)
-                if end < 0:
-                    if len(buf) > MAX_HEAD_BYTES:
-                        raise httpx.RemoteProtocolError("response head too large")
-                    return False
-                head = bytes(buf[:end])
-                del buf[: end + 4]
-                self._parse_head(head)
-                continue
-            if state == self._LENGTH:
-                if len(buf) < self._remaining:
-                    if buf:
-                        self._take(buf, len(buf))
-                    return False
-                self._take(buf, self._remaining)
-                self._finish()
-                return True
-            if state == self._CHUNK_SIZE:
-                end = buf.find(_CRLF)
-                if end < 0:
-                    if len(buf) > 1024:
-                        raise httpx.RemoteProtocolError("chunk size line too long")
-                    return False
-                line = bytes(buf[:end]).split(b";", 1)[0].strip()
-                del buf[: end + 2]
-                try:
-                    size = int(line, 16)
-                except ValueError:
-                    raise httpx.RemoteProtocolError(f"bad chunk size {line[:20]!r}") from None
-                if size < 0 or (line[:1] in (b"+", b"-")):
-                    raise httpx.RemoteProtocolError(f"bad chunk size {line[:20]!r}")
-                if size == 0:
-                    self._state = self._TRAILERS
-                else:
-                    self._check_size(size)
-                    self._remaining = size
-                    self._state = self._CHUNK_DATA
-                continue
-            if state == self._CHUNK_DATA:
-                if not buf:
-                    return False
-                n = min(len(buf), self._remaining)
-                self._take(buf, n)
-                if self._remaining:
-                    return False
-                self._state = self._CHUNK_END
-                continue
-            if state == self._CHUNK_END:
-                if len(buf) < 2:
-                    return False
-                if buf[:2] != _CRLF:
-                    raise httpx.RemoteProtocolError("chunk not followed by CRLF")
-                del buf[:2]
-                self._state = self._CHUNK_SIZE
-                continue
-            if state == self._TRAILERS:
-                end = buf.find(_CRLF)
-                if end < 0:
-                    if len(buf) > MAX_HEAD_BYTES:
-                        raise httpx.RemoteProtocolError("trailers too large")
-                    return False
-                del buf[: end + 2]
-                if end == 0:  # the empty line after the (ignored) trailers
-                    self._finish()
-                    return True
-                continue
-            if state == self._TO_EOF:
-                if buf:
-                    self._take(buf, len(buf))
-                return False
-            return True  # _DONE
-
-    def eof(self) -> bool:
-        """The peer closed the connection: True if that completes the response; raises if it cuts it short."""
-        if self._state == self._DONE:
-            return True
-        if self._state == self._TO_EOF:
-            self.keep_alive = False
-            self._finish()
-            return True
-        if self._state == self._HEAD and not self.started:
-            raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
-        raise httpx.RemoteProtocolError("peer closed connection without sending complete message body")
-
-    def _take(self, buf: bytearray, n: int) -> None:
-        self._chunks.append(bytes(buf[:n]))
-        del buf[:n]
-        self._remaining -= n
-
-    def _check_size(self, more: int) -> None:
-        if sum(len(c) for c in self._chunks) + more > self._max_body:
-            raise httpx.RemoteProtocolError(f"response body over {self._max_body} bytes")
-
-    def _finish(self) -> None:
-        chunks = self._chunks
-        self.body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        self._chunks = []
-        self._state = self._DONE
-
-    def _parse_head(self, head: bytes) -> None:
-        lines = head.split(_CRLF)
-        version, _, rest = lines[0].partition(b" ")
-        code, _, reason = rest.partition(b" ")
-        if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(code) != 3 or not code.isdigit():
-            raise httpx.RemoteProtocolError(f"bad status line {lines[0][:60]!r}")
-        status = int(code)
-        headers: list[tuple[bytes, bytes]] = []
-        length: bytes | None = None
-        chunked = False
-        connection = b""
-        for line in lines[1:]:
-            name, sep, value = line.partition(b":")
-            if not sep or not name or name != name.strip() or line[:1] in (b" ", b"\t"):
-                raise httpx.RemoteProtocolError(f"bad header line {line[:60]!r}")
-            value = value.strip()
-            headers.append((name, value))
-            lname = name.lower()
-            if lname == b"content-length":
-                if length is not None and length != value:
-                    raise httpx.RemoteProtocolError("conflicting Content-Length headers")
-                length = value
-            elif lname == b"transfer-encoding":
-                codings = [c.strip() for c in value.lower().split(b",")]
-                chunked = codings[-1] == b"chunked"
-                if not chunked:
-                    raise httpx.RemoteProtocolError(f"unsupported Transfer-Encoding {value[:40]!r}")
-            elif lname == b"connection":
-                connection = value.lower()
-        if 100 <= status < 200:
-            if status == 101:
-                raise httpx.RemoteProtocolError("101 Switching Protocols is not supported")
-            self.status = status  # an interim response: the final one follows
-            return
-        self.status, self.reason, self.http_version, self.headers = status, reason, version, headers
-        tokens = {t.strip() for t in connection.split(b",")} if connection else set()
-        self.keep_alive = b"keep-alive" in tokens if version == b"HTTP/1.0" else b"close" not in tokens
-        if self._head_request or status in _NO_BODY_STATUS:
-            self._finish()
-        elif chunked:
-            self._state = self._CHUNK_SIZE
-        elif length is not None:
-            if not length.isdigit():
-                raise httpx.RemoteProtocolError(f"bad Content-Length {length[:20]!r}")
-            self._remaining = int(length)
-            self._check_size(self._remaining)
-            self._state = self._LENGTH
-            if self._remaining == 0:
-                self._finish()
-        else:
-            self.keep_alive = False
-            self._state = self._TO_EOF
 
 
 class _Connection(asyncio.Protocol):
@@ -521,7 +318,7 @@ class AsyncioTransport(httpx.AsyncBaseTransport):
         key = (scheme, url.raw_host, port)
         timeouts: dict[str, Any] = request.extensions.get("timeout") or {}
         body = await request.aread()
-        head = _request_head(request)
+        head = request_head(request)
         chunked = False
         for name, value in request.headers.raw:
             if name.lower() == b"transfer-encoding" and b"chunked" in value.lower():
@@ -564,12 +361,3 @@ class AsyncioTransport(httpx.AsyncBaseTransport):
             fut = self._waiters.popleft()
             if not fut.done():
                 fut.set_result(None)
-
-
-def _request_head(request: httpx.Request) -> bytes:
-    target = request.url.raw_path or b"/"
-    parts = [request.method.encode("ascii"), b" ", target, b" HTTP/1.1\r\n"]
-    for name, value in request.headers.raw:
-        parts += (name, b": ", value, _CRLF)
-    parts.append(_CRLF)
-    return b"".join(parts)
