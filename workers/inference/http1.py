@@ -30,6 +30,7 @@ import httpx
 MAX_HEAD_BYTES = 64 * 1024
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 CHUNK_FRAMING_BYTES = 1024  # allowance per chunk for its size line and extensions
+_COPY_LIMIT = 16 * 1024  # a part of the buffer up to this size goes to llhttp as a copy, not a memoryview
 _CRLF = b"\r\n"
 _HEAD_END = b"\r\n\r\n"
 _NO_BODY_STATUS = frozenset({204, 304})
@@ -186,8 +187,11 @@ class ResponseParser:
                 llhttp.feed_data(buf)
                 buf.clear()
             else:
-                with memoryview(buf) as view, view[:n] as part:
-                    llhttp.feed_data(part)
+                if n <= _COPY_LIMIT:
+                    llhttp.feed_data(buf[:n])
+                else:
+                    with memoryview(buf) as view, view[:n] as part:
+                        llhttp.feed_data(part)
                 del buf[:n]
         except httptools.HttpParserError as exc:
             raise self._fail(self._error or self._parse_error(str(exc))) from None
@@ -235,7 +239,10 @@ class ResponseParser:
         self._chunks = []
         self._phase = _DONE
 
-    # llhttp callbacks (through httptools)
+    # llhttp callbacks (through httptools; None: not wanted, and cheaper for httptools to look up than absent)
+    on_message_begin = None
+    on_chunk_complete = None
+
     def on_status(self, reason: bytes) -> None:
         self._status_line = True
         self.reason += reason  # in pieces when the status line arrives in pieces
