@@ -1,5 +1,5 @@
-"""workers.inference.transport: the response parser alone, then the transport under httpx against scripted
-loopback servers (keep-alive, framing, timeouts, errors, pool limits, cancellation)."""
+"""workers.inference.http1 and .transport: the response parser alone, then the transport under httpx against
+scripted loopback servers (keep-alive, framing, timeouts, errors, pool limits, cancellation)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import httpx
 import pytest
 
 from workers.inference.client import LLMClient, RetryPolicy, make_http_clients
-from workers.inference.transport import AsyncioTransport, ResponseParser
+from workers.inference.http1 import ResponseParser
+from workers.inference.transport import AsyncioTransport
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -118,6 +119,104 @@ def test_limits_on_head_and_body_size() -> None:
         feed_all(ResponseParser(), b"HTTP/1.1 200 OK\r\nX: " + b"a" * 70_000)
     with pytest.raises(httpx.RemoteProtocolError, match="over 10 bytes"):
         feed_all(ResponseParser(max_body_bytes=10), b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n")
+
+
+@pytest.mark.parametrize("step", [None, 1, 2, 3, 5])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n\r\n\r\n\r\n0\r\nT: 1\r\n\r\n",
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
+    ],
+)
+def test_bytes_after_the_response_stay_in_the_buffer(raw: bytes, step: int | None) -> None:
+    for extra in (b"HTTP/1.1 200 OK\r\n\r\n", b"\r\n", b"junk"):
+        p = ResponseParser()
+        buf = bytearray()
+        data = raw + extra
+        done = False
+        for i in range(0, len(data), step or len(data)):
+            buf += data[i : i + (step or len(data))]
+            done = p.feed(buf)
+            if done:
+                buf += data[i + (step or len(data)) :]
+                break
+        assert done and bytes(buf) == extra
+        assert p.feed(buf) and bytes(buf) == extra  # complete: feeding again consumes nothing
+
+
+def test_head_response_leaves_what_follows_and_keeps_alive() -> None:
+    p = ResponseParser(head_request=True)
+    buf = bytearray(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+    assert p.feed(buf) and p.body == b"" and p.keep_alive and buf == b"0\r\n\r\n"
+
+
+def test_trailers_are_not_headers() -> None:
+    p = ResponseParser()
+    assert feed_all(p, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\nX-T: 1\r\n\r\n")
+    assert p.headers == [(b"Transfer-Encoding", b"chunked")] and p.body == b"a"
+
+
+def test_reason_and_header_values_as_received_less_surrounding_whitespace() -> None:
+    p = ResponseParser()
+    assert feed_all(p, b"HTTP/1.1 404 Not  Found\r\nX-A:  a b \t\r\nContent-Length: 0\r\n\r\n", 1)
+    assert (p.status, p.reason, p.headers[0]) == (404, b"Not  Found", (b"X-A", b"a b"))
+    p = ResponseParser()
+    assert feed_all(p, b"HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n") and p.reason == b""
+
+
+def test_interim_response_before_an_http_1_0_final_one() -> None:
+    p = ResponseParser()
+    raw = b"HTTP/1.0 100 Continue\r\n\r\nHTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    assert feed_all(p, raw, 4) and (p.status, p.http_version, p.body, p.keep_alive) == (200, b"HTTP/1.0", b"ok", False)
+
+
+def test_body_to_end_of_connection_for_non_chunked_transfer_coding_is_refused_and_eof_after_interim() -> None:
+    p = ResponseParser()
+    assert not feed_all(p, b"HTTP/1.1 100 Continue\r\n\r\n")
+    assert p.started
+    with pytest.raises(httpx.RemoteProtocolError, match="complete message body"):
+        p.eof()
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        (b"HTTP/2.0 200 OK\r\n\r\n", "bad status line"),
+        (b"HTTP/1.1 200 OK\nContent-Length: 0\n\n", "bad status line"),
+        (b"HTTP/1.1 200 OK\r\nX: \x01\r\n\r\n", "bad header line"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\n", "bad Content-Length"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n", "conflicting"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", "unsupported Transfer-Encoding"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\na\r\n0\r\n\r\n", "bad chunk"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n\r\n\r\n", None),  # fine: the extra stays in buf
+    ],
+)
+def test_more_malformed_responses(raw: bytes, message: str | None) -> None:
+    if message is None:
+        buf = bytearray(raw)
+        assert ResponseParser().feed(buf) and buf == b"\r\n\r\n"
+        return
+    p = ResponseParser()
+    for _ in range(2):  # and it stays failed
+        with pytest.raises(httpx.RemoteProtocolError, match=message):
+            feed_all(p, raw)
+
+
+def test_limits_on_chunked_bodies_and_framing() -> None:
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    with pytest.raises(httpx.RemoteProtocolError, match="over 10 bytes"):
+        feed_all(ResponseParser(max_body_bytes=10), chunked + b"6\r\nabcdef\r\n6\r\nabcdef\r\n", 5)
+    with pytest.raises(httpx.RemoteProtocolError, match="chunk framing too large"):
+        feed_all(ResponseParser(), chunked + b"1;" + b"x" * 70_000)
+    with pytest.raises(httpx.RemoteProtocolError, match="chunk framing too large"):
+        feed_all(ResponseParser(), chunked + b"0\r\n" + b"X-T: 1\r\n" * 10_000, 4096)
+    with pytest.raises(httpx.RemoteProtocolError, match="head too large"):  # interim heads count too
+        feed_all(ResponseParser(), b"HTTP/1.1 100 Continue\r\n\r\n" * 3000)
+    p = ResponseParser(max_body_bytes=12)
+    assert feed_all(p, chunked + b"6\r\nabcdef\r\n6\r\nabcdef\r\n0\r\n\r\n", 3) and len(p.body) == 12
 
 
 def test_eof_before_or_inside_a_response() -> None:
