@@ -2,7 +2,8 @@
 
 On the same prompts (real MMLU-Pro text, ``--prompts`` of them), in one process tree:
 
-1. the classifier alone (tokeniser + onnxruntime, in this process) at the best of ``--batch-sizes``: the ceiling;
+1. the classifier alone (tokeniser + onnxruntime, in this process) at the best of ``--batch-sizes``, two batches
+   at a time as the router runs them (its threads never wait for a batch's last prompt): the ceiling;
 2. the router worker as its own process (``python -m workers worker router``, micro-batch = that best size)
    through the broker (a local Tansu started here, or ``--bootstrap``): the prompts are produced while the
    router is SIGSTOPped, then it is let go, and the rate is prompts / (last ``routed_at`` - that moment);
@@ -65,7 +66,8 @@ async def run(args: argparse.Namespace, work: Path, servers: dict[str, Service])
     load_before = os.getloadavg()[0]
     bodies = load_bodies(args.prompts)
     sizes = [int(x) for x in args.batch_sizes.split(",")]
-    clf = classifier_ceiling(args.artifact_path, bodies, sizes, min(args.sweep_prompts, len(bodies)))
+    depth = RouterSettings().depth  # batches in the classifier at once, as the router keeps them
+    clf = classifier_ceiling(args.artifact_path, bodies, sizes, min(args.sweep_prompts, len(bodies)), depth)
     batch = args.router_batch
     bootstrap = args.bootstrap or servers["broker"].address
     redis_url = f"redis://{servers['redis'].address}/0"
