@@ -25,7 +25,7 @@ from typing import Any
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
-from loadgen.bench_common import load_bodies, paused, prompt
+from loadgen.bench_common import MODEL, cpu_seconds, load_bodies, paused, prompt
 from loadgen.bench_pipeline import WARMUP, PipelineRig, finished, publish_routed, wait_results
 from loadgen.procs import Procs, settings_env
 from schemas.messages import RoutedMessage
@@ -33,14 +33,6 @@ from workers.bus import ensure_topics, make_producer
 from workers.runtime import kafka_config
 from workers.services import Service, start_broker, start_redis, start_replay
 from workers.settings import InferenceSettings, Settings, Topics
-
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def make_routed(n: int, out: Path) -> None:
@@ -57,7 +49,7 @@ def make_routed(n: int, out: Path) -> None:
         for i in range(0, n, 64):
             chunk = bodies[i : i + 64]
             for j, (body, c) in enumerate(zip(chunk, clf.classify([prompt_text(b) for b in chunk]), strict=True)):
-                decision = policy.decide(c, body.model, "Qwen/Qwen3-30B-A3B", clf.version)
+                decision = policy.decide(c, body.model, MODEL, clf.version)
                 msg = RoutedMessage(prompt=prompt("route", i + j, body), route=decision, routed_at=time.time())
                 lines.append(msg.model_dump_json())
     out.write_text("\n".join(lines) + "\n")
@@ -99,10 +91,10 @@ async def measure(routed: list[RoutedMessage], count: int, rounds: int, env: dic
             job = f"inf-{uuid.uuid4().hex[:8]}"
             with paused(inf):
                 await publish_routed(rig, job, [routed[i % len(routed)] for i in range(count)])
-            before = {k: cpu_s(p) for k, p in pids.items()}
+            before = {k: cpu_seconds(p) for k, p in pids.items()}
             start = time.time()
             await wait_results(rig, job, count, inf)
-            after = {k: cpu_s(p) for k, p in pids.items()}
+            after = {k: cpu_seconds(p) for k, p in pids.items()}
             span = max(f for _, f in await finished(rig, job)) - start
             cpu = {k: round((after[k] - before[k]) * 1000 / count, 3) for k in pids}
             row = {"per_s": round(count / span, 1), "span_s": round(span, 3), "cpu_ms_per_result": cpu}

@@ -144,10 +144,9 @@ async def at_rate(
                 lag = (await measure(rig.kc, {rig.group: [rig.prompts_topic]}, timeout_s=5))[0].total
             except Exception:  # a missed sample is not worth failing the run for
                 lag = -1
-            point: dict[str, Any] = {"t_s": round(time.time() - t0, 1), "lag": lag}
-            point["rss_mb"] = round(rss_mb(rig.proc.proc.pid), 1)
-            point["cores"], since = since.shares(), CpuMeter(rig.watch)
-            series.append(point)
+            rss = round(rss_mb(rig.proc.proc.pid), 1)
+            series.append({"t_s": round(time.time() - t0, 1), "lag": lag, "rss_mb": rss, "cores": since.shares()})
+            since = CpuMeter(rig.watch)
             await asyncio.sleep(SAMPLE_S)
 
     log(f"router at {share:.0%} load: {rate:.0f} prompts/s for {seconds:.0f}s ...")
