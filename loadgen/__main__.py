@@ -6,7 +6,7 @@ import importlib
 import sys
 
 COMMANDS = {
-    "replay-server": "loadgen.replay_server",
+    "replay-server": "workers.replay.server",
     "samples": "loadgen.samples",
     "chaos": "loadgen.chaos",
     "bench": "loadgen.bench",

@@ -37,9 +37,8 @@ from loadgen.bench_common import load_bodies, log, rss_mb
 from loadgen.bench_pipeline import PipelineRig, inference_alone, pipeline
 from loadgen.bench_router import RouterRig, at_rate, classifier_ceiling, max_throughput, warm_up
 from loadgen.procs import Procs, settings_env
-from workers.bus import ensure_topics, make_producer
-from workers.runtime import kafka_config
-from workers.services import Service, start_broker, start_redis, start_replay
+from workers.kafka.clients import ensure_topics, kafka_config, make_producer
+from workers.local.services import Service, start_broker, start_redis, start_replay
 from workers.settings import InferenceSettings, RouterSettings, Settings, Topics
 
 TARGETS = {"classifier_per_s": 300.0, "router_ratio": 0.9, "p99_ms_at_80": 100.0, "inference_per_s": 2000.0}
@@ -222,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.artifact:
         args.artifact_path = Path(args.artifact)
     else:
-        from workers.artifacts import ensure_artifact
+        from workers.classifier.cache import ensure_artifact
 
         log("classifier artefact: the cached build (built first if missing: about a minute on 2 cores)")
         args.artifact_path = ensure_artifact(args.cache_path, progress=False)

@@ -20,9 +20,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from schemas.batch import ChatBody
 from schemas.messages import PromptMessage
 from workers import data
-from workers.bus import KafkaConfig
-from workers.prompts import format_mcq_prompt
-from workers.services import Service
+from workers.data.prompts import format_mcq_prompt
+from workers.kafka.clients import KafkaConfig
+from workers.local.services import Service
 
 SAMPLE = Path(__file__).resolve().parent / "samples" / "mmlu_pro_200.jsonl"
 MODEL = "Qwen/Qwen3-30B-A3B"

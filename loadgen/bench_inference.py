@@ -29,15 +29,14 @@ from loadgen.bench_common import MODEL, cpu_seconds, load_bodies, paused, prompt
 from loadgen.bench_pipeline import WARMUP, PipelineRig, finished, publish_routed, wait_results
 from loadgen.procs import Procs, settings_env
 from schemas.messages import RoutedMessage
-from workers.bus import ensure_topics, make_producer
-from workers.runtime import kafka_config
-from workers.services import Service, start_broker, start_redis, start_replay
+from workers.kafka.clients import ensure_topics, kafka_config, make_producer
+from workers.local.services import Service, start_broker, start_redis, start_replay
 from workers.settings import InferenceSettings, Settings, Topics
 
 
 def make_routed(n: int, out: Path) -> None:
-    from workers.artifacts import ensure_artifact
-    from workers.router.classifier import Classifier
+    from workers.classifier.cache import ensure_artifact
+    from workers.classifier.model import Classifier
     from workers.router.policy import load_policy
     from workers.router.text import prompt_text
 

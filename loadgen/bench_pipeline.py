@@ -16,8 +16,8 @@ from redis.asyncio import Redis
 from loadgen.bench_common import POLL_S, log, paused, send_prompts
 from schemas.batch import ChatBody
 from schemas.messages import RoutedMessage
-from workers.services import Service
-from workers.store import Store, done_key
+from workers.local.services import Service
+from workers.store.jobstore import Store, done_key
 
 WARMUP = 32
 

@@ -28,11 +28,11 @@ from loadgen.bench_common import (
 )
 from schemas.batch import ChatBody
 from schemas.messages import RoutedMessage
-from workers.bus import KafkaConfig
-from workers.lag import measure
-from workers.router.classifier import Classifier
+from workers.classifier.model import Classifier
+from workers.kafka.clients import KafkaConfig
+from workers.kafka.lag import measure
+from workers.local.services import Service
 from workers.router.text import prompt_text
-from workers.services import Service
 
 WARMUP = 48
 SAMPLE_S = 1.0

@@ -28,14 +28,13 @@ from redis.asyncio import Redis
 from loadgen.bench_common import rss_mb
 from loadgen.procs import Procs, settings_env
 from schemas.messages import DeadLetter
-from workers.artifacts import ensure_artifact
-from workers.batchfile import InputRequest, read_batch
-from workers.bus import ensure_topics, make_producer
-from workers.jobs import submit
-from workers.runtime import kafka_config
-from workers.services import Service, start_broker, start_redis, start_replay
+from workers.classifier.cache import ensure_artifact
+from workers.kafka.clients import ensure_topics, kafka_config, make_producer
+from workers.local.services import Service, start_broker, start_redis, start_replay
 from workers.settings import InferenceSettings, RouterSettings, Settings
-from workers.store import Store, done_key
+from workers.store.jobstore import Store, done_key
+from workers.submit.batchfile import InputRequest, read_batch
+from workers.submit.jobs import submit
 
 SAMPLE = Path(__file__).resolve().parent / "samples" / "mmlu_pro_200.jsonl"
 MARKER = "CHAOS-POISON"

@@ -7,7 +7,7 @@ import signal
 import sys
 from pathlib import Path
 
-from workers.services import Service, spawn
+from workers.local.services import Service, spawn
 from workers.settings import Settings
 
 

@@ -22,9 +22,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from loadgen.replay_index import normalize
 from workers import data
-from workers.prompts import format_mcq_prompt
+from workers.data.prompts import format_mcq_prompt
+from workers.replay.index import normalize
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import pytest
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
-from workers.services import Service, start_broker, start_redis, start_replay
+from workers.local.services import Service, start_broker, start_redis, start_replay
 from workers.settings import InferenceSettings, RouterSettings, Settings, Topics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,7 +29,7 @@ def artifact() -> Path:
     """The default classifier artefact (built once and cached), or the one THINKROUTE_TEST_ARTIFACT names."""
     if os.environ.get("THINKROUTE_TEST_ARTIFACT"):
         return Path(os.environ["THINKROUTE_TEST_ARTIFACT"])
-    from workers.artifacts import ensure_artifact
+    from workers.classifier.cache import ensure_artifact
 
     return ensure_artifact(cache_dir(), progress=False)
 

@@ -1,3 +1,3 @@
-from workers.cli import main
+from workers.cli.app import main
 
 main()

@@ -13,12 +13,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas.records import JobMeta, RequestResult
-from workers.batchfile import InputRequest, read_batch
-from workers.bus import ensure_topics, make_producer
-from workers.jobs import submit
-from workers.runtime import kafka_config
+from workers.kafka.clients import ensure_topics, kafka_config, make_producer
 from workers.settings import Settings
-from workers.store import Store, done_key
+from workers.store.jobstore import Store, done_key
+from workers.submit.batchfile import InputRequest, read_batch
+from workers.submit.jobs import submit
 
 
 async def committed(bootstrap: str, group: str, topics: list[str], partitions: int) -> dict[tuple[str, int], int]:

@@ -12,8 +12,8 @@ from redis.exceptions import ResponseError
 
 from schemas.records import JobMeta
 from tests.integration.test_store import result
-from workers.autopipe import AutoPipeline
-from workers.store import Store
+from workers.store.autopipe import AutoPipeline
+from workers.store.jobstore import Store
 
 pytestmark = pytest.mark.integration
 

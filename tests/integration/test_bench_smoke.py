@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
-from workers.services import Service
+from workers.local.services import Service
 
 pytestmark = pytest.mark.integration
 PROMPTS = 120

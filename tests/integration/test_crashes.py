@@ -17,7 +17,7 @@ from loadgen.procs import Procs, settings_env
 from tests.conftest import wait_until
 from tests.integration.helpers import assert_exact_totals, committed, sample_requests, submit_requests
 from workers.settings import Settings
-from workers.store import Store
+from workers.store.jobstore import Store
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 

@@ -1,7 +1,7 @@
 """Cascade: a direct answer below the confidence threshold is escalated once to the reasoning topic.
 
 The replay server models the answer letter's log-probability from the recorded models' agreement
-(`loadgen.replay_logprobs`). Qwen3's no-thinking answer to question 10628 agrees with 0 of the 29 recorded
+(`workers.replay.logprobs`). Qwen3's no-thinking answer to question 10628 agrees with 0 of the 29 recorded
 models (p = 1/31 = 0.032); to question 10542 with 28 of 28 (p = 29/30 = 0.967). With a threshold of 0.5
 the first is escalated (recorded: 193 tokens without thinking, 800 with), the second is not (113 tokens).
 """
@@ -13,20 +13,20 @@ import time
 import pytest
 from redis.asyncio import Redis
 
-from loadgen.replay_answer import count_prompt_tokens
 from schemas.batch import ChatBody, ChatMessage
 from schemas.messages import AttemptSummary, PromptMessage, RoutedMessage
 from schemas.records import JobMeta
 from tests.conftest import wait_until
 from tests.factories import route_decision
 from tests.integration.helpers import assert_exact_totals, committed, produce, read_topic, running
-from workers.bus import ensure_topics
 from workers.data import MMLU_PRO_TEST, read_jsonl
-from workers.jobs import summary, wait_for_job
-from workers.prompts import format_mcq_prompt
-from workers.runtime import kafka_config, serve_inference
+from workers.data.prompts import format_mcq_prompt
+from workers.inference.serve import serve_inference
+from workers.kafka.clients import ensure_topics, kafka_config
+from workers.replay.answer import count_prompt_tokens
 from workers.settings import Settings
-from workers.store import Store, attempt_key, escalated_key
+from workers.store.jobstore import Store, attempt_key, escalated_key
+from workers.submit.jobs import summary, wait_for_job
 
 pytestmark = pytest.mark.integration
 MODEL = "Qwen/Qwen3-30B-A3B"

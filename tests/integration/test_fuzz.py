@@ -24,12 +24,13 @@ from schemas.messages import DeadLetter, PromptMessage
 from schemas.records import JobMeta
 from tests.conftest import ROOT
 from tests.integration.helpers import produce, read_topic, running
-from workers.batchfile import read_batch
-from workers.bus import ensure_topics
-from workers.jobs import wait_for_job
-from workers.runtime import kafka_config, serve_inference, serve_router
+from workers.inference.serve import serve_inference
+from workers.kafka.clients import ensure_topics, kafka_config
+from workers.router.serve import serve_router
 from workers.settings import Settings
-from workers.store import Store
+from workers.store.jobstore import Store
+from workers.submit.batchfile import read_batch
+from workers.submit.jobs import wait_for_job
 
 pytestmark = pytest.mark.integration
 CAP = 4000

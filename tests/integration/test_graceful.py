@@ -11,9 +11,9 @@ from redis.asyncio import Redis
 from loadgen.procs import Procs, settings_env
 from tests.conftest import wait_until
 from tests.integration.helpers import assert_exact_totals, committed, sample_requests, submit_requests
-from workers.services import Service, start_replay
+from workers.local.services import Service, start_replay
 from workers.settings import Settings
-from workers.store import Store
+from workers.store.jobstore import Store
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
 from tests.conftest import ROOT
-from workers.bus import KafkaConfig, ensure_topics
-from workers.lag import DrainTracker, measure
+from workers.kafka.clients import KafkaConfig, ensure_topics
+from workers.kafka.lag import DrainTracker, measure
 from workers.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -15,12 +15,13 @@ from redis.asyncio import Redis
 
 from schemas.messages import DeadLetter
 from tests.integration.helpers import assert_exact_totals, read_topic, running, sample_requests, submit_requests
-from workers.batchfile import InputRequest
-from workers.jobs import wait_for_job
-from workers.runtime import serve_inference, serve_router
-from workers.services import Service, start_replay
+from workers.inference.serve import serve_inference
+from workers.local.services import Service, start_replay
+from workers.router.serve import serve_router
 from workers.settings import Settings
-from workers.store import Store
+from workers.store.jobstore import Store
+from workers.submit.batchfile import InputRequest
+from workers.submit.jobs import wait_for_job
 
 pytestmark = pytest.mark.integration
 MARKER = "POISON-PILL-7"

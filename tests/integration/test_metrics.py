@@ -12,13 +12,14 @@ from redis.asyncio import Redis
 
 from tests.conftest import ROOT, wait_until
 from tests.integration.helpers import committed, produce, running
-from workers.batchfile import read_batch
-from workers.bus import ensure_topics, make_producer
-from workers.jobs import submit, wait_for_job
-from workers.runtime import kafka_config, serve_inference, serve_router
-from workers.services import free_port
+from workers.inference.serve import serve_inference
+from workers.kafka.clients import ensure_topics, kafka_config, make_producer
+from workers.local.services import free_port
+from workers.router.serve import serve_router
 from workers.settings import Settings
-from workers.store import Store
+from workers.store.jobstore import Store
+from workers.submit.batchfile import read_batch
+from workers.submit.jobs import submit, wait_for_job
 
 pytestmark = pytest.mark.integration
 SAMPLE = ROOT / "loadgen" / "samples" / "mmlu_pro_200.jsonl"

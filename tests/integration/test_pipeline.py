@@ -13,15 +13,16 @@ from schemas.messages import DeadLetter
 from schemas.records import JobMeta
 from tests.conftest import wait_until
 from tests.integration.helpers import SAMPLE, committed, produce, read_topic, running, sample_requests, submit_requests
-from workers.bus import ensure_topics
+from workers.classifier.model import Classifier
 from workers.data import QWEN3_THINK, read_jsonl
-from workers.jobs import summary, wait_for_job, write_results
-from workers.router.classifier import Classifier
+from workers.inference.serve import serve_inference
+from workers.kafka.clients import ensure_topics, kafka_config
 from workers.router.policy import load_policy
+from workers.router.serve import serve_router
 from workers.router.text import prompt_text
-from workers.runtime import kafka_config, serve_inference, serve_router
 from workers.settings import Settings
-from workers.store import Store
+from workers.store.jobstore import Store
+from workers.submit.jobs import summary, wait_for_job, write_results
 
 pytestmark = pytest.mark.integration
 

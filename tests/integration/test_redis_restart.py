@@ -12,11 +12,12 @@ from redis.asyncio import Redis
 
 from tests.conftest import wait_until
 from tests.integration.helpers import assert_exact_totals, running, sample_requests, submit_requests
-from workers.jobs import wait_for_job
-from workers.runtime import serve_inference, serve_router
-from workers.services import Service, start_redis
+from workers.inference.serve import serve_inference
+from workers.local.services import Service, start_redis
+from workers.router.serve import serve_router
 from workers.settings import Settings
-from workers.store import Store
+from workers.store.jobstore import Store
+from workers.submit.jobs import wait_for_job
 
 pytestmark = pytest.mark.integration
 

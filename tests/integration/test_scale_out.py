@@ -16,13 +16,12 @@ from redis.asyncio import Redis
 from tests.conftest import ROOT, wait_until
 from tests.integration.helpers import committed
 from tests.integration.test_metrics import scrape, total
-from workers.batchfile import read_batch
-from workers.bus import ensure_topics, make_producer
-from workers.jobs import submit, wait_for_job
-from workers.runtime import kafka_config
-from workers.services import Service, free_port, spawn
+from workers.kafka.clients import ensure_topics, kafka_config, make_producer
+from workers.local.services import Service, free_port, spawn
 from workers.settings import Settings
-from workers.store import Store, done_key
+from workers.store.jobstore import Store, done_key
+from workers.submit.batchfile import read_batch
+from workers.submit.jobs import submit, wait_for_job
 
 pytestmark = pytest.mark.integration
 SAMPLE = ROOT / "loadgen" / "samples" / "mmlu_pro_200.jsonl"

@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 from schemas.messages import RouteDecision
 from schemas.records import JobMeta, RequestResult, Usage
 from tests.factories import route_decision
-from workers.store import Store, done_key, result_key, totals_key
+from workers.store.jobstore import Store, done_key, result_key, totals_key
 
 pytestmark = pytest.mark.integration
 

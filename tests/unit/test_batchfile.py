@@ -1,7 +1,7 @@
 import json
 from pathlib import Path
 
-from workers.batchfile import read_batch
+from workers.submit.batchfile import read_batch
 
 
 def write(tmp_path: Path, lines: list[bytes]) -> Path:

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import workers.artifacts
-from workers.artifacts import artifact_dir, ensure_artifact
-from workers.prompts import format_mcq_prompt
-from workers.router.classifier import Classifier, TextEncoder, head_tail, length_batches
-from workers.training.build import TOKENIZER_ASSET, fingerprint, report
+import workers.classifier.cache
+from workers.classifier.build import TOKENIZER_ASSET, fingerprint, report
+from workers.classifier.cache import artifact_dir, ensure_artifact
+from workers.classifier.model import Classifier, TextEncoder, head_tail, length_batches
+from workers.data.prompts import format_mcq_prompt
 
 CLS, SEP = 101, 102
 # the first test that needs the artefact composes it from the shipped adapter (seconds)
@@ -104,7 +104,7 @@ def test_ensure_artifact_builds_once_under_the_lock(tmp_path: Path, monkeypatch:
         (out_dir / "card.json").write_text("{}")
         return {}
 
-    monkeypatch.setattr(workers.artifacts, "build_artifact", fake_build)
+    monkeypatch.setattr(workers.classifier.cache, "build_artifact", fake_build)
     results: list[Path] = []
     threads = [
         threading.Thread(target=lambda: results.append(ensure_artifact(tmp_path, progress=False))) for _ in range(3)

@@ -84,7 +84,7 @@ def test_shards_cover_the_configured_connections() -> None:
 
 def test_asyncio_transport_is_one_client_with_the_whole_limit() -> None:
     from workers.inference.client import make_http_clients
-    from workers.inference.transport import AsyncioTransport
+    from workers.inference.http.transport import AsyncioTransport
 
     (only,) = make_http_clients(1.0, 2.0, 100, "key")
     transport = only._transport  # type: ignore[attr-defined]

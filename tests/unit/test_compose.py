@@ -18,8 +18,8 @@ import yaml
 from pydantic import BaseModel
 from typer.testing import CliRunner
 
-from workers.cli import app
-from workers.metrics import WorkerMetrics
+from workers.cli.app import app
+from workers.runtime.metrics import WorkerMetrics
 from workers.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -156,7 +156,7 @@ def test_every_thinkroute_variable_and_command_exists(profiles: str, monkeypatch
         result = runner.invoke(app, [*sub, "--help"])
         assert result.exit_code == 0, f"{name}: `thinkroute {' '.join(sub)}` is not a command: {result.output}"
         if sub == ["replay-server"]:
-            from loadgen.replay_server import main as replay_main
+            from workers.replay.server import main as replay_main
 
             with pytest.raises(SystemExit) as exc:  # its flags are real: argparse exits 0 on --help only
                 replay_main([*cmd[2:], "--help"])
@@ -225,7 +225,7 @@ def test_dockerfile_builds_from_this_repo_as_non_root() -> None:
     for path in re.findall(r"^COPY (\S+)", text, re.M):
         assert (ROOT / path).exists(), path
     assert re.search(r"^USER (?!root)\S+", text, re.M)
-    assert "from workers.artifacts import ensure_artifact" in text
-    from workers.artifacts import ensure_artifact  # the build step's import still resolves
+    assert "from workers.classifier.cache import ensure_artifact" in text
+    from workers.classifier.cache import ensure_artifact  # the build step's import still resolves
 
     assert callable(ensure_artifact)

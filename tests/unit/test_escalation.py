@@ -6,10 +6,10 @@ import math
 
 import pytest
 
-from loadgen.replay_answer import Recorded, ReplayAnswer
-from loadgen.replay_logprobs import letter_probability, modelled_logprobs
 from tests.factories import route_decision
 from workers.inference.escalation import answer_confidence, escalated_decision, extract_letter
+from workers.replay.answer import Recorded, ReplayAnswer
+from workers.replay.logprobs import letter_probability, modelled_logprobs
 
 
 def _body(content: str | None, logprobs: object = None, finish: str = "stop") -> dict[str, object]:

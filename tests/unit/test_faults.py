@@ -3,9 +3,9 @@ from collections import Counter
 import pytest
 from starlette.testclient import TestClient
 
-from loadgen.faults import FaultPlan
-from loadgen.replay_data import load_default
-from loadgen.replay_server import LatencyModel, create_app
+from workers.replay.faults import FaultPlan
+from workers.replay.records import load_default
+from workers.replay.server import LatencyModel, create_app
 
 BODY = {"model": "Qwen/Qwen3-30B-A3B", "messages": [{"role": "user", "content": "What is 2+2?"}]}
 

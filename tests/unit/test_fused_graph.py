@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 
-from workers.training.fused_graph import encoder_graph
+from workers.classifier.fused_graph import encoder_graph
 
 H, LAYERS, HEADS, VOCAB, FF = 32, 2, 4, 50, 64
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from workers.cli_ops import parse_groups
-from workers.lag import DrainTracker, GroupLag, PartitionLag, estimate_drain
+from workers.cli.lag import parse_groups
+from workers.kafka.lag import DrainTracker, GroupLag, PartitionLag, estimate_drain
 from workers.settings import Settings
 
 

@@ -7,8 +7,8 @@ import asyncio
 from aiokafka import TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from workers.metrics import WorkerMetrics, start_metrics_server
-from workers.services import free_port
+from workers.local.services import free_port
+from workers.runtime.metrics import WorkerMetrics, start_metrics_server
 
 
 class FakeConsumer:

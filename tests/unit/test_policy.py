@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
+from workers.classifier.model import Classification
 from workers.errors import ConfigError
-from workers.router.classifier import Classification
 from workers.router.policy import load_policy
 
 LABELS = [

@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from loadgen.replay_answer import ANSWER_TOKENS, SYNTHETIC_PREFIX
-from loadgen.replay_data import PROXY_FALLBACK, PROXY_NOTHINK, PROXY_THINK, QWEN3_MODEL, ReplayData, load_default
-from loadgen.replay_server import LatencyModel, create_app
 from loadgen.samples import MMLU_PRO_200, SAMPLES_DIR, build_samples
 from workers import data
-from workers.prompts import format_mcq_prompt
+from workers.data.prompts import format_mcq_prompt
+from workers.replay.answer import ANSWER_TOKENS, SYNTHETIC_PREFIX
+from workers.replay.records import PROXY_FALLBACK, PROXY_NOTHINK, PROXY_THINK, QWEN3_MODEL, ReplayData, load_default
+from workers.replay.server import LatencyModel, create_app
 
 QID = 10646  # a recorded Qwen3 computer-science question: right with thinking, wrong without
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from loadgen.replay_index import PREFIX_CHARS, MmluRecord, QuestionIndex, normalize
+from workers.replay.index import PREFIX_CHARS, MmluRecord, QuestionIndex, normalize
 
 QUESTIONS = [
     "Which of the following is a prime number?",

@@ -15,7 +15,7 @@ from aiokafka.structs import ConsumerRecord
 
 from schemas.batch import ChatBody, ChatMessage
 from schemas.messages import DeadLetter, PromptMessage, RoutedMessage
-from workers.router.classifier import Classification
+from workers.classifier.model import Classification
 from workers.router.policy import load_policy
 from workers.router.worker import RouterConfig, RouterWorker
 

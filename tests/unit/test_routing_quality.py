@@ -18,15 +18,15 @@ import pytest
 
 from schemas.batch import ChatBody
 from schemas.messages import PromptMessage
-from workers.artifacts import ensure_artifact
+from workers.classifier.build import CARD_ASSET, report
+from workers.classifier.cache import ensure_artifact
+from workers.classifier.model import Classification, Classifier
 from workers.evaluation.calibrate import _effective, _share, calibrate, dump_policy, threshold_for_share
 from workers.evaluation.classify_file import classify_rows, line_text
+from workers.evaluation.heldout import heldout_items
 from workers.evaluation.replay import evaluate_replay, outcome, read_records, select, split_of
-from workers.router.classifier import Classification, Classifier
 from workers.router.policy import Policy, load_policy
 from workers.router.worker import RouterConfig, RouterWorker
-from workers.training.build import CARD_ASSET, report
-from workers.training.measure import heldout_items
 
 pytestmark = pytest.mark.timeout(900)
 SEED = 13
@@ -245,7 +245,7 @@ def test_outcome_uses_effort_fields() -> None:
 
 def test_train_skips_or_runs_without_error() -> None:
     pytest.importorskip("torch")
-    from workers.training.corpus import load_items
+    from workers.classifier.corpus import load_items
 
     items, info = load_items(SEED)
     assert info["replay_questions_excluded"] >= 200

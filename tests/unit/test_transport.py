@@ -1,4 +1,4 @@
-"""workers.inference.http1 and .transport: the response parser alone, then the transport under httpx against
+"""workers.inference.http.http1 and .transport: the response parser alone, then the transport under httpx against
 scripted loopback servers (keep-alive, framing, timeouts, errors, pool limits, cancellation)."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from workers.inference.client import LLMClient, RetryPolicy, make_http_clients
-from workers.inference.http1 import ResponseParser
-from workers.inference.transport import AsyncioTransport
+from workers.inference.http.http1 import ResponseParser
+from workers.inference.http.transport import AsyncioTransport
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
+from workers.classifier.model import Classification, Classifier
 from workers.evaluation.replay import outcome, record_text
-from workers.router.classifier import Classification, Classifier
 from workers.router.policy import Policy, ScoreRule
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 def validation_texts(seed: int = 13) -> list[str]:
     """The classifier's MMLU-Pro validation slice, rendered as at evaluation (bare or MCQ prompt)."""
-    from workers.training.corpus import load_items
+    from workers.classifier.corpus import load_items
 
     items, _ = load_items(seed)
     return [it.fixed_text(seed) for it in items if it.side == "validation"]

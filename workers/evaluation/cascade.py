@@ -11,7 +11,7 @@ Two datasets, one cheap and one expensive answer per question:
 Split: a question is held out when sha256(question_id) is odd; the other half only ranks route keys.
 Escalation signal: the MODELLED confidence the replay server returns as the answer letter's logprob,
 p = (agreeing models + 1) / (models + 2) over the recorded models other than the cheap and expensive one
-(`loadgen.replay_logprobs`); no letter -> 0. It is optimistic: 27-29 other models' answers stand in for
+(`workers.replay.logprobs`); no letter -> 0. It is optimistic: 27-29 other models' answers stand in for
 a calibrated log-probability. Strategies (points of each curve):
 
 * always-cheap, always-expensive; oracle: expensive only where cheap is wrong (paying one answer);
@@ -30,8 +30,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from loadgen.replay_data import QWEN3_MODEL, ReplayData
-from loadgen.replay_logprobs import letter_probability
+from workers.replay.logprobs import letter_probability
+from workers.replay.records import QWEN3_MODEL, ReplayData
 
 DECODE_TOK_PER_S = 60.0
 ROUTE_SHARE = 3  # route+cascade routes the best third of the route keys (by train gain per cost)

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from schemas.batch import ChatBody
+from workers.classifier.model import Classifier
+from workers.data.prompts import format_mcq_prompt
 from workers.errors import ThinkRouteError
-from workers.prompts import format_mcq_prompt
-from workers.router.classifier import Classifier
 from workers.router.policy import Policy
 from workers.router.text import prompt_text
 

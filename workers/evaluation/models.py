@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from workers.classifier.model import Classifier
 from workers.data import MODEL_CORRECTNESS, read_csv
+from workers.data.prompts import format_mcq_prompt
 from workers.evaluation.calibrate import validation_texts
-from workers.prompts import format_mcq_prompt
-from workers.router.classifier import Classifier
 
 DEFAULT_SMALL = "Meta-Llama-3_1-8B-Instruct_5shots"
 DEFAULT_LARGE = "gemini-1.5-pro-002_5shots"
@@ -47,7 +47,7 @@ def _point(correct: np.ndarray[Any, Any], tokens: np.ndarray[Any, Any], large: n
 def model_curve(
     classifier: Classifier, small: str = DEFAULT_SMALL, large: str = DEFAULT_LARGE, seed: int = 13
 ) -> dict[str, Any]:
-    from workers.training.measure import heldout_items
+    from workers.evaluation.heldout import heldout_items
 
     recs = _records([small, large])
     if not recs:

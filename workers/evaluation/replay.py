@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from schemas.messages import RouteDecision
+from workers.classifier.model import Classifier
+from workers.classifier.splits import normalise, unit_hash
 from workers.data import QWEN3_THINK, read_jsonl
-from workers.prompts import format_mcq_prompt
-from workers.router.classifier import Classifier
+from workers.data.prompts import format_mcq_prompt
 from workers.router.policy import Policy
-from workers.training.data import normalise, unit_hash
 
 SHIPPED_QWEN3 = "qwen3"
 SPLIT_SALT = "replay-split"

@@ -4,7 +4,7 @@ Transient failures (timeouts, connection errors, 429, 5xx) are retried with expo
 full jitter, honouring Retry-After; anything else is permanent and fails at once.
 
 Transport (``INFERENCE__HTTP_TRANSPORT``): ``asyncio`` (default) is one ``httpx.AsyncClient`` on
-`workers.inference.transport.AsyncioTransport`, keep-alive connections up to the concurrency. ``httpcore``
+`workers.inference.http.transport.AsyncioTransport`, keep-alive connections up to the concurrency. ``httpcore``
 is httpx's own transport, split over ``httpx.AsyncClient`` shards of one connection each (round robin):
 one httpcore pool costs CPU that grows with its connection count (encode/httpx#3215). Measured against a
 no-op server at 64 requests in flight, each at one full core: one client of 64 connections 262
@@ -28,7 +28,7 @@ from typing import Any, Literal
 import httpx
 
 from workers.errors import PermanentError, TransientError
-from workers.inference.transport import AsyncioTransport
+from workers.inference.http.transport import AsyncioTransport
 
 log = logging.getLogger(__name__)
 

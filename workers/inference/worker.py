@@ -23,15 +23,15 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from schemas.messages import RoutedMessage
 from schemas.records import RequestResult
-from workers.crashpoints import CrashPoints
-from workers.deadletter import dead_letter
 from workers.inference.client import Completion, LLMClient, LLMFailed
 from workers.inference.escalation import answer_confidence, attempt_summary, escalated_decision
 from workers.inference.families import Family, build_request, family_for
 from workers.inference.results import completed, failed
-from workers.metrics import WorkerMetrics
-from workers.offsets import OffsetTracker
-from workers.store import Store
+from workers.kafka.deadletter import dead_letter
+from workers.kafka.offsets import OffsetTracker
+from workers.runtime.crashpoints import CrashPoints
+from workers.runtime.metrics import WorkerMetrics
+from workers.store.jobstore import Store
 
 log = logging.getLogger(__name__)
 

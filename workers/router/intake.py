@@ -9,7 +9,7 @@ from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
 
 from schemas.messages import DeadLetter, PromptMessage
-from workers.deadletter import dead_letter
+from workers.kafka.deadletter import dead_letter
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from schemas.messages import Effort, Route, RouteDecision
+from workers.classifier.model import Classification
 from workers.errors import ConfigError
-from workers.router.classifier import Classification
 
 
 class Rule(BaseModel):

@@ -31,13 +31,13 @@ from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import OffsetAndMetadata
 
 from schemas.messages import DeadLetter, PromptMessage, RoutedMessage
-from workers.crashpoints import CrashPoints
-from workers.metrics import WorkerMetrics
+from workers.classifier.model import Classifier
 from workers.router.batcher import Batcher
-from workers.router.classifier import Classifier
 from workers.router.intake import Record, parse
 from workers.router.policy import Policy
 from workers.router.text import prompt_text
+from workers.runtime.crashpoints import CrashPoints
+from workers.runtime.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 

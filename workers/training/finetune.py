@@ -17,12 +17,12 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from workers.router.classifier import TextEncoder
-from workers.training.corpus import Item
-from workers.training.graph import load_encoder
-from workers.training.head import Hyper
+from workers.classifier.corpus import Item
+from workers.classifier.graph import load_encoder
+from workers.classifier.head import Hyper
+from workers.classifier.model import TextEncoder
+from workers.classifier.weights import base_weights
 from workers.training.torch_model import EMBED_SCALE, Encoder
-from workers.training.weights import base_weights
 
 log = logging.getLogger(__name__)
 

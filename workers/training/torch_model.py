@@ -14,7 +14,7 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from workers.training.weights import LAYER_NORMS, LINEAR_MODULES, N_LAYERS
+from workers.classifier.weights import LAYER_NORMS, LINEAR_MODULES, N_LAYERS
 
 HIDDEN = 384
 HEADS = 12

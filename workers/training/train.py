@@ -1,7 +1,7 @@
 """``thinkroute train``: fine-tune the classifier and write the shipped adapter and its card.
 
-Writes ``workers/router/assets/adapter.npz`` and ``classifier_card.json`` (or another ``out_dir``); the
-runtime artefact is composed from them without torch (``workers.training.build``). Held-out metrics are
+Writes ``workers/classifier/assets/adapter.npz`` and ``classifier_card.json`` (or another ``out_dir``); the
+runtime artefact is composed from them without torch (``workers.classifier.build``). Held-out metrics are
 measured on the composed ONNX model through ``Classifier`` (the router's code), not on torch.
 """
 
@@ -17,14 +17,21 @@ from typing import Any
 
 import numpy as np
 
-from workers.router.classifier import DEFAULT_MAX_LENGTH, HEAD_FRACTION, TextEncoder
-from workers.training.build import ADAPTER_ASSET, CARD_ASSET, DEFAULT_SEED, TOKENIZER_ASSET, float_probs, write_artifact
-from workers.training.corpus import AUX_TARGETS, load_items
-from workers.training.data import GSM8K_SAMPLE, HELDOUT_FRACTION, VALIDATION_FRACTION
-from workers.training.graph import ENCODER_PACKAGE, ENCODER_VERSION
-from workers.training.head import Hyper
-from workers.training.measure import heldout_items, measure
-from workers.training.weights import load_adapter
+from workers.classifier.build import (
+    ADAPTER_ASSET,
+    CARD_ASSET,
+    DEFAULT_SEED,
+    TOKENIZER_ASSET,
+    float_probs,
+    write_artifact,
+)
+from workers.classifier.corpus import AUX_TARGETS, load_items
+from workers.classifier.graph import ENCODER_PACKAGE, ENCODER_VERSION
+from workers.classifier.head import Hyper
+from workers.classifier.model import DEFAULT_MAX_LENGTH, HEAD_FRACTION, TextEncoder
+from workers.classifier.splits import GSM8K_SAMPLE, HELDOUT_FRACTION, VALIDATION_FRACTION
+from workers.classifier.weights import load_adapter
+from workers.evaluation.heldout import heldout_items, measure
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,47 @@
+"""``thinkroute eval-cascade``: routing vs cascading on held-out replay records (`workers.evaluation.cascade`)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from workers.evaluation.cascade import DEFAULT_CHEAP, DEFAULT_EXPENSIVE, THRESHOLDS, run
+
+DEFAULT_THRESHOLDS = ",".join(f"{x:g}" for x in THRESHOLDS)
+
+
+def eval_cascade(
+    cheap: Annotated[str, typer.Option(help="cheap model of the 29-model records")] = DEFAULT_CHEAP,
+    expensive: Annotated[str, typer.Option(help="expensive model of the 29-model records")] = DEFAULT_EXPENSIVE,
+    weight: Annotated[
+        float | None, typer.Option(help="cost of an expensive token in cheap tokens; default: parameter ratio")
+    ] = None,
+    thresholds: Annotated[str, typer.Option(help="comma-separated confidence thresholds")] = DEFAULT_THRESHOLDS,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
+) -> None:
+    """Accuracy vs tokens, cost and modelled latency: route-only, cascade, route+cascade, always, oracle."""
+    from workers.replay.records import load_default
+
+    ts = [float(x) for x in thresholds.split(",") if x.strip()]
+    points = run(load_default(), cheap, expensive, ts, weight)
+    if as_json:
+        for p in points:
+            print(json.dumps(p.row()))
+        return
+    table = Table("dataset", "strategy", "param", "accuracy", "tokens", "cost", "latency s", "expensive share")
+    for p in points:
+        r = p.row()
+        table.add_row(
+            *(str(r[k]) for k in ("dataset", "strategy", "param", "accuracy", "mean_tokens", "cost")),
+            str(r["latency_s"]),
+            str(r["expensive_share"]),
+        )
+    Console().print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval-cascade")(eval_cascade)

@@ -1,0 +1,112 @@
+"""Terminal output and client plumbing shared by the CLI commands."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from workers.settings import Settings
+from workers.store.jobstore import Store
+
+console = Console(stderr=True, soft_wrap=True)
+
+
+@contextmanager
+def status(message: str, quiet: bool = False) -> Iterator[None]:
+    if quiet:
+        yield
+        return
+    with console.status(message):
+        yield
+
+
+@contextmanager
+def progress_bar(total: int, quiet: bool = False) -> Iterator[Callable[[int, int], None]]:
+    if quiet:
+        yield lambda done, total: None
+        return
+    columns = (TextColumn("answering"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("job", total=total)
+        yield lambda done, total: progress.update(task, completed=done, total=total)
+
+
+@asynccontextmanager
+async def clients(s: Settings, kafka: bool = True) -> AsyncIterator[tuple[AIOKafkaProducer | None, Store]]:
+    """One producer (if asked) and one Redis pool for a CLI command, closed on the way out."""
+    from workers.kafka.clients import kafka_config, make_producer
+    from workers.store.jobstore import redis_client
+
+    redis = redis_client(s)
+    producer = make_producer(kafka_config(s), linger_ms=20) if kafka else None
+    try:
+        if producer is not None:
+            await producer.start()
+        yield producer, Store(redis)
+    finally:
+        if producer is not None:
+            await producer.stop()
+        await redis.aclose()
+
+
+def print_summary(summary: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(summary, sort_keys=True))
+        return
+    out = Console()
+    out.print(
+        f"[bold]job {summary['job_id']}[/bold] ({summary.get('source', '')}): "
+        f"{summary['completed']} completed, {summary['failed']} failed, {summary['pending']} pending "
+        f"of {summary['total']} in {summary['wall_s']:.1f}s"
+    )
+    table = Table("route", "requests", "done", "failed", "prompt", "completion", "reasoning", title="tokens by route")
+    for route, t in summary["tokens_by_route"].items():
+        table.add_row(
+            route,
+            str(summary["routes"][route]),
+            str(t["completed"]),
+            str(t["failed"]),
+            str(t["prompt"]),
+            str(t["completion"]),
+            str(t["reasoning"]),
+        )
+    esc: dict[str, int] = summary.get("escalation_tokens") or {}
+    if summary.get("escalations"):
+        table.add_row(
+            "escalated",
+            str(summary["escalations"]),
+            "",
+            "",
+            str(esc["prompt"]),
+            str(esc["completion"]),
+            str(esc["reasoning"]),
+            style="italic",
+        )
+    tok = summary["tokens"]
+    table.add_row(
+        "all",
+        str(summary["total"]),
+        str(summary["completed"]),
+        str(summary["failed"]),
+        str(tok["prompt"]),
+        str(tok["completion"]),
+        str(tok["reasoning"]),
+        style="bold",
+    )
+    out.print(table)
+    if summary.get("escalations"):
+        out.print(
+            f"escalations: {summary['escalations']} direct answers below the confidence threshold were re-run "
+            f"(their first attempts cost {esc['prompt'] + esc['completion']} tokens, included in 'all')"
+        )
+    lat = summary["latency_s"]
+    out.print(f"latency (submit -> stored): p50 {lat['p50']:.2f}s  p95 {lat['p95']:.2f}s  p99 {lat['p99']:.2f}s")
+    if "output" in summary:
+        out.print(f"results: {summary['output']['lines']} lines in {summary['output']['path']}")

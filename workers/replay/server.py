@@ -1,0 +1,290 @@
+"""A vLLM-compatible server that answers from recorded model outputs (see `workers.replay.records`).
+
+Stands in for ``vllm serve`` where there is no GPU: same routes and JSON shapes as vLLM's OpenAI API
+(``/health``, ``/v1/models``, non-streaming ``/v1/chat/completions``, vLLM's error objects), plus
+``GET /stats`` with request counts by source and mode. Thinking switches: ``chat_template_kwargs``
+``{"enable_thinking": bool}`` (Qwen3; on when absent) or ``{"thinking": bool}`` (DeepSeek style; off when
+absent for models other than Qwen3), and ``reasoning_effort`` low|medium|high (implies thinking on unless a
+switch says off explicitly, which wins). Identical requests get identical bodies (the id is a hash of
+the request, ``created`` is the server's start time). ``logprobs: true`` gets MODELLED log-probabilities
+(`workers.replay.logprobs`: the answer letter's probability is the recorded models' agreement).
+
+Latency: each reply waits ``time_scale * (prefill_s_per_1k * prompt_tokens / 1000 + completion_tokens /
+decode_tok_per_s)`` on the event loop (``asyncio.sleep``), so concurrent requests overlap like sequences
+in one vLLM batch. The defaults are assumptions for Qwen3-30B-A3B (30.5B parameters, 3.3B active, bf16)
+under vLLM on one H100, to be replaced with measured figures; they are not measurements:
+
+* decode 60 tokens/s per sequence: a decode step must read the weights of every expert some sequence in
+  the batch routes to; with 128 experts, top-8 routing and 16-32 concurrent sequences that is 64-87% of
+  about 61 GB, i.e. 12-16 ms at 3.35 TB/s before attention and scheduling, so roughly 50-80 tokens/s per
+  sequence (single-stream decode is faster, about 150 tokens/s);
+* prefill 0.05 s per 1,000 prompt tokens: 6.6 TFLOP per 1,000 tokens at 3.3B active parameters is about
+  0.02 s at a realistic 30-40% of H100 bf16 peak; chunked prefill shares steps with the running decodes,
+  so a prompt sees about twice that.
+
+``time_scale=0`` replies at once (tests, benchmarks of the rest of the pipeline).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from workers.replay.api import (
+    RequestError,
+    completion_body,
+    error_response,
+    request_max_tokens,
+    request_messages,
+    request_mode,
+)
+from workers.replay.faults import FaultPlan, add_fault_args, inject, plan_from_args
+from workers.replay.logprobs import modelled_logprobs
+from workers.replay.records import QWEN3_MODEL, Mode, ReplayAnswer, ReplayData, load_default
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PREFILL_S_PER_1K = 0.05
+DEFAULT_DECODE_TOK_PER_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyModel:
+    """Seconds a reply takes: time_scale * (prefill + decode); defaults are assumptions (module doc)."""
+
+    time_scale: float = 1.0
+    prefill_s_per_1k: float = DEFAULT_PREFILL_S_PER_1K
+    decode_tok_per_s: float = DEFAULT_DECODE_TOK_PER_S
+
+    def __post_init__(self) -> None:
+        if self.time_scale < 0 or self.prefill_s_per_1k < 0 or self.decode_tok_per_s <= 0:
+            raise ValueError("time_scale and prefill_s_per_1k must be >= 0, decode_tok_per_s > 0")
+
+    def delay_s(self, prompt_tokens: int, completion_tokens: int) -> float:
+        prefill = self.prefill_s_per_1k * prompt_tokens / 1000
+        return self.time_scale * (prefill + completion_tokens / self.decode_tok_per_s)
+
+
+@dataclass
+class Stats:
+    """Counts of answered requests (by source, mode, model) and of errors (by HTTP status)."""
+
+    requests: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
+    by_source: Counter[str] = field(default_factory=Counter)
+    by_mode: Counter[str] = field(default_factory=Counter)
+    by_model: Counter[str] = field(default_factory=Counter)
+    errors: Counter[int] = field(default_factory=Counter)
+    faults: Counter[str] = field(default_factory=Counter)
+
+    def add(self, model: str, mode: Mode, source: str) -> None:
+        self.requests += 1
+        self.by_source[source] += 1
+        self.by_mode[mode.tag] += 1
+        self.by_model[model] += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "in_flight": self.in_flight,
+            "max_in_flight": self.max_in_flight,
+            "by_source": dict(self.by_source),
+            "by_mode": dict(self.by_mode),
+            "by_model": dict(self.by_model),
+            "errors": {str(k): v for k, v in self.errors.items()},
+            "faults": dict(self.faults),
+        }
+
+
+def create_app(data: ReplayData, latency: LatencyModel, faults: FaultPlan | None = None) -> Starlette:
+    """The ASGI app; ``app.state.stats`` holds the counters served at ``/stats``, ``app.state.faults`` the plan."""
+    stats = Stats()
+    created = int(time.time())
+
+    async def health(request: Request) -> Response:
+        return Response(status_code=200)
+
+    async def list_models(request: Request) -> JSONResponse:
+        cards = [
+            {"id": name, "object": "model", "created": created, "owned_by": "replay"} for name in data.served_models()
+        ]
+        return JSONResponse({"object": "list", "data": cards})
+
+    async def get_stats(request: Request) -> JSONResponse:
+        return JSONResponse(stats.as_dict())
+
+    async def get_faults(request: Request) -> JSONResponse:
+        return JSONResponse(app.state.faults.as_dict())
+
+    async def set_faults(request: Request) -> JSONResponse:
+        try:
+            app.state.faults = FaultPlan.from_dict(await request.json())
+        except (ValueError, TypeError) as exc:
+            return error_response(400, f"bad fault plan: {exc}", "BadRequestError")
+        logger.warning("fault plan now %s", app.state.faults.as_dict())
+        return JSONResponse(app.state.faults.as_dict())
+
+    async def chat_completions(request: Request) -> Response | bytes:
+        try:
+            body = await request.json()
+        except (ValueError, UnicodeDecodeError):
+            stats.errors[400] += 1
+            return error_response(400, "the request body is not valid JSON", "BadRequestError")
+        plan: FaultPlan = app.state.faults
+        if plan.active:
+            fault = await inject(plan, body, stats.faults)
+            if fault is not None:
+                return fault
+        try:
+            done = _complete(data, body, created)
+        except RequestError as exc:
+            stats.errors[exc.status] += 1
+            return error_response(exc.status, exc.message, exc.err_type)
+        stats.add(done.model, done.mode, done.answer.source)
+        delay = latency.delay_s(done.answer.prompt_tokens, done.answer.completion_tokens)
+        if delay > 0:
+            stats.in_flight += 1
+            stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
+            try:
+                await asyncio.sleep(delay)
+            finally:
+                stats.in_flight -= 1
+        return render_json(done.body)
+
+    app = Starlette(
+        routes=[
+            Route("/health", health, methods=["GET"]),
+            Route("/v1/models", list_models, methods=["GET"]),
+            Route("/v1/chat/completions", JsonEndpoint(chat_completions), methods=["POST"]),
+            Route("/stats", get_stats, methods=["GET"]),
+            Route("/faults", get_faults, methods=["GET"]),
+            Route("/faults", set_faults, methods=["POST"]),
+        ]
+    )
+    app.state.stats = stats
+    app.state.faults = faults or FaultPlan()
+    app.state.data = data
+    return app
+
+
+def render_json(content: Any) -> bytes:
+    """The bytes Starlette's JSONResponse renders."""
+    return json.dumps(content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")).encode()
+
+
+class JsonEndpoint:
+    """A route as a bare ASGI app: the handler returns a Response, or the bytes of a 200 JSON body that are
+    sent without building a Response. Starlette's per-request wrapper (exception scope, Response object,
+    header rendering) was a sixth of the replay server's CPU per request, and the replay server shares the
+    benchmark machine's cores with the pipeline it stands in for."""
+
+    def __init__(self, handler: Callable[[Request], Awaitable[Response | bytes]]) -> None:
+        self.handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        out = await self.handler(Request(scope, receive))
+        if isinstance(out, Response):
+            await out(scope, receive, send)
+            return
+        headers = [(b"content-length", b"%d" % len(out)), (b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": out})
+
+
+@dataclass(frozen=True, slots=True)
+class _Completed:
+    model: str
+    mode: Mode
+    answer: ReplayAnswer
+    body: dict[str, Any]
+
+
+def _complete(data: ReplayData, body: Any, created: int) -> _Completed:
+    """Validate one request and build its response body."""
+    if not isinstance(body, dict):
+        raise RequestError(400, "the request body must be a JSON object")
+    if body.get("stream"):
+        raise RequestError(400, "streaming is not supported by the replay server; send stream: false")
+    model = body.get("model", QWEN3_MODEL)
+    if not isinstance(model, str):
+        raise RequestError(400, "model must be a string")
+    canonical = data.resolve_model(model)
+    if canonical is None:
+        raise RequestError(404, f"The model `{model}` does not exist.", "NotFoundError")
+    messages = request_messages(body)
+    mode = request_mode(body, canonical == QWEN3_MODEL)
+    max_tokens = request_max_tokens(body)
+    answer, finish_reason = data.answer(canonical, messages, mode).capped(max_tokens)
+    key = json.dumps([model, messages, mode.tag, max_tokens], sort_keys=True, ensure_ascii=False)
+    request_id = "chatcmpl-" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    logger.debug("%s %s %s -> %s %s", request_id, canonical, mode.tag, answer.source, finish_reason)
+    payload = completion_body(request_id, created, model, answer, finish_reason)
+    if body.get("logprobs") is True:
+        answered_by = answer.source.removeprefix("proxy:") if answer.source.startswith("proxy:") else canonical
+        payload["choices"][0]["logprobs"] = modelled_logprobs(data.models, answer, answered_by)
+    return _Completed(canonical, mode, answer, payload)
+
+
+def serve(
+    host: str,
+    port: int,
+    *,
+    time_scale: float = 1.0,
+    prefill_s_per_1k: float = DEFAULT_PREFILL_S_PER_1K,
+    decode_tok_per_s: float = DEFAULT_DECODE_TOK_PER_S,
+    log_level: str = "warning",
+    qwen3_records: Path | None = None,
+    faults: FaultPlan | None = None,
+) -> None:
+    """Load the data and serve until interrupted (blocking)."""
+    latency = LatencyModel(time_scale, prefill_s_per_1k, decode_tok_per_s)
+    data = load_default() if qwen3_records is None else ReplayData.load(qwen3_records)
+    logger.info("replay server on http://%s:%d (%s, faults %s)", host, port, latency, faults)
+    uvicorn.run(create_app(data, latency, faults), host=host, port=port, log_level=log_level)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m workers.replay.server", description=__doc__.split("\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--time-scale", type=float, default=1.0, help="latency multiplier; 0 = no latency")
+    parser.add_argument("--prefill-s-per-1k", type=float, default=DEFAULT_PREFILL_S_PER_1K)
+    parser.add_argument("--decode-tok-per-s", type=float, default=DEFAULT_DECODE_TOK_PER_S)
+    parser.add_argument(
+        "--qwen3-records", type=Path, default=None, help="a .jsonl(.xz) in the Qwen3 think/nothink format"
+    )
+    parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    add_fault_args(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    serve(
+        args.host,
+        args.port,
+        time_scale=args.time_scale,
+        prefill_s_per_1k=args.prefill_s_per_1k,
+        decode_tok_per_s=args.decode_tok_per_s,
+        log_level=args.log_level,
+        qwen3_records=args.qwen3_records,
+        faults=plan_from_args(args),
+    )
+
+
+if __name__ == "__main__":
+    main()

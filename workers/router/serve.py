@@ -1,0 +1,85 @@
+"""``thinkroute worker router``: open the classifier, the policy and the Kafka clients once, route until stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+from workers.classifier.cache import ensure_artifact
+from workers.classifier.model import Classifier
+from workers.kafka.clients import kafka_config, make_consumer, make_producer
+from workers.router.policy import load_policy
+from workers.router.worker import RouterConfig, RouterWorker
+from workers.runtime.crashpoints import CrashPoints
+from workers.runtime.metrics import WorkerMetrics
+from workers.runtime.process import install_stop_signals, serve_metrics
+from workers.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def load_classifier(s: Settings) -> Classifier:
+    artifact = s.router.artifact_dir or ensure_artifact(s.cache_dir, progress=False)
+    return Classifier.load(artifact, providers=s.router.providers, intra_op_threads=s.router.intra_op_threads)
+
+
+async def serve_router(s: Settings, stop: asyncio.Event | None = None, artifact: Path | None = None) -> None:
+    """Run a router until SIGTERM/SIGINT, or until ``stop`` is set when the caller passes one."""
+    if stop is None:
+        stop = asyncio.Event()
+        install_stop_signals(stop)
+    classifier = (
+        Classifier.load(artifact, providers=s.router.providers, intra_op_threads=s.router.intra_op_threads)
+        if artifact
+        else await asyncio.to_thread(load_classifier, s)
+    )
+    policy = load_policy(s.router.policy_path, classifier.labels)
+    kc = kafka_config(s)
+    t = s.topics
+    cfg = RouterConfig(
+        prompts_topic=t.prompts,
+        reasoning_topic=t.reasoning,
+        direct_topic=t.direct,
+        dead_topic=t.dead,
+        batch_max=s.router.batch_max,
+        batch_wait_s=s.router.batch_wait_ms / 1000,
+        depth=s.router.depth,
+        max_pending=s.router.max_pending,
+        default_model=s.default_model,
+        max_prompt_chars=s.max_prompt_chars,
+        max_tokens=s.max_tokens,
+    )
+    producer = make_producer(kc)
+    consumer = make_consumer(
+        kc, s.router.group, max_poll_records=max(s.router.batch_max, 500), fetch_max_wait_ms=s.router.fetch_max_wait_ms
+    )
+    metrics = WorkerMetrics("router", s.router.group)
+    metrics.watch(consumer)
+    worker = RouterWorker(
+        cfg, consumer, producer, classifier, policy, crash=CrashPoints(s.crash_points), metrics=metrics
+    )
+    consumer.subscribe([t.prompts], listener=worker.rebalance_listener())
+    async with AsyncExitStack() as stack:
+        stack.callback(classifier.close)
+        await producer.start()
+        stack.push_async_callback(producer.stop)
+        await serve_metrics(stack, metrics, s.metrics_host, s.router.metrics_port)
+        await consumer.start()
+        stack.push_async_callback(consumer.stop)
+        log.info(
+            "router up: %s -> %s | %s, batch %d / %d ms, policy %s, classifier %s on %s",
+            t.prompts,
+            t.reasoning,
+            t.direct,
+            cfg.batch_max,
+            s.router.batch_wait_ms,
+            policy.version,
+            classifier.version,
+            classifier.providers[0],
+        )
+        await worker.run(stop)
+    log.info(
+        "router stopped: %d batches, routed %s, dead %d", worker.stats.batches, worker.stats.routed, worker.stats.dead
+    )
