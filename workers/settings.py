@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas import topics
+
 Family = Literal["qwen3", "deepseek", "gpt-oss", "none"]
 
 DEFAULT_MODEL = "Qwen/Qwen3-30B-A3B"
@@ -19,10 +21,12 @@ DEFAULT_FAMILIES: dict[str, Family] = {"qwen3": "qwen3", "deepseek": "deepseek",
 
 
 class Topics(BaseModel):
-    prompts: str = "thinkroute.prompts"
-    reasoning: str = "thinkroute.reasoning"
-    direct: str = "thinkroute.direct"
-    dead: str = "thinkroute.dead"
+    """Defaults: the wire contract's names (``schemas.topics``, described in ``schemas/asyncapi.json``)."""
+
+    prompts: str = topics.PROMPTS
+    reasoning: str = topics.REASONING
+    direct: str = topics.DIRECT
+    dead: str = topics.DEAD
 
 
 class KafkaSecurity(BaseModel):
