@@ -75,7 +75,7 @@ class InferenceSettings(BaseModel):
     escalate_model: str | None = Field(default=None, description="model of the escalated attempt; default: same")
     metrics_port: int = Field(default=9401, ge=0, le=65535, description="Prometheus /metrics; 0 = off")
     commit_interval_ms: int = Field(default=100, ge=0, le=60_000, description="least time between offset commits")
-    http_transport: Literal["asyncio", "httpcore", "aiohttp"] = Field(
+    http_transport: Literal["asyncio", "httpcore"] = Field(
         default="asyncio", description="LLM HTTP transport under httpx: asyncio protocols, or httpx's own httpcore"
     )
 

@@ -77,7 +77,7 @@ def shard_count(connections: int) -> int:
     return max(1, min(MAX_SHARDS, math.ceil(connections / CONNECTIONS_PER_SHARD)))
 
 
-HttpTransport = Literal["asyncio", "httpcore", "aiohttp"]
+HttpTransport = Literal["asyncio", "httpcore"]
 
 
 def make_http_clients(
@@ -89,7 +89,7 @@ def make_http_clients(
 ) -> list[httpx.AsyncClient]:
     """Clients for ``max_connections`` concurrent requests: one on the asyncio transport, or httpcore
     shards whose limits add up to at least that."""
-    if transport != "httpcore":
+    if transport == "asyncio":
         return [make_http_client(connect_s, read_s, max_connections, api_key, transport)]
     shards = shard_count(max_connections)
     per = math.ceil(max_connections / shards)
@@ -130,10 +130,6 @@ def make_http_client(
     timeout = httpx.Timeout(connect=connect_s, read=read_s, write=30.0, pool=None)
     if transport == "asyncio":
         return LLMHttpClient(timeout=timeout, transport=AsyncioTransport(limits), headers=headers)
-    if transport == "aiohttp":
-        from httpx_aiohttp import AiohttpTransport
-
-        return LLMHttpClient(timeout=timeout, transport=AiohttpTransport(limits=limits), headers=headers)
     return LLMHttpClient(timeout=timeout, limits=limits, headers=headers)
 
 
