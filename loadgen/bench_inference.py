@@ -6,6 +6,9 @@ the RoutedMessage lines; ``--routed FILE`` then measures: it starts Tansu, Valke
 scale 0) and one inference worker process, and per round produces ``--count`` routed messages while the
 worker is SIGSTOPped and lets it go; the rate is count / (last ``finished_at`` - that moment), as in
 `loadgen.bench_pipeline.inference_alone`. ``--env K=V`` passes settings to the worker (A/B of a setting).
+``--variant LABEL:K=V,K=V`` (repeated) interleaves variants on the same services: each round runs every variant
+in turn (a b c a b c ...), each on a fresh worker process (started, warmed up, measured, stopped), and one
+summary line per variant gives the median and range of each process's CPU per result.
 Run it with ``PYTHONPATH`` at another checkout to measure that checkout's worker and replay server.
 """
 
@@ -15,6 +18,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -54,7 +58,14 @@ def make_routed(n: int, out: Path) -> None:
     out.write_text("\n".join(lines) + "\n")
 
 
-async def measure(routed: list[RoutedMessage], count: int, rounds: int, env: dict[str, str]) -> list[dict[str, Any]]:
+Variant = tuple[str, dict[str, str]]  # label, worker environment
+
+
+async def measure(
+    routed: list[RoutedMessage], count: int, rounds: int, variants: list[Variant]
+) -> list[dict[str, Any]]:
+    """Each round runs every variant in turn on the same broker, Valkey and replay server; with more than
+    one variant each gets a fresh worker process per round, so only one worker is ever running."""
     work = Path(tempfile.mkdtemp(prefix="bench-inference-"))
     svcs: dict[str, Service] = {
         "broker": start_broker(work / "broker"),
@@ -74,31 +85,29 @@ async def measure(routed: list[RoutedMessage], count: int, rounds: int, env: dic
     kc = kafka_config(s)
     t = s.topics
     await ensure_topics(kc, [t.prompts, t.reasoning, t.direct, t.dead], 4)
-    procs = Procs(work / "workers", settings_env(s, **env))
+    procs = Procs(work / "workers", settings_env(s))
     producer = make_producer(kc)
     await producer.start()
     redis = Redis.from_url(s.redis_url.get_secret_value())  # type: ignore[union-attr]
     rows: list[dict[str, Any]] = []
+    rig: PipelineRig | None = None
     try:
-        inf = procs.start("inference", "inference")
-        rig = PipelineRig(producer, redis, inf, t.reasoning, t.direct, 300.0)
-        pids = {name: svc.proc.pid for name, svc in svcs.items()} | {"inference": inf.proc.pid, "bench": os.getpid()}
-        warm = f"w-{tag}"
-        await publish_routed(rig, warm, routed[:WARMUP])
-        await wait_results(rig, warm, WARMUP, inf)
         for _ in range(rounds):
-            job = f"inf-{uuid.uuid4().hex[:8]}"
-            with paused(inf):
-                await publish_routed(rig, job, [routed[i % len(routed)] for i in range(count)])
-            before = {k: cpu_seconds(p) for k, p in pids.items()}
-            start = time.time()
-            await wait_results(rig, job, count, inf)
-            after = {k: cpu_seconds(p) for k, p in pids.items()}
-            span = max(f for _, f in await finished(rig, job)) - start
-            cpu = {k: round((after[k] - before[k]) * 1000 / count, 3) for k in pids}
-            row = {"per_s": round(count / span, 1), "span_s": round(span, 3), "cpu_ms_per_result": cpu}
-            print(json.dumps(row), file=sys.stderr, flush=True)
-            rows.append(row)
+            for label, env in variants:
+                if rig is None or len(variants) > 1:
+                    inf = procs.start("inference", "inference", **env)
+                    rig = PipelineRig(producer, redis, inf, t.reasoning, t.direct, 300.0)
+                    warm = f"w-{uuid.uuid4().hex[:8]}"
+                    await publish_routed(rig, warm, routed[:WARMUP])
+                    await wait_results(rig, warm, WARMUP, inf)
+                pids = {name: svc.proc.pid for name, svc in svcs.items()} | {"inference": rig.inference.proc.pid}
+                pids["bench"] = os.getpid()
+                row = {"label": label} | await one_round(rig, routed, count, pids)
+                print(json.dumps(row), file=sys.stderr, flush=True)
+                rows.append(row)
+                if len(variants) > 1:
+                    rig.inference.terminate()
+                    rig.inference.stop(timeout=20)
     finally:
         await producer.stop()
         await redis.aclose()
@@ -106,6 +115,38 @@ async def measure(routed: list[RoutedMessage], count: int, rounds: int, env: dic
         for svc in reversed(list(svcs.values())):
             svc.stop()
     return rows
+
+
+async def one_round(rig: PipelineRig, routed: list[RoutedMessage], count: int, pids: dict[str, int]) -> dict[str, Any]:
+    job = f"inf-{uuid.uuid4().hex[:8]}"
+    with paused(rig.inference):
+        await publish_routed(rig, job, [routed[i % len(routed)] for i in range(count)])
+    before = {k: cpu_seconds(p) for k, p in pids.items()}
+    start = time.time()
+    await wait_results(rig, job, count, rig.inference)
+    after = {k: cpu_seconds(p) for k, p in pids.items()}
+    span = max(f for _, f in await finished(rig, job)) - start
+    cpu = {k: round((after[k] - before[k]) * 1000 / count, 3) for k in pids}
+    return {"per_s": round(count / span, 1), "span_s": round(span, 3), "cpu_ms_per_result": cpu}
+
+
+def summary(rows: list[dict[str, Any]], label: str) -> dict[str, Any]:
+    """Median and range per process, and of the rate, over one variant's rounds."""
+    mine = [r for r in rows if r["label"] == label]
+
+    def med_range(values: list[float]) -> list[float]:
+        return [round(statistics.median(values), 3), min(values), max(values)]
+
+    cpu = {k: med_range([r["cpu_ms_per_result"][k] for r in mine]) for k in mine[0]["cpu_ms_per_result"]}
+    rates = sorted(r["per_s"] for r in mine)
+    return {
+        "label": label,
+        "rounds": len(mine),
+        "median_per_s": round(statistics.median(rates), 1),
+        "rates": rates,
+        "cpu_ms": {k: v[0] for k, v in cpu.items()},
+        "cpu_ms_median_min_max": cpu,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -117,6 +158,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--env", action="append", default=[], help="K=V for the worker's environment")
     p.add_argument("--label", default="")
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="LABEL:K=V[,K=V...] (repeat): run the variants interleaved, each round a fresh worker per variant",
+    )
     args = p.parse_args(argv)
     if args.make_routed:
         make_routed(args.prompts, args.make_routed)
@@ -125,10 +172,15 @@ def main(argv: list[str] | None = None) -> None:
         p.error("--routed FILE (or --make-routed FILE first)")
     routed = [RoutedMessage.model_validate_json(line) for line in args.routed.read_text().splitlines() if line]
     env = dict(e.split("=", 1) for e in args.env)
-    rows = asyncio.run(measure(routed, args.count, args.rounds, env))
-    rates = sorted(r["per_s"] for r in rows)
-    cpu = {k: sorted(r["cpu_ms_per_result"][k] for r in rows)[len(rows) // 2] for k in rows[0]["cpu_ms_per_result"]}
-    print(json.dumps({"label": args.label, "median_per_s": rates[len(rates) // 2], "rates": rates, "cpu_ms": cpu}))
+    variants: list[Variant] = [(args.label, env)]
+    if args.variant:
+        variants = []
+        for v in args.variant:
+            label, _, kvs = v.partition(":")
+            variants.append((label, env | dict(kv.split("=", 1) for kv in kvs.split(",") if kv)))
+    rows = asyncio.run(measure(routed, args.count, args.rounds, variants))
+    for label, _ in variants:
+        print(json.dumps(summary(rows, label)))
 
 
 if __name__ == "__main__":
