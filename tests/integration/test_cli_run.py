@@ -3,10 +3,12 @@ the job commands against the test broker and Redis, and how each failure ends (o
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -145,3 +147,31 @@ def test_broker_or_redis_away_exits_3_naming_the_address() -> None:
     assert proc.returncode == 3 and proc.stdout == ""
     line = one_error_line(proc)
     assert line.startswith(f"error: Redis unreachable at 127.0.0.1:{redis}/0: ") and "s3cret" not in line
+
+
+async def test_stack_up_prints_its_env_as_one_json_value_and_stops_on_ctrl_c(artifact: Path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "workers",
+        "stack",
+        "up",
+        "--json",
+        "--time-scale",
+        "0",
+        env=embedded_env(),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        env = json.loads(await asyncio.wait_for(proc.stdout.readline(), 120))
+        assert {"THINKROUTE_KAFKA_BOOTSTRAP", "THINKROUTE_REDIS_URL", "THINKROUTE_LLM_BASE_URL"} <= set(env)
+        proc.send_signal(signal.SIGINT)
+        rest, _ = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0 and rest == b""  # Ctrl-C is how a foreground stack ends: a clean stop

@@ -34,13 +34,13 @@ def stack_up(
         keep_logs = False
         try:
             env = await stack.start()
+            install_stop_signals(stop)  # before the env is out: a client may stop the stack once it has it
             if as_json:
                 print_json(env)
             else:
                 for k, v in env.items():
                     typer.echo(f"export {k}={v}")
             err.print("stack up; Ctrl-C stops it")
-            install_stop_signals(stop)
             while not stop.is_set():
                 stack.check()
                 try:
