@@ -1,4 +1,4 @@
-"""``python -m loadgen {replay-server,samples,chaos,bench} [...]``."""
+"""``python -m loadgen {samples,chaos,bench} [...]`` (the replay server is ``thinkroute replay-server``)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import importlib
 import sys
 
 COMMANDS = {
-    "replay-server": "workers.replay.server",
     "samples": "loadgen.samples",
     "chaos": "loadgen.chaos",
     "bench": "loadgen.bench",

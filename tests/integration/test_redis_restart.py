@@ -9,6 +9,10 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tests.conftest import wait_until
 from tests.integration.helpers import assert_exact_totals, running, sample_requests, submit_requests
@@ -40,7 +44,9 @@ async def test_redis_killed_and_restarted_mid_job(
         }
     )
     n = 150
-    redis = Redis.from_url(url)
+    # the test's own client rides out the restart with redis-py's Retry, as wait_for_job expects of its client
+    retry = Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=10)
+    redis = Redis.from_url(url, retry=retry, retry_on_error=[RedisConnectionError, RedisTimeoutError])
     store = Store(redis)
     restarted = durable_redis
     try:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from workers.cli.common import JsonOpt, guarded, out, print_json
 from workers.evaluation.cascade import DEFAULT_CHEAP, DEFAULT_EXPENSIVE, THRESHOLDS, run
 
 DEFAULT_THRESHOLDS = ",".join(f"{x:g}" for x in THRESHOLDS)
@@ -21,7 +20,7 @@ def eval_cascade(
         float | None, typer.Option(help="cost of an expensive token in cheap tokens; default: parameter ratio")
     ] = None,
     thresholds: Annotated[str, typer.Option(help="comma-separated confidence thresholds")] = DEFAULT_THRESHOLDS,
-    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Accuracy vs tokens, cost and modelled latency: route-only, cascade, route+cascade, always, oracle."""
     from workers.replay.records import load_default
@@ -29,8 +28,7 @@ def eval_cascade(
     ts = [float(x) for x in thresholds.split(",") if x.strip()]
     points = run(load_default(), cheap, expensive, ts, weight)
     if as_json:
-        for p in points:
-            print(json.dumps(p.row()))
+        print_json([p.row() for p in points])  # one JSON value: a list of rows
         return
     table = Table("dataset", "strategy", "param", "accuracy", "tokens", "cost", "latency s", "expensive share")
     for p in points:
@@ -40,8 +38,8 @@ def eval_cascade(
             str(r["latency_s"]),
             str(r["expensive_share"]),
         )
-    Console().print(table)
+    out.print(table)
 
 
 def register(app: typer.Typer) -> None:
-    app.command("eval-cascade")(eval_cascade)
+    app.command("eval-cascade")(guarded(eval_cascade))

@@ -1,21 +1,18 @@
-"""Terminal output and client plumbing shared by the CLI commands."""
+"""The job commands' terminal output (spinner, progress bar, summary) and their broker and Redis clients."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from workers.cli.common import edge, err, out, print_json
 from workers.settings import Settings
 from workers.store.jobstore import Store
-
-console = Console(stderr=True, soft_wrap=True)
 
 
 @contextmanager
@@ -23,7 +20,7 @@ def status(message: str, quiet: bool = False) -> Iterator[None]:
     if quiet:
         yield
         return
-    with console.status(message):
+    with err.status(message):
         yield
 
 
@@ -33,23 +30,28 @@ def progress_bar(total: int, quiet: bool = False) -> Iterator[Callable[[int, int
         yield lambda done, total: None
         return
     columns = (TextColumn("answering"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
+    with Progress(*columns, console=err, transient=False) as progress:
         task = progress.add_task("job", total=total)
         yield lambda done, total: progress.update(task, completed=done, total=total)
 
 
 @asynccontextmanager
 async def clients(s: Settings, kafka: bool = True) -> AsyncIterator[tuple[AIOKafkaProducer | None, Store]]:
-    """One producer (if asked) and one Redis pool for a CLI command, closed on the way out."""
+    """One producer (if asked) and one Redis pool for a CLI command, closed on the way out.
+
+    The CLI's edge: a connection error of either (at start or in the body) is re-raised as Unreachable with
+    the configured address.
+    """
     from workers.kafka.clients import kafka_config, make_producer
     from workers.store.jobstore import redis_client
 
     redis = redis_client(s)
     producer = make_producer(kafka_config(s), linger_ms=20) if kafka else None
     try:
-        if producer is not None:
-            await producer.start()
-        yield producer, Store(redis)
+        with edge(s):
+            if producer is not None:
+                await producer.start()
+            yield producer, Store(redis)
     finally:
         if producer is not None:
             await producer.stop()
@@ -58,9 +60,8 @@ async def clients(s: Settings, kafka: bool = True) -> AsyncIterator[tuple[AIOKaf
 
 def print_summary(summary: dict[str, Any], as_json: bool) -> None:
     if as_json:
-        print(json.dumps(summary, sort_keys=True))
+        print_json(summary)
         return
-    out = Console()
     out.print(
         f"[bold]job {summary['job_id']}[/bold] ({summary.get('source', '')}): "
         f"{summary['completed']} completed, {summary['failed']} failed, {summary['pending']} pending "

@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
-import sys
 import time
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from workers.errors import ThinkRouteError
+from workers.cli.common import edge, fail, guarded, out, settings
 from workers.settings import Settings
-
-err = Console(stderr=True, soft_wrap=True)
 
 
 def lag(
@@ -39,17 +34,18 @@ def lag(
     timeout: Annotated[float, typer.Option(help="give up on one measurement after this many seconds")] = 15.0,
 ) -> None:
     """Committed offset, end offset and lag per group, topic and partition; total lag and time to drain."""
-    s = Settings()
-    logging.basicConfig(level="WARNING", stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    s = settings("WARNING", client=True)
     if s.embedded:
-        raise typer.Exit(_fail("THINKROUTE_KAFKA_BOOTSTRAP is not set"))
+        fail("THINKROUTE_KAFKA_BOOTSTRAP is not set")
     try:
         groups = parse_groups(group, s)
-        asyncio.run(_lag(s, groups, as_json, watch, interval, sample, window, timeout))
-    except (ThinkRouteError, ValueError) as exc:
-        raise typer.Exit(_fail(str(exc))) from exc
+    except ValueError as exc:
+        fail(str(exc))
+    try:
+        with edge(s):
+            asyncio.run(_lag(s, groups, as_json, watch, interval, sample, window, timeout))
     except KeyboardInterrupt:
-        pass
+        pass  # --watch ends with Ctrl-C: that is its normal end
 
 
 def parse_groups(specs: list[str] | None, s: Settings) -> dict[str, list[str]]:
@@ -115,7 +111,6 @@ def to_dict(g: Any, d: Any) -> dict[str, Any]:
 
 
 def _print(report: list[dict[str, Any]]) -> None:
-    out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
     table = Table(show_edge=False)
     for col in ("group", "topic", "partition", "committed", "end", "lag"):
         table.add_column(col, justify="left" if col in ("group", "topic") else "right", no_wrap=True)
@@ -143,6 +138,5 @@ def _eta(g: dict[str, Any]) -> str:
     return f"~{secs // 3600}h{secs % 3600 // 60:02d}m{secs % 60:02d}s"
 
 
-def _fail(message: str) -> int:
-    err.print(f"[bold red]error:[/bold red] {message}", highlight=False)
-    return 2
+def register(app: typer.Typer) -> None:
+    app.command("lag")(guarded(lag))

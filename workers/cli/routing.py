@@ -4,29 +4,19 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
-from workers.errors import ThinkRouteError
+from workers.cli.common import JsonOpt, err, fail, guarded, print_json, settings
 from workers.settings import Settings
 
-err = Console(stderr=True, soft_wrap=True)
 log = logging.getLogger(__name__)
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object")]
 PolicyOpt = Annotated[
     Path | None, typer.Option("--policy", exists=True, dir_okay=False, help="policy YAML (default: settings)")
 ]
-
-
-def _setup() -> Settings:
-    s = Settings()
-    logging.basicConfig(level="WARNING", stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return s
 
 
 def _load(s: Settings, policy_path: Path | None) -> tuple[Any, Any]:
@@ -48,45 +38,51 @@ def train(
             exists=True, dir_okay=False, help="re-compose and re-measure a saved adapter instead of fitting (no torch)"
         ),
     ] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Fine-tune the classifier (needs the `train` extra: torch) and print the held-out report."""
-    logging.basicConfig(level="INFO", stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings("INFO")
     try:
         if resume is None:
             import torch  # noqa: F401
-    except ImportError as exc:
-        raise typer.Exit(_fail("`thinkroute train` needs torch: pip install -e '.[train]' (or --resume)")) from exc
+    except ImportError:
+        fail("`thinkroute train` needs torch: pip install -e '.[train]' (or --resume)")
     from workers.classifier.build import report
     from workers.training.train import train_classifier
 
     card = train_classifier(output, seed=seed, epochs=epochs, resume=resume)
-    typer.echo(report(card))
+    if as_json:
+        print_json(card)
+    else:
+        typer.echo(report(card))
 
 
 def classify(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSONL: question / prompt / batch lines")],
     output: Annotated[Path, typer.Option("--output", "-o", help="JSONL with the route added")],
     policy: PolicyOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Classify and route every line of FILE with the router's own classifier and policy."""
     from collections import Counter
 
     from workers.evaluation.classify_file import classify_rows, read_lines
 
-    s = _setup()
-    try:
-        rows = read_lines(file)
-        classifier, pol = _load(s, policy)
-        n = 0
-        counts: Counter[str] = Counter()
-        with output.open("w", encoding="utf-8") as f:
-            for row in classify_rows(rows, classifier, pol, s.default_model):
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-                counts["reasoning" if row["use_reasoning"] else "direct"] += 1
-                n += 1
-    except ThinkRouteError as exc:
-        raise typer.Exit(_fail(str(exc))) from exc
-    err.print(f"wrote {n} lines to {output} (reasoning {counts['reasoning']}, direct {counts['direct']})")
+    s = settings("WARNING")
+    rows = read_lines(file)
+    classifier, pol = _load(s, policy)
+    n = 0
+    counts: Counter[str] = Counter()
+    with output.open("w", encoding="utf-8") as f:
+        for row in classify_rows(rows, classifier, pol, s.default_model):
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            counts["reasoning" if row["use_reasoning"] else "direct"] += 1
+            n += 1
+    if as_json:
+        print_json({"path": str(output), "lines": n, "reasoning": counts["reasoning"], "direct": counts["direct"]})
+    else:
+        done = f"wrote {n} lines to {output} (reasoning {counts['reasoning']}, direct {counts['direct']})"
+        err.print(done, highlight=False, markup=False)
 
 
 def calibrate(
@@ -97,13 +93,14 @@ def calibrate(
     replay: Annotated[str | None, typer.Option(help="Qwen3-format records (.jsonl/.xz, or `qwen3`)")] = None,
     split: Annotated[str, typer.Option(help="records used: calibration (default), report or all")] = "calibration",
     policy: PolicyOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Derive the reasoning-score threshold for a target share or token budget; write the policy file."""
     from workers.evaluation.calibrate import calibrate as do_calibrate
     from workers.evaluation.calibrate import dump_policy
     from workers.evaluation.replay import read_records, select
 
-    s = _setup()
+    s = settings("WARNING")
     try:
         classifier, pol = _load(s, policy)
         records = select(read_records(replay), split) if replay else None
@@ -117,11 +114,15 @@ def calibrate(
             records=records,
             data_name=name,
         )
-    except (ValueError, ThinkRouteError) as exc:
-        raise typer.Exit(_fail(str(exc))) from exc
+    except ValueError as exc:
+        fail(str(exc))
     output.write_text(dump_policy(new), encoding="utf-8")
-    err.print(f"threshold {new.reasoning.threshold if new.reasoning else None}: {json.dumps(info['achieved'])}")
-    err.print(f"wrote {output}")
+    threshold = new.reasoning.threshold if new.reasoning else None
+    if as_json:
+        print_json({"path": str(output), "threshold": threshold, "achieved": info["achieved"]})
+    else:
+        err.print(f"threshold {threshold}: {json.dumps(info['achieved'])}", highlight=False, markup=False)
+        err.print(f"wrote {output}", highlight=False, markup=False)
 
 
 def evaluate(
@@ -134,9 +135,9 @@ def evaluate(
     """Replay recorded outcomes: router vs always / never / oracle (or a small/large model-routing curve)."""
     from workers.evaluation import tables
 
-    s = _setup()
+    s = settings("WARNING")
     if (replay is None) == (models is None):
-        raise typer.Exit(_fail("give either --replay FILE or --models SMALL,LARGE"))
+        fail("give either --replay FILE or --models SMALL,LARGE")
     try:
         classifier, pol = _load(s, policy)
         if replay is not None:
@@ -153,18 +154,13 @@ def evaluate(
             small, _, large = models.partition(",")
             result = model_curve(classifier, small.strip(), large.strip())
             text = tables.curve_table(result)
-    except (ValueError, KeyError, OSError, ThinkRouteError) as exc:
-        raise typer.Exit(_fail(str(exc))) from exc
+    except (ValueError, KeyError, OSError) as exc:
+        fail(str(exc))
     typer.echo(json.dumps(result, indent=1) if as_json else text)
 
 
-def _fail(message: str) -> int:
-    err.print(f"[bold red]error:[/bold red] {message}", highlight=False)
-    return 2
-
-
 def register(app: typer.Typer) -> None:
-    app.command("train")(train)
-    app.command("classify")(classify)
-    app.command("calibrate")(calibrate)
-    app.command("eval")(evaluate)
+    app.command("train")(guarded(train))
+    app.command("classify")(guarded(classify))
+    app.command("calibrate")(guarded(calibrate))
+    app.command("eval")(guarded(evaluate))

@@ -15,7 +15,7 @@ from typing import Any
 from schemas.batch import ChatBody
 from workers.classifier.model import Classifier
 from workers.data.prompts import format_mcq_prompt
-from workers.errors import ThinkRouteError
+from workers.errors import InvalidInput
 from workers.router.policy import Policy
 from workers.router.text import prompt_text
 
@@ -64,7 +64,7 @@ def read_lines(path: Path) -> list[dict[str, Any]]:
                     raise ValueError("not a JSON object")
                 line_text(row)
             except (ValueError, TypeError) as exc:
-                raise ThinkRouteError(f"{path}:{n}: {exc}") from exc
+                raise InvalidInput(f"{path}:{n}: {exc}") from exc
             rows.append(row)
     return rows
 

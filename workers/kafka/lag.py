@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from workers.errors import ThinkRouteError
+from workers.errors import NotFound, ThinkRouteError
 from workers.kafka.clients import KafkaConfig
 
 log = logging.getLogger(__name__)
@@ -157,7 +157,7 @@ async def _partitions(admin: AIOKafkaAdminClient, topics: list[str]) -> list[Top
     existing = set(await admin.list_topics())  # first: describing a missing topic may auto-create it
     missing = [t for t in topics if t not in existing]
     if missing:
-        raise ThinkRouteError(f"topic(s) {', '.join(missing)} do not exist")
+        raise NotFound(f"topic(s) {', '.join(missing)} do not exist")
     described = await admin.describe_topics(topics)
     out = []
     for t in described:

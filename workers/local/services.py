@@ -18,11 +18,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from workers.errors import ServiceError
+
 log = logging.getLogger(__name__)
-
-
-class ServiceError(RuntimeError):
-    pass
 
 
 @dataclass
@@ -46,6 +44,15 @@ class Service:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+    def failed(self, message: str) -> ServiceError:
+        """A ServiceError that says ``message`` on one line, with the log's last lines as a note (tracebacks
+        show them; the CLI prints the one line)."""
+        exc = ServiceError(f"{message} (log: {self.log_path})", name=self.name, log_path=str(self.log_path))
+        tail = self.log_tail()
+        if tail:
+            exc.add_note(f"last lines of {self.log_path}:\n{tail}")
+        return exc
 
     def terminate(self, sig: int = signal.SIGTERM) -> None:
         """Ask the process to stop, once: a second SIGTERM would make a worker skip its drain."""
@@ -75,14 +82,14 @@ def wait_port(svc: Service, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not svc.alive():
-            raise ServiceError(f"{svc.name} exited with {svc.proc.returncode} at start:\n{svc.log_tail()}")
+            raise svc.failed(f"{svc.name} exited with code {svc.proc.returncode} at start")
         try:
             with socket.create_connection((svc.host, svc.port), timeout=0.5):
                 return
         except OSError:
             time.sleep(0.02)
     svc.stop()
-    raise ServiceError(f"{svc.name} did not listen on {svc.address} within {timeout:.0f}s:\n{svc.log_tail()}")
+    raise svc.failed(f"{svc.name} did not listen on {svc.address} within {timeout:.0f}s")
 
 
 def _die_with_parent() -> None:

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from workers.kafka.clients import KafkaConfig, ensure_topics
-from workers.local.services import Service, ServiceError, free_port, spawn, start_broker, start_redis, start_replay
+from workers.local.services import Service, free_port, spawn, start_broker, start_redis, start_replay
 from workers.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -82,13 +82,10 @@ class EmbeddedStack:
         return spawn(f"{kind}-{index}", argv, self.workdir, port, env=env)
 
     def check(self) -> None:
-        """Raise if a worker or server died: a job would otherwise wait forever."""
+        """Raise ServiceError if a worker or server died: a job would otherwise wait forever."""
         for svc in self.services + self.workers:
             if not svc.alive():
-                raise ServiceError(
-                    f"{svc.name} exited with code {svc.proc.returncode}; last lines of {svc.log_path}:\n"
-                    f"{svc.log_tail()}"
-                )
+                raise svc.failed(f"embedded {svc.name} exited with code {svc.proc.returncode}")
 
     def stop(self, keep_logs: bool = False) -> None:
         for svc in self.workers:  # SIGTERM: drain and commit

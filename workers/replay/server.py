@@ -243,8 +243,8 @@ def _complete(data: ReplayData, body: Any, created: int) -> _Completed:
 
 
 def serve(
-    host: str,
-    port: int,
+    host: str = "127.0.0.1",
+    port: int = 8000,
     *,
     time_scale: float = 1.0,
     prefill_s_per_1k: float = DEFAULT_PREFILL_S_PER_1K,
@@ -253,35 +253,42 @@ def serve(
     qwen3_records: Path | None = None,
     faults: FaultPlan | None = None,
 ) -> None:
-    """Load the data and serve until interrupted (blocking)."""
+    """Log at ``log_level`` on stderr, load the data and serve until interrupted (blocking); what
+    ``thinkroute replay-server`` and ``python -m workers.replay.server`` run."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     latency = LatencyModel(time_scale, prefill_s_per_1k, decode_tok_per_s)
     data = load_default() if qwen3_records is None else ReplayData.load(qwen3_records)
     logger.info("replay server on http://%s:%d (%s, faults %s)", host, port, latency, faults)
     uvicorn.run(create_app(data, latency, faults), host=host, port=port, log_level=log_level)
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def parser() -> argparse.ArgumentParser:
+    """The flags of ``python -m workers.replay.server`` (what the embedded stack runs as a child process)."""
+    p = argparse.ArgumentParser(prog="python -m workers.replay.server", description=__doc__.split("\n")[0])
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--time-scale", type=float, default=1.0, help="latency multiplier; 0 = no latency")
+    p.add_argument("--prefill-s-per-1k", type=float, default=DEFAULT_PREFILL_S_PER_1K)
+    p.add_argument("--decode-tok-per-s", type=float, default=DEFAULT_DECODE_TOK_PER_S)
+    p.add_argument("--qwen3-records", type=Path, default=None, help="a .jsonl(.xz) in the Qwen3 think/nothink format")
+    p.add_argument("--log-level", default="warning", choices=LOG_LEVELS)
+    add_fault_args(p)
+    return p
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m workers.replay.server", description=__doc__.split("\n")[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--time-scale", type=float, default=1.0, help="latency multiplier; 0 = no latency")
-    parser.add_argument("--prefill-s-per-1k", type=float, default=DEFAULT_PREFILL_S_PER_1K)
-    parser.add_argument("--decode-tok-per-s", type=float, default=DEFAULT_DECODE_TOK_PER_S)
-    parser.add_argument(
-        "--qwen3-records", type=Path, default=None, help="a .jsonl(.xz) in the Qwen3 think/nothink format"
-    )
-    parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
-    add_fault_args(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    args = parser().parse_args(argv)
     serve(
         args.host,
         args.port,
         time_scale=args.time_scale,
         prefill_s_per_1k=args.prefill_s_per_1k,
         decode_tok_per_s=args.decode_tok_per_s,
-        log_level=args.log_level,
         qwen3_records=args.qwen3_records,
+        log_level=args.log_level,
         faults=plan_from_args(args),
     )
 

@@ -13,12 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from schemas.batch import BatchError, BatchOutputLine, BatchResponse
 from schemas.messages import PromptMessage
 from schemas.records import JobMeta, JobTotals, RequestResult
+from workers.errors import JobTimeout, Unreachable
 from workers.store.jobstore import ROUTES, TOKEN_KINDS, Store
 from workers.submit.batchfile import InputRequest
 
@@ -71,16 +73,18 @@ async def wait_for_job(
 ) -> JobTotals:
     """Poll the job's counters until completed + failed reaches the total (``check`` may raise).
 
-    Redis being briefly away (a restart, a failover) only delays the answer.
+    Raises JobTimeout after ``timeout_s``. Redis being briefly away (a restart, a failover) only delays the
+    answer: the client retries with backoff (``workers.store.jobstore.redis_client``); once it gives up,
+    Unreachable names Redis's address and the job's progress.
     """
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    done = 0
     while True:
         try:
             totals = await store.totals(meta.job_id)
         except (RedisConnectionError, RedisTimeoutError) as exc:
-            log.warning("Redis unavailable while waiting for job %s: %s", meta.job_id, exc)
-            await asyncio.sleep(max(poll_s, 0.5))
-            continue
+            detail = f"gave up waiting for job {meta.job_id} ({done}/{meta.total} done): {exc}"
+            raise Unreachable("Redis", redis_address(store.redis), detail) from exc
         done = totals.completed + totals.failed
         if progress:
             progress(done, meta.total)
@@ -89,8 +93,16 @@ async def wait_for_job(
         if check:
             check()
         if deadline is not None and time.monotonic() > deadline:
-            raise TimeoutError(f"job {meta.job_id}: {done}/{meta.total} done after {timeout_s:.0f}s")
+            raise JobTimeout(meta.job_id, done, meta.total, timeout_s or 0.0)
         await asyncio.sleep(poll_s)
+
+
+def redis_address(redis: Redis) -> str:
+    """host:port/db of a client (never its password), for error messages."""
+    kw = redis.connection_pool.connection_kwargs
+    if "path" in kw:
+        return f"unix:{kw['path']}"
+    return f"{kw.get('host', '?')}:{kw.get('port', '?')}/{kw.get('db', 0)}"
 
 
 async def summary(store: Store, meta: JobMeta, wall_s: float | None = None) -> dict[str, Any]:

@@ -1,0 +1,60 @@
+"""``thinkroute stack up``: the embedded stack in the foreground."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import typer
+
+from workers.cli.common import JsonOpt, err, guarded, print_json, settings
+from workers.errors import ServiceError
+
+stack_app = typer.Typer(no_args_is_help=True, help="The embedded local stack.")
+
+
+@stack_app.command("up")
+@guarded
+def stack_up(
+    inference_workers: Annotated[int, typer.Option(help="inference processes")] = 1,
+    time_scale: Annotated[float, typer.Option(help="replay latency multiplier (0 = instant)")] = 1.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the embedded stack in the foreground; prints the environment to point clients at it."""
+    s = settings("INFO")
+
+    async def go() -> None:
+        from workers.classifier.cache import ensure_artifact
+        from workers.local.stack import EmbeddedStack
+        from workers.runtime.process import install_stop_signals
+
+        await asyncio.to_thread(ensure_artifact, s.cache_dir, True)
+        stack = EmbeddedStack(s, inference_workers=inference_workers, replay_time_scale=time_scale)
+        stop = asyncio.Event()
+        keep_logs = False
+        try:
+            env = await stack.start()
+            install_stop_signals(stop)  # before the env is out: a client may stop the stack once it has it
+            if as_json:
+                print_json(env)
+            else:
+                for k, v in env.items():
+                    typer.echo(f"export {k}={v}")
+            err.print("stack up; Ctrl-C stops it")
+            while not stop.is_set():
+                stack.check()
+                try:
+                    await asyncio.wait_for(stop.wait(), 1.0)
+                except TimeoutError:
+                    pass
+        except ServiceError:
+            keep_logs = True  # the error names the log of the service that died
+            raise
+        finally:
+            stack.stop(keep_logs=keep_logs)
+
+    asyncio.run(go())
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(stack_app, name="stack")
