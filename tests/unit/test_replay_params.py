@@ -147,3 +147,28 @@ def test_pieces_keep_every_character() -> None:
     assert pieces("The answer is (B).") == ["The ", "answer ", "is ", "(B)."]
     assert pieces("  two\n lines  ") == ["  ", "two\n ", "lines  "]
     assert pieces("") == [] and pieces(None) == []
+
+
+def test_an_internal_error_is_a_500_in_openais_shape() -> None:
+    class Broken:
+        def resolve_model(self, name: str) -> str:
+            raise RuntimeError("the index is gone")
+
+    app = create_app(Broken(), LatencyModel(time_scale=0))  # type: ignore[arg-type]
+    with TestClient(app, raise_server_exceptions=False) as broken:
+        response = broken.post("/v1/chat/completions", json={"model": QWEN3_MODEL, "messages": MESSAGES})
+    assert response.status_code == 500
+    assert response.json() == {
+        "error": {"message": "internal error: RuntimeError", "type": "server_error", "param": None, "code": None}
+    }
+
+
+def test_a_paced_stream_counts_in_flight_and_sends_the_same_chunks() -> None:
+    app = create_app(load_default(), LatencyModel(time_scale=1e-4))  # a few milliseconds of modelled latency
+    with TestClient(app) as paced:
+        response = post(paced, stream=True, stream_options={"include_usage": True})
+        stats = paced.get("/stats").json()
+    assert response.status_code == 200 and response.text.endswith("data: [DONE]\n\n")
+    chunks = [json.loads(e.removeprefix("data: ")) for e in response.text.split("\n\n")[:-2]]
+    assert chunks[-1]["usage"]["completion_tokens"] > 0
+    assert (stats["requests"], stats["in_flight"], stats["max_in_flight"]) == (1, 0, 1)
