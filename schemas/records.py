@@ -31,9 +31,15 @@ class RequestResult(Strict):
     answer: str | None = None
     reasoning: str | None = None
     finish_reason: str | None = None
-    http_status: int | None = None
-    response_body: dict[str, JsonValue] | None = None
+    http_status: int | None = Field(default=None, description="the status of the backend's last HTTP answer")
+    response_body: dict[str, JsonValue] | None = Field(
+        default=None, description="the chat completion; when failed with an HTTP error, the backend's error body"
+    )
     error: str | None = None
+    error_code: str | None = Field(
+        default=None,
+        description="failed without an HTTP error answer: timeout | connection_error | invalid_response",
+    )
     attempts: int = Field(ge=0)
     llm_latency_s: float = Field(ge=0, description="time spent in LLM calls, retries included")
     latency_s: float = Field(ge=0, description="submitted -> result stored")

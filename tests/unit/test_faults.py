@@ -38,9 +38,19 @@ def test_server_injects_errors_and_the_plan_changes_at_run_time() -> None:
     with TestClient(app) as client:
         r = client.post("/v1/chat/completions", json=BODY)
         assert r.status_code == 429 and r.headers["retry-after"] == "1.5"
-        assert r.json()["object"] == "error"
+        assert r.json() == {
+            "error": {
+                "message": "injected fault: too many requests",
+                "type": "requests",
+                "param": None,
+                "code": "rate_limit_exceeded",
+            }
+        }
         assert client.post("/faults", json={"share_5xx": 1.0}).json()["share_5xx"] == 1.0
-        assert client.post("/v1/chat/completions", json=BODY).status_code == 503
+        unavailable = client.post("/v1/chat/completions", json=BODY)
+        assert unavailable.status_code == 503
+        assert unavailable.json()["error"]["type"] == "server_error"
+        assert unavailable.json()["error"]["code"] == "service_unavailable"
         assert client.post("/faults", json={"share_5xx": 2.0}).status_code == 400
         assert client.post("/faults", json={}).status_code == 200
         ok = client.post("/v1/chat/completions", json=BODY)

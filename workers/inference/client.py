@@ -59,13 +59,28 @@ class Completion:
 
 
 class LLMFailed(PermanentError):
-    """The request could not be completed: permanent error, or transient ones past the last attempt."""
+    """The request could not be completed: permanent error, or transient ones past the last attempt.
 
-    def __init__(self, message: str, *, status_code: int | None, attempts: int, latency_s: float) -> None:
+    ``body``: the backend's error body (a JSON object, as sent) when the last answer was an HTTP error;
+    ``code``: why there was no usable HTTP answer otherwise (``timeout``, ``connection_error``,
+    ``invalid_response``: a 200 that is not a chat completion)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None,
+        attempts: int,
+        latency_s: float,
+        body: dict[str, Any] | None = None,
+        code: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.attempts = attempts
         self.latency_s = latency_s
+        self.body = body
+        self.code = code
 
 
 CONNECTIONS_PER_SHARD = 1
@@ -165,11 +180,12 @@ class LLMClient:
         started = time.monotonic()
         last = "no attempt"
         status: int | None = None
+        failure: Exception | None = None
         for attempt in range(1, self.retry.max_attempts + 1):
             try:
                 return await self._once(url, content, attempt, started)
             except TransientError as exc:
-                last, status = str(exc), getattr(exc, "status_code", None)
+                last, status, failure = str(exc), getattr(exc, "status_code", None), exc
                 if attempt == self.retry.max_attempts:
                     break
                 delay = self.retry.delay(attempt, exc.retry_after_s)
@@ -182,39 +198,63 @@ class LLMClient:
                     status_code=getattr(exc, "status_code", None),
                     attempts=attempt,
                     latency_s=time.monotonic() - started,
+                    body=getattr(exc, "error_body", None),
+                    code=getattr(exc, "error_code", None),
                 ) from exc
         raise LLMFailed(
             f"gave up after {self.retry.max_attempts} attempts: {last}",
             status_code=status,
             attempts=self.retry.max_attempts,
             latency_s=time.monotonic() - started,
+            body=getattr(failure, "error_body", None),
+            code=getattr(failure, "error_code", None),
         )
 
     async def _once(self, url: httpx.URL, content: bytes, attempt: int, started: float) -> Completion:
         try:
             resp = await next(self._next).post(url, content=content, headers=JSON_HEADERS)
         except httpx.TimeoutException as exc:
-            raise TransientError(f"timeout: {type(exc).__name__}") from exc
+            raise _with_status(TransientError(f"timeout: {type(exc).__name__}"), None, "timeout") from exc
         except httpx.TransportError as exc:
-            raise TransientError(f"transport error: {type(exc).__name__}: {exc}") from exc
+            err = TransientError(f"transport error: {type(exc).__name__}: {exc}")
+            raise _with_status(err, None, "connection_error") from exc
         if resp.status_code == 200:
             try:
                 body = json.loads(resp.content)  # JSON is UTF-8 (RFC 8259): no charset sniffing
             except ValueError as exc:
-                raise _with_status(TransientError("200 with a body that is not JSON"), 200) from exc
+                raise _with_status(TransientError("200 with a body that is not JSON"), 200, "invalid_response") from exc
             if not isinstance(body, dict) or not body.get("choices"):
-                raise _with_status(PermanentError("200 without choices"), 200)
+                raise _with_status(PermanentError("200 without choices"), 200, "invalid_response")
             return Completion(200, body, attempt, time.monotonic() - started)
         detail = _error_detail(resp)
         if resp.status_code in RETRYABLE_STATUS:
             err = TransientError(f"HTTP {resp.status_code}: {detail}", retry_after_s=_retry_after(resp))
-            raise _with_status(err, resp.status_code)
-        raise _with_status(PermanentError(f"HTTP {resp.status_code}: {detail}"), resp.status_code)
+            raise _with_status(err, resp.status_code, body=_error_body(resp))
+        permanent = PermanentError(f"HTTP {resp.status_code}: {detail}")
+        raise _with_status(permanent, resp.status_code, body=_error_body(resp))
 
 
-def _with_status(exc: Exception, status: int) -> Exception:
+def _with_status(
+    exc: Exception, status: int | None, code: str | None = None, body: dict[str, Any] | None = None
+) -> Exception:
     exc.status_code = status  # type: ignore[attr-defined]
+    exc.error_code = code  # type: ignore[attr-defined]
+    exc.error_body = body  # type: ignore[attr-defined]
     return exc
+
+
+MAX_ERROR_BODY = 16_384
+
+
+def _error_body(resp: httpx.Response) -> dict[str, Any] | None:
+    """An error response's JSON object body as sent (None: not a JSON object, or over MAX_ERROR_BODY bytes)."""
+    if len(resp.content) > MAX_ERROR_BODY:
+        return None
+    try:
+        body = json.loads(resp.content)
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
 
 
 def _retry_after(resp: httpx.Response) -> float | None:

@@ -62,7 +62,9 @@ def failed(msg: RoutedMessage, exc: LLMFailed) -> RequestResult:
         model=msg.route.model,
         usage=Usage(),
         http_status=exc.status_code,
+        response_body=exc.body,
         error=str(exc),
+        error_code=exc.code,
         attempts=exc.attempts,
         llm_latency_s=exc.latency_s,
     )

@@ -125,14 +125,14 @@ async def inject(plan: FaultPlan, body: Any, counts: Counter[str]) -> Response |
     outcome = plan.draw(prompt)
     counts[outcome] += 1
     if outcome == "5xx":
-        return error_response(503, "injected fault: service unavailable", "ServiceUnavailableError")
+        return error_response(503, "injected fault: service unavailable", code="service_unavailable")
     if outcome == "429":
-        resp = error_response(429, "injected fault: too many requests", "RateLimitError")
+        resp = error_response(429, "injected fault: too many requests", code="rate_limit_exceeded")
         resp.headers["retry-after"] = f"{plan.retry_after_s:g}"
         return resp
     if outcome == "timeout":
         await asyncio.sleep(plan.hang_s)
-        return error_response(504, "injected fault: hung past the client's timeout", "TimeoutError")
+        return error_response(504, "injected fault: hung past the client's timeout", code="timeout")
     if outcome == "reset":
         return DroppedResponse()
     if outcome == "slow":

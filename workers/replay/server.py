@@ -1,17 +1,28 @@
-"""A vLLM-compatible server that answers from recorded model outputs (see `workers.replay.records`).
+"""An OpenAI-compatible server that answers from recorded model outputs (see `workers.replay.records`).
 
-Stands in for ``vllm serve`` where there is no GPU: same routes and JSON shapes as vLLM's OpenAI API
-(``/health``, ``/v1/models``, non-streaming ``/v1/chat/completions``, vLLM's error objects), plus
-``GET /stats`` with request counts by source and mode. Thinking switches: ``chat_template_kwargs``
-``{"enable_thinking": bool}`` (Qwen3; on when absent) or ``{"thinking": bool}`` (DeepSeek style; off when
-absent for models other than Qwen3), and ``reasoning_effort`` low|medium|high (implies thinking on unless a
-switch says off explicitly, which wins). Identical requests get identical bodies (the id is a hash of
-the request, ``created`` is the server's start time). ``logprobs: true`` gets MODELLED log-probabilities
-(`workers.replay.logprobs`: the answer letter's probability is the recorded models' agreement).
+Stands in for ``vllm serve`` (or OpenAI's API) where there is no GPU, checked with the official ``openai``
+SDK (tests/unit/test_replay_openai_sdk.py): ``GET /health``, ``GET /v1/models``, ``GET /v1/models/{id}``,
+``POST /v1/chat/completions`` with or without ``stream`` (server-sent ``chat.completion.chunk`` events
+ending in ``data: [DONE]``, `workers.replay.stream`), plus ``GET /stats`` (request counts by source and
+mode) and ``GET``/``POST /faults`` (`workers.replay.faults`). Every error, unknown routes included, is a
+JSON body in OpenAI's shape ``{"error": {"message", "type", "param", "code"}}`` (`workers.replay.api`).
+
+What a request may ask for is in `workers.replay.params`: honoured are the model, the messages,
+``max_tokens``, the thinking switches, ``logprobs``/``top_logprobs`` (MODELLED, `workers.replay.logprobs`:
+the answer letter's probability is the recorded models' agreement), ``stream`` and
+``stream_options.include_usage``; sampling controls (``temperature``, ``top_p``, ``seed``, penalties) are
+accepted and change nothing (a recorded output is one valid sample); ``n > 1``, ``response_format``
+``json_object``/``json_schema``, ``stop``, tools and any other parameter are refused with a 400 whose
+``param`` names it. Thinking switches: ``chat_template_kwargs`` ``{"enable_thinking": bool}`` (Qwen3; on
+when absent) or ``{"thinking": bool}`` (DeepSeek style; off when absent for models other than Qwen3), and
+``reasoning_effort`` low|medium|high (implies thinking on unless a switch says off explicitly, which
+wins). The same request gets the same content, usage and finish reason; each response has its own ``id``
+(``chatcmpl-`` + a random UUID) and ``created`` is the time it was made.
 
 Latency: each reply waits ``time_scale * (prefill_s_per_1k * prompt_tokens / 1000 + completion_tokens /
 decode_tok_per_s)`` on the event loop (``asyncio.sleep``), so concurrent requests overlap like sequences
-in one vLLM batch. The defaults are assumptions for Qwen3-30B-A3B (30.5B parameters, 3.3B active, bf16)
+in one vLLM batch; a stream waits the prefill before its first chunk and spreads the decode time evenly
+over the others. The defaults are assumptions for Qwen3-30B-A3B (30.5B parameters, 3.3B active, bf16)
 under vLLM on one H100, to be replaced with measured figures; they are not measurements:
 
 * decode 60 tokens/s per sequence: a decode step must read the weights of every expert some sequence in
@@ -29,34 +40,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from workers.replay.api import (
-    RequestError,
-    completion_body,
-    error_response,
-    request_max_tokens,
-    request_messages,
-    request_mode,
-)
+from workers.replay.api import RequestError, error_response, http_error, request_error_response, server_error
+from workers.replay.complete import Completed, complete
 from workers.replay.faults import FaultPlan, add_fault_args, inject, plan_from_args
-from workers.replay.logprobs import modelled_logprobs
-from workers.replay.records import QWEN3_MODEL, Mode, ReplayAnswer, ReplayData, load_default
+from workers.replay.records import Mode, ReplayData, load_default
+from workers.replay.stream import DONE, chunks, event
 
 logger = logging.getLogger(__name__)
 
@@ -76,9 +81,14 @@ class LatencyModel:
         if self.time_scale < 0 or self.prefill_s_per_1k < 0 or self.decode_tok_per_s <= 0:
             raise ValueError("time_scale and prefill_s_per_1k must be >= 0, decode_tok_per_s > 0")
 
+    def prefill_s(self, prompt_tokens: int) -> float:
+        return self.time_scale * self.prefill_s_per_1k * prompt_tokens / 1000
+
+    def decode_s(self, completion_tokens: int) -> float:
+        return self.time_scale * completion_tokens / self.decode_tok_per_s
+
     def delay_s(self, prompt_tokens: int, completion_tokens: int) -> float:
-        prefill = self.prefill_s_per_1k * prompt_tokens / 1000
-        return self.time_scale * (prefill + completion_tokens / self.decode_tok_per_s)
+        return self.prefill_s(prompt_tokens) + self.decode_s(completion_tokens)
 
 
 @dataclass
@@ -99,6 +109,10 @@ class Stats:
         self.by_source[source] += 1
         self.by_mode[mode.tag] += 1
         self.by_model[model] += 1
+
+    def enter(self) -> None:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -121,11 +135,18 @@ def create_app(data: ReplayData, latency: LatencyModel, faults: FaultPlan | None
     async def health(request: Request) -> Response:
         return Response(status_code=200)
 
+    def card(name: str) -> dict[str, Any]:
+        return {"id": name, "object": "model", "created": created, "owned_by": "replay"}
+
     async def list_models(request: Request) -> JSONResponse:
-        cards = [
-            {"id": name, "object": "model", "created": created, "owned_by": "replay"} for name in data.served_models()
-        ]
-        return JSONResponse({"object": "list", "data": cards})
+        return JSONResponse({"object": "list", "data": [card(name) for name in data.served_models()]})
+
+    async def get_model(request: Request) -> JSONResponse:
+        name = request.path_params["model"]
+        if data.resolve_model(name) is None:
+            stats.errors[404] += 1
+            return error_response(404, f"The model `{name}` does not exist.", param="model", code="model_not_found")
+        return JSONResponse(card(name))
 
     async def get_stats(request: Request) -> JSONResponse:
         return JSONResponse(stats.as_dict())
@@ -137,7 +158,7 @@ def create_app(data: ReplayData, latency: LatencyModel, faults: FaultPlan | None
         try:
             app.state.faults = FaultPlan.from_dict(await request.json())
         except (ValueError, TypeError) as exc:
-            return error_response(400, f"bad fault plan: {exc}", "BadRequestError")
+            return error_response(400, f"bad fault plan: {exc}")
         logger.warning("fault plan now %s", app.state.faults.as_dict())
         return JSONResponse(app.state.faults.as_dict())
 
@@ -146,37 +167,60 @@ def create_app(data: ReplayData, latency: LatencyModel, faults: FaultPlan | None
             body = await request.json()
         except (ValueError, UnicodeDecodeError):
             stats.errors[400] += 1
-            return error_response(400, "the request body is not valid JSON", "BadRequestError")
+            return error_response(400, "the request body is not valid JSON")
         plan: FaultPlan = app.state.faults
         if plan.active:
             fault = await inject(plan, body, stats.faults)
             if fault is not None:
                 return fault
         try:
-            done = _complete(data, body, created)
+            done = complete(data, body)
         except RequestError as exc:
             stats.errors[exc.status] += 1
-            return error_response(exc.status, exc.message, exc.err_type)
+            return request_error_response(exc)
         stats.add(done.model, done.mode, done.answer.source)
+        if done.options.stream:
+            return StreamingResponse(stream(done), media_type="text/event-stream")
         delay = latency.delay_s(done.answer.prompt_tokens, done.answer.completion_tokens)
         if delay > 0:
-            stats.in_flight += 1
-            stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
+            stats.enter()
             try:
                 await asyncio.sleep(delay)
             finally:
                 stats.in_flight -= 1
         return render_json(done.body)
 
+    async def stream(done: Completed) -> AsyncIterator[bytes]:
+        first, *rest = chunks(done.body, done.options.include_usage)
+        prefill, decode = latency.prefill_s(done.answer.prompt_tokens), latency.decode_s(done.answer.completion_tokens)
+        step = decode / max(len(rest), 1)
+        paced = prefill + decode > 0
+        if paced:
+            stats.enter()
+        try:
+            if prefill > 0:
+                await asyncio.sleep(prefill)
+            yield event(first)
+            for chunk in rest:
+                if step > 0:
+                    await asyncio.sleep(step)
+                yield event(chunk)
+            yield DONE
+        finally:
+            if paced:
+                stats.in_flight -= 1
+
     app = Starlette(
         routes=[
             Route("/health", health, methods=["GET"]),
             Route("/v1/models", list_models, methods=["GET"]),
+            Route("/v1/models/{model:path}", get_model, methods=["GET"]),
             Route("/v1/chat/completions", JsonEndpoint(chat_completions), methods=["POST"]),
             Route("/stats", get_stats, methods=["GET"]),
             Route("/faults", get_faults, methods=["GET"]),
             Route("/faults", set_faults, methods=["POST"]),
-        ]
+        ],
+        exception_handlers={HTTPException: http_error, Exception: server_error},
     )
     app.state.stats = stats
     app.state.faults = faults or FaultPlan()
@@ -206,40 +250,6 @@ class JsonEndpoint:
         headers = [(b"content-length", b"%d" % len(out)), (b"content-type", b"application/json")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": out})
-
-
-@dataclass(frozen=True, slots=True)
-class _Completed:
-    model: str
-    mode: Mode
-    answer: ReplayAnswer
-    body: dict[str, Any]
-
-
-def _complete(data: ReplayData, body: Any, created: int) -> _Completed:
-    """Validate one request and build its response body."""
-    if not isinstance(body, dict):
-        raise RequestError(400, "the request body must be a JSON object")
-    if body.get("stream"):
-        raise RequestError(400, "streaming is not supported by the replay server; send stream: false")
-    model = body.get("model", QWEN3_MODEL)
-    if not isinstance(model, str):
-        raise RequestError(400, "model must be a string")
-    canonical = data.resolve_model(model)
-    if canonical is None:
-        raise RequestError(404, f"The model `{model}` does not exist.", "NotFoundError")
-    messages = request_messages(body)
-    mode = request_mode(body, canonical == QWEN3_MODEL)
-    max_tokens = request_max_tokens(body)
-    answer, finish_reason = data.answer(canonical, messages, mode).capped(max_tokens)
-    key = json.dumps([model, messages, mode.tag, max_tokens], sort_keys=True, ensure_ascii=False)
-    request_id = "chatcmpl-" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
-    logger.debug("%s %s %s -> %s %s", request_id, canonical, mode.tag, answer.source, finish_reason)
-    payload = completion_body(request_id, created, model, answer, finish_reason)
-    if body.get("logprobs") is True:
-        answered_by = answer.source.removeprefix("proxy:") if answer.source.startswith("proxy:") else canonical
-        payload["choices"][0]["logprobs"] = modelled_logprobs(data.models, answer, answered_by)
-    return _Completed(canonical, mode, answer, payload)
 
 
 def serve(

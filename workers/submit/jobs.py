@@ -138,18 +138,24 @@ async def summary(store: Store, meta: JobMeta, wall_s: float | None = None) -> d
 
 
 def output_line(result: RequestResult) -> BatchOutputLine:
+    """The result as a line of OpenAI's batch output. A completion, and an HTTP error answer of the backend
+    (4xx, or 429/5xx once retries ran out), is ``response: {status_code, request_id, body}`` (the completion,
+    or the backend's error body as sent) with ``error: null``; a request that got no HTTP answer (timeout,
+    connection failure, a 200 that is not a completion) is ``response: null`` with ``error: {code, message}``."""
     digest = hashlib.sha256(result.request_id.encode()).hexdigest()[:24]
     route = result.route.model_dump(mode="json")
+    response, error = None, None
+    status = result.http_status
     if result.status == "completed":
-        response = BatchResponse(
-            status_code=result.http_status or 200, request_id=result.request_id, body=result.response_body
-        )
-        error = None
+        response = BatchResponse(status_code=status or 200, request_id=result.request_id, body=result.response_body)
+    elif status is not None and status >= 400:
+        body = result.response_body
+        if body is None:  # the backend's body was not a JSON object (or is not stored): OpenAI's shape around it
+            message = result.error or f"HTTP {status}"
+            body = {"error": {"message": message, "type": None, "param": None, "code": None}}
+        response = BatchResponse(status_code=status, request_id=result.request_id, body=body)
     else:
-        response = None
-        error = BatchError(
-            code=f"http_{result.http_status}" if result.http_status else "llm_error", message=result.error or "failed"
-        )
+        error = BatchError(code=result.error_code or "llm_error", message=result.error or "failed")
     return BatchOutputLine(
         id=f"batch_req_{digest}", custom_id=result.custom_id, response=response, error=error, route=route
     )
