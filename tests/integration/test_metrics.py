@@ -1,21 +1,26 @@
-"""Scrape the workers' /metrics during a real job and check the values against the job's known counts."""
+"""Scrape the workers' /metrics during a real job and check the values against the job's known counts;
+/ready against real consumers joining a group (one owning the partition, one idle)."""
 
 from __future__ import annotations
 
 from collections import Counter
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaConsumer
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from tests.conftest import ROOT, wait_until
 from tests.integration.helpers import committed, produce, running
 from workers.inference.serve import serve_inference
-from workers.kafka.clients import ensure_topics, kafka_config, make_producer
+from workers.kafka.clients import ensure_topics, kafka_config, make_consumer, make_producer
 from workers.local.services import free_port
 from workers.router.serve import serve_router
+from workers.runtime.metrics import WorkerMetrics
+from workers.runtime.process import serve_metrics
 from workers.settings import Settings
 from workers.store.jobstore import Store
 from workers.submit.batchfile import read_batch
@@ -75,6 +80,9 @@ async def test_metrics_match_the_job(settings: Settings, artifact: Path, redis: 
                 return owned == s.partitions and total(i, "thinkroute_assigned_partitions") == 2 * s.partitions
 
             await wait_until(both_assigned, 60, "both workers to own their partitions")
+            for url in (router_url, inference_url):  # consuming: ready
+                async with httpx.AsyncClient() as client:
+                    assert (await client.get(url.replace("/metrics", "/ready"))).status_code == 200
             await produce(kc.bootstrap, t.prompts, BAD)
             meta = await submit(producer, store, t.prompts, requests, source=SAMPLE.name)
             totals = await wait_for_job(store, meta, check=w.check, timeout_s=120)
@@ -146,3 +154,48 @@ async def test_metrics_match_the_job(settings: Settings, artifact: Path, redis: 
 
     with pytest.raises(httpx.TransportError):  # the endpoint closes with its worker
         await scrape(router_url)
+
+
+async def status(url: str) -> int:
+    async with httpx.AsyncClient() as client:
+        return (await client.get(url, timeout=5)).status_code
+
+
+async def test_ready_once_the_consumer_joins_its_group_even_with_nothing_assigned(settings: Settings) -> None:
+    kc, topic, group = kafka_config(settings), settings.topics.prompts, settings.router.group
+    await ensure_topics(kc, [topic], 1)  # one partition, two members: one of them is idle
+    consumers: list[AIOKafkaConsumer] = []
+    urls: list[str] = []
+    async with AsyncExitStack() as stack:
+        for _ in range(2):
+            consumer = make_consumer(kc, group)
+            consumer.subscribe([topic])
+            metrics = WorkerMetrics("router", group)
+            metrics.watch(consumer)
+            port = free_port()
+            await serve_metrics(stack, metrics, "127.0.0.1", port)
+            consumers.append(consumer)
+            urls.append(f"http://127.0.0.1:{port}/ready")
+        assert [await status(u) for u in urls] == [503, 503]  # subscribed, not started: not a member
+
+        await consumers[0].start()
+        stack.push_async_callback(consumers[0].stop)
+
+        async def first_ready() -> bool:
+            return await status(urls[0]) == 200
+
+        await wait_until(first_ready, 30, "the first member to join")
+        assert consumers[0].assignment() and await status(urls[1]) == 503
+
+        await consumers[1].start()
+        stack.push_async_callback(consumers[1].stop)
+
+        async def both_ready_one_idle() -> bool:
+            owners = [len(c.assignment()) for c in consumers]
+            return sorted(owners) == [0, 1] and [await status(u) for u in urls] == [200, 200]
+
+        await wait_until(both_ready_one_idle, 60, "both members to join, one of them with no partition")
+
+        idle = next(i for i, c in enumerate(consumers) if not c.assignment())
+        await consumers[idle].stop()  # left the group: not ready any more; the owner stays ready
+        assert await status(urls[idle]) == 503 and await status(urls[1 - idle]) == 200
