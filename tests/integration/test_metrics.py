@@ -92,8 +92,8 @@ async def test_metrics_match_the_job(settings: Settings, artifact: Path, redis: 
             async def drained() -> bool:  # commits trail the results by one loop turn at most
                 r, i = await scrape(router_url), await scrape(inference_url)
                 return (
-                    total(r, "kafka_consumergroup_current_offset", topic=t.prompts) == N + len(BAD)
-                    and total(i, "kafka_consumergroup_current_offset") == N
+                    total(r, "thinkroute_committed_offset", topic=t.prompts) == N + len(BAD)
+                    and total(i, "thinkroute_committed_offset") == N
                 )
 
             await wait_until(drained, 30, "the workers to commit everything")
@@ -105,22 +105,23 @@ async def test_metrics_match_the_job(settings: Settings, artifact: Path, redis: 
             assert total(r, "thinkroute_messages_in_total", stage="router", topic=t.prompts) == N + len(BAD)
             for route, topic in (("reasoning", t.reasoning), ("direct", t.direct)):
                 assert total(r, "thinkroute_messages_out_total", topic=topic) == totals.routes[route].requests
-                assert total(r, "llm_reasoning_decisions_total", route=route) == totals.routes[route].requests
+                assert total(r, "thinkroute_reasoning_decisions_total", route=route) == totals.routes[route].requests
             assert total(r, "thinkroute_messages_out_total", topic=t.dead) == len(BAD)
             assert total(r, "thinkroute_dead_letters_total", stage="router") == len(BAD)
             categories = Counter(x.route.category for x in results)
             for category, n in categories.items():
-                assert total(r, "llm_reasoning_decisions_total", category=category) == n
-            assert total(r, "llm_reasoning_decisions_total", enabled="true") == totals.routes["reasoning"].requests
-            assert total(r, "thinkroute_batch_size_sum", stage="router") == N + len(BAD)
-            batches = total(r, "thinkroute_batch_size_count", stage="router")
-            classified = total(r, "llm_classifier_latency_seconds_count", classifier="category")
+                assert total(r, "thinkroute_reasoning_decisions_total", category=category) == n
+            reasoned = total(r, "thinkroute_reasoning_decisions_total", enabled="true")
+            assert reasoned == totals.routes["reasoning"].requests
+            assert total(r, "thinkroute_batch_size_records_sum", stage="router") == N + len(BAD)
+            batches = total(r, "thinkroute_batch_size_records_count", stage="router")
+            classified = total(r, "thinkroute_classifier_latency_seconds_count", classifier="category")
             assert 1 <= classified <= batches <= N + len(BAD)
-            assert total(r, "llm_classifier_latency_seconds_sum") > 0
+            assert total(r, "thinkroute_classifier_latency_seconds_sum") > 0
 
             # inference: requests, tokens by route and kind, latency, messages in
             assert total(i, "thinkroute_messages_in_total", stage="inference") == N
-            assert total(i, "thinkroute_batch_size_sum", stage="inference") == N
+            assert total(i, "thinkroute_batch_size_records_sum", stage="inference") == N
             for route in ("reasoning", "direct"):
                 rt = totals.routes[route]
                 assert total(i, "thinkroute_requests_total", route=route, status="completed") == rt.requests
@@ -144,11 +145,11 @@ async def test_metrics_match_the_job(settings: Settings, artifact: Path, redis: 
                     labels = {"consumergroup": group, "topic": topic, "partition": str(p)}
                     if offset < 0:  # nothing ever reached this partition
                         continue
-                    assert total(metrics, "kafka_consumergroup_current_offset", **labels) == offset
-                    end = total(metrics, "kafka_topic_partition_current_offset", topic=topic, partition=str(p))
+                    assert total(metrics, "thinkroute_committed_offset", **labels) == offset
+                    end = total(metrics, "thinkroute_partition_high_watermark", topic=topic, partition=str(p))
                     assert end == offset
-                    assert total(metrics, "kafka_consumergroup_lag", **labels) == 0
-                assert total(metrics, "kafka_consumergroup_lag_sum", consumergroup=group) == 0
+                    assert total(metrics, "thinkroute_consumer_lag_records", **labels) == 0
+                assert total(metrics, "thinkroute_consumer_lag_sum_records", consumergroup=group) == 0
     finally:
         await producer.stop()
 

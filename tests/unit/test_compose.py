@@ -27,7 +27,8 @@ COMPOSE = ROOT / "compose"
 FILE = COMPOSE / "docker-compose.yml"
 PROFILES = ("gpu", "local", "gpu,gpu-split,tools")
 THINKROUTE_IMAGE = re.compile(r"^thinkroute:")
-# names the exporters export: danielqsj/kafka-exporter, Prometheus itself, vLLM (vllm:*)
+# names the other exporters export: danielqsj/kafka-exporter, Prometheus itself, vLLM (vllm:*); the workers
+# export none of them (their own lag is thinkroute_consumer_lag_records: no series counted twice)
 EXTERNAL = {
     "up",
     "kafka_consumergroup_lag",
@@ -194,30 +195,63 @@ def test_topics_match_the_settings() -> None:
     assert ports == {"thinkroute-router": r.metrics_port, "thinkroute-inference": i.metrics_port}
 
 
-def exported_names() -> set[str]:
-    names = set(EXTERNAL)
+def worker_names() -> set[str]:
+    names: set[str] = set()
     for family in WorkerMetrics("router", "g").registry.collect():
         suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}.get(family.type, [""])
         names |= {family.name + s for s in suffixes}
     return names
 
 
+def exported_names() -> set[str]:
+    return worker_names() | EXTERNAL
+
+
 def queried_names(expr: str) -> set[str]:
     return {m for m in re.findall(r"([A-Za-z_:][A-Za-z0-9_:]*)\s*\{", expr) if not m.startswith("vllm:")}
 
 
+def dashboard() -> dict[str, Any]:
+    dash: dict[str, Any] = json.loads((COMPOSE / "grafana" / "dashboards" / "thinkroute.json").read_text())
+    return dash
+
+
 def test_dashboard_and_alerts_query_real_metrics() -> None:
     exported = exported_names()
-    dash = json.loads((COMPOSE / "grafana" / "dashboards" / "thinkroute.json").read_text())
+    ours = worker_names()
+    assert not {n for n in ours if n.startswith(("kafka_", "llm_", "up"))}, "a worker exports another exporter's name"
+    dash = dashboard()
     exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    exprs += [v["definition"] for v in dash["templating"]["list"]]
     titles = " ".join(p["title"].lower() for p in dash["panels"])
-    for word in ("throughput", "routes", "tokens", "classifier latency", "lag per group and topic"):
+    for word in ("throughput", "routes", "tokens", "classifier latency", "lag per group and topic", "memory", "cpu"):
         assert word in titles
     alerts = yaml.safe_load((COMPOSE / "prometheus" / "alerts.yml").read_text())
     exprs += [r["expr"] for g in alerts["groups"] for r in g["rules"]]
     used = set().union(*(queried_names(e) for e in exprs))
-    assert {"kafka_consumergroup_lag", "llm_classifier_latency_seconds_bucket", "thinkroute_tokens_total"} <= used
+    assert {"kafka_consumergroup_lag", "thinkroute_classifier_latency_seconds_bucket"} <= used
+    assert {"thinkroute_tokens_total", "thinkroute_batch_size_records_sum"} <= used
+    assert {"thinkroute_consumer_lag_records", "thinkroute_consumer_joined", "process_resident_memory_bytes"} <= used
     assert used <= exported, used - exported
+
+
+def test_dashboard_variables_for_job_and_group_are_used_by_the_panels() -> None:
+    dash = dashboard()
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    assert set(variables) == {"job", "consumergroup"}
+    for name, v in variables.items():
+        assert v["type"] == "query" and v["includeAll"] and v["multi"]
+        assert re.fullmatch(rf"label_values\(.+, {name}\)", v["query"]["query"]), v["query"]
+        assert v["definition"] == v["query"]["query"]
+    for panel in dash["panels"]:
+        for target in panel["targets"]:
+            names = queried_names(target["expr"])
+            if any(n.startswith(("thinkroute_", "process_")) for n in names):  # a worker's series: per job
+                assert 'job=~"$job"' in target["expr"], (panel["title"], target["expr"])
+            if any(n.startswith(("kafka_consumergroup", "thinkroute_consumer_")) for n in names):  # per group
+                assert 'consumergroup=~"$consumergroup"' in target["expr"], (panel["title"], target["expr"])
+            if any(n.startswith("kafka_") for n in names):  # the broker's view: the exporter only
+                assert 'job="kafka-exporter"' in target["expr"], (panel["title"], target["expr"])
 
 
 def test_dockerfile_builds_from_this_repo_as_non_root() -> None:

@@ -52,17 +52,33 @@ def test_lag_per_partition_from_highwater_minus_commit() -> None:
     m.watch(FakeConsumer({a: 100, b: 40, c: None}))  # type: ignore[arg-type]
     m.committed({a: 70, b: 40})
     got = samples(m)
-    assert got[("kafka_consumergroup_lag", (("consumergroup", "g"), ("partition", "0"), ("topic", "t")))] == 30
-    assert got[("kafka_consumergroup_lag", (("consumergroup", "g"), ("partition", "1"), ("topic", "t")))] == 0
-    assert got[("kafka_consumergroup_lag_sum", (("consumergroup", "g"), ("topic", "t")))] == 30
     t0 = (("consumergroup", "g"), ("partition", "0"), ("topic", "t"))
-    assert got[("kafka_consumergroup_current_offset", t0)] == 70
-    assert got[("kafka_topic_partition_current_offset", (("partition", "0"), ("topic", "t")))] == 100
+    t1 = (("consumergroup", "g"), ("partition", "1"), ("topic", "t"))
+    assert got[("thinkroute_consumer_lag_records", t0)] == 30
+    assert got[("thinkroute_consumer_lag_records", t1)] == 0
+    assert got[("thinkroute_consumer_lag_sum_records", (("consumergroup", "g"), ("topic", "t")))] == 30
+    assert got[("thinkroute_committed_offset", t0)] == 70
+    assert got[("thinkroute_partition_high_watermark", (("partition", "0"), ("topic", "t")))] == 100
     assert got[("thinkroute_assigned_partitions", (("topic", "t"),))] == 2
     assert got[("thinkroute_assigned_partitions", (("topic", "u"),))] == 1
-    assert not any(n == "kafka_consumergroup_lag" and ("topic", "u") in ls for n, ls in got)  # no fetch yet
+    assert not any(n == "thinkroute_consumer_lag_records" and ("topic", "u") in ls for n, ls in got)  # no fetch yet
     m.forget([a])
-    assert ("kafka_consumergroup_lag", (("consumergroup", "g"), ("partition", "0"), ("topic", "t"))) not in samples(m)
+    assert ("thinkroute_consumer_lag_records", t0) not in samples(m)
+
+
+def test_names_are_ours_and_carry_their_unit() -> None:
+    """No series under another exporter's name (kafka_exporter's kafka_*, the semantic router's llm_*): a
+    query without a job filter would add them up with the exporter's. Histograms and the lag in base units."""
+    m = WorkerMetrics("router", "g")
+    m.watch(FakeConsumer({TopicPartition("t", 0): 9}))  # type: ignore[arg-type]
+    m.committed({TopicPartition("t", 0): 4})
+    families = {f.name: f.type for f in m.registry.collect()}
+    assert {n.split("_")[0] for n in families} == {"thinkroute", "process", "python"}
+    for name, kind in families.items():
+        if name.startswith("thinkroute_") and kind == "histogram":
+            assert name.endswith(("_seconds", "_records")), name
+    assert "thinkroute_consumer_lag_records" in families and "thinkroute_consumer_lag_sum_records" in families
+    assert "process_resident_memory_bytes" in families
 
 
 def test_two_workers_in_one_process_do_not_share_counters() -> None:

@@ -1,10 +1,11 @@
 """Prometheus metrics of one worker process (served by :mod:`workers.runtime.metrics_server`).
 
 Each worker owns a :class:`WorkerMetrics` with its own ``CollectorRegistry`` (nothing global: several
-workers can run in one process, as the tests do). Names follow the usual exporters so dashboards and
-alerts carry over: ``kafka_consumergroup_lag{consumergroup,topic,partition}`` and
-``kafka_consumergroup_lag_sum`` as kafka_exporter (danielqsj) names them, ``llm_classifier_latency_seconds``
-and ``llm_reasoning_decisions_total`` as the vLLM semantic router names them; the rest is ``thinkroute_*``.
+workers can run in one process, as the tests do). Every series is ``thinkroute_*`` with its unit in the name
+(``_seconds``, ``_records``, ``_total`` for counters), plus prometheus_client's ``process_*`` and
+``python_*``. The names of other exporters stay theirs: kafka_exporter's ``kafka_consumergroup_lag*`` come
+from the kafka-exporter service only (the broker's view of each group), so a query without a ``job`` filter
+never counts a partition's lag twice; and the vLLM semantic router's ``llm_*`` are not reused either.
 
 Consumer lag is computed at scrape time from the fetch-time high watermark (``consumer.highwater(tp)``,
 right on Tansu and Kafka alike) minus the offset this member last committed for the partition.
@@ -72,21 +73,21 @@ class WorkerMetrics:
             "thinkroute_messages_out", "records published (acks=all), by topic", ["stage", "topic"], registry=r
         )
         self.batch_size = Histogram(
-            "thinkroute_batch_size",
+            "thinkroute_batch_size_records",
             "records per micro-batch (router) or fetch (inference)",
             ["stage"],
             buckets=BATCH_BUCKETS,
             registry=r,
         ).labels(stage)
         self.classifier_latency = Histogram(
-            "llm_classifier_latency_seconds",
+            "thinkroute_classifier_latency_seconds",
             "classifier inference time per micro-batch",
             ["classifier"],
             buckets=CLASSIFIER_BUCKETS,
             registry=r,
         ).labels("category")
         self.decisions = Counter(
-            "llm_reasoning_decisions",
+            "thinkroute_reasoning_decisions",
             "routing decisions: reasoning enabled or not, by category, route, model and effort",
             ["category", "route", "model", "enabled", "effort"],
             registry=r,
@@ -178,20 +179,20 @@ class _ConsumerCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         labels = ["consumergroup", "topic", "partition"]
         lag = GaugeMetricFamily(
-            "kafka_consumergroup_lag",
+            "thinkroute_consumer_lag_records",
             "high watermark (fetch time) minus this member's last committed offset, per owned partition",
             labels=labels,
         )
         lag_sum = GaugeMetricFamily(
-            "kafka_consumergroup_lag_sum", "lag of this member's partitions, per topic", labels=labels[:2]
+            "thinkroute_consumer_lag_sum_records", "lag of this member's partitions, per topic", labels=labels[:2]
         )
         current = GaugeMetricFamily(
-            "kafka_consumergroup_current_offset",
+            "thinkroute_committed_offset",
             "offset this member last committed, per owned partition",
             labels=labels,
         )
         end = GaugeMetricFamily(
-            "kafka_topic_partition_current_offset",
+            "thinkroute_partition_high_watermark",
             "high watermark of the partition at this member's last fetch",
             labels=["topic", "partition"],
         )
