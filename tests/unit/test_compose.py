@@ -78,7 +78,7 @@ def rendered(profiles: str, env_file: Path = COMPOSE / ".env.example") -> dict[s
 def test_compose_config_validates(profiles: str) -> None:
     model = rendered(profiles)
     services = model["services"]
-    expected = {"kafka", "kafka-init", "redis", "inference", "kafka-exporter", "prometheus", "grafana"}
+    expected = {"kafka", "kafka-init", "redis", "inference", "kafka-exporter", "prometheus", "alertmanager", "grafana"}
     assert expected <= set(services)
     if "gpu" in profiles.split(","):
         assert {"vllm", "router"} <= set(services) and "replay" not in services
@@ -233,25 +233,6 @@ def test_dashboard_and_alerts_query_real_metrics() -> None:
     assert {"thinkroute_tokens_total", "thinkroute_batch_size_records_sum"} <= used
     assert {"thinkroute_consumer_lag_records", "thinkroute_consumer_joined", "process_resident_memory_bytes"} <= used
     assert used <= exported, used - exported
-
-
-def test_dashboard_variables_for_job_and_group_are_used_by_the_panels() -> None:
-    dash = dashboard()
-    variables = {v["name"]: v for v in dash["templating"]["list"]}
-    assert set(variables) == {"job", "consumergroup"}
-    for name, v in variables.items():
-        assert v["type"] == "query" and v["includeAll"] and v["multi"]
-        assert re.fullmatch(rf"label_values\(.+, {name}\)", v["query"]["query"]), v["query"]
-        assert v["definition"] == v["query"]["query"]
-    for panel in dash["panels"]:
-        for target in panel["targets"]:
-            names = queried_names(target["expr"])
-            if any(n.startswith(("thinkroute_", "process_")) for n in names):  # a worker's series: per job
-                assert 'job=~"$job"' in target["expr"], (panel["title"], target["expr"])
-            if any(n.startswith(("kafka_consumergroup", "thinkroute_consumer_")) for n in names):  # per group
-                assert 'consumergroup=~"$consumergroup"' in target["expr"], (panel["title"], target["expr"])
-            if any(n.startswith("kafka_") for n in names):  # the broker's view: the exporter only
-                assert 'job="kafka-exporter"' in target["expr"], (panel["title"], target["expr"])
 
 
 def test_dockerfile_builds_from_this_repo_as_non_root() -> None:
