@@ -121,7 +121,9 @@ async def test_replicas_share_one_job_exactly_once(
 
         # the work was shared: each process did part of it, and the parts add up to the job exactly
         m = await scrape_all()
-        routed = {f"router-{n}": total(m[f"router-{n}"], "llm_reasoning_decisions_total") for n in range(ROUTERS)}
+        routed = {
+            f"router-{n}": total(m[f"router-{n}"], "thinkroute_reasoning_decisions_total") for n in range(ROUTERS)
+        }
         answered = {
             f"inference-{n}": total(m[f"inference-{n}"], "thinkroute_requests_total", status="completed")
             for n in range(INFERENCE)

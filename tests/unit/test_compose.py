@@ -27,7 +27,8 @@ COMPOSE = ROOT / "compose"
 FILE = COMPOSE / "docker-compose.yml"
 PROFILES = ("gpu", "local", "gpu,gpu-split,tools")
 THINKROUTE_IMAGE = re.compile(r"^thinkroute:")
-# names the exporters export: danielqsj/kafka-exporter, Prometheus itself, vLLM (vllm:*)
+# names the other exporters export: danielqsj/kafka-exporter, Prometheus itself, vLLM (vllm:*); the workers
+# export none of them (their own lag is thinkroute_consumer_lag_records: no series counted twice)
 EXTERNAL = {
     "up",
     "kafka_consumergroup_lag",
@@ -77,7 +78,7 @@ def rendered(profiles: str, env_file: Path = COMPOSE / ".env.example") -> dict[s
 def test_compose_config_validates(profiles: str) -> None:
     model = rendered(profiles)
     services = model["services"]
-    expected = {"kafka", "kafka-init", "redis", "inference", "kafka-exporter", "prometheus", "grafana"}
+    expected = {"kafka", "kafka-init", "redis", "inference", "kafka-exporter", "prometheus", "alertmanager", "grafana"}
     assert expected <= set(services)
     if "gpu" in profiles.split(","):
         assert {"vllm", "router"} <= set(services) and "replay" not in services
@@ -194,29 +195,43 @@ def test_topics_match_the_settings() -> None:
     assert ports == {"thinkroute-router": r.metrics_port, "thinkroute-inference": i.metrics_port}
 
 
-def exported_names() -> set[str]:
-    names = set(EXTERNAL)
+def worker_names() -> set[str]:
+    names: set[str] = set()
     for family in WorkerMetrics("router", "g").registry.collect():
         suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}.get(family.type, [""])
         names |= {family.name + s for s in suffixes}
     return names
 
 
+def exported_names() -> set[str]:
+    return worker_names() | EXTERNAL
+
+
 def queried_names(expr: str) -> set[str]:
     return {m for m in re.findall(r"([A-Za-z_:][A-Za-z0-9_:]*)\s*\{", expr) if not m.startswith("vllm:")}
 
 
+def dashboard() -> dict[str, Any]:
+    dash: dict[str, Any] = json.loads((COMPOSE / "grafana" / "dashboards" / "thinkroute.json").read_text())
+    return dash
+
+
 def test_dashboard_and_alerts_query_real_metrics() -> None:
     exported = exported_names()
-    dash = json.loads((COMPOSE / "grafana" / "dashboards" / "thinkroute.json").read_text())
+    ours = worker_names()
+    assert not {n for n in ours if n.startswith(("kafka_", "llm_", "up"))}, "a worker exports another exporter's name"
+    dash = dashboard()
     exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    exprs += [v["definition"] for v in dash["templating"]["list"]]
     titles = " ".join(p["title"].lower() for p in dash["panels"])
-    for word in ("throughput", "routes", "tokens", "classifier latency", "lag per group and topic"):
+    for word in ("throughput", "routes", "tokens", "classifier latency", "lag per group and topic", "memory", "cpu"):
         assert word in titles
     alerts = yaml.safe_load((COMPOSE / "prometheus" / "alerts.yml").read_text())
     exprs += [r["expr"] for g in alerts["groups"] for r in g["rules"]]
     used = set().union(*(queried_names(e) for e in exprs))
-    assert {"kafka_consumergroup_lag", "llm_classifier_latency_seconds_bucket", "thinkroute_tokens_total"} <= used
+    assert {"kafka_consumergroup_lag", "thinkroute_classifier_latency_seconds_bucket"} <= used
+    assert {"thinkroute_tokens_total", "thinkroute_batch_size_records_sum"} <= used
+    assert {"thinkroute_consumer_lag_records", "thinkroute_consumer_joined", "process_resident_memory_bytes"} <= used
     assert used <= exported, used - exported
 
 

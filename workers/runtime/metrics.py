@@ -1,10 +1,11 @@
-"""Prometheus metrics of one worker process, served on its own port from the worker's event loop.
+"""Prometheus metrics of one worker process (served by :mod:`workers.runtime.metrics_server`).
 
 Each worker owns a :class:`WorkerMetrics` with its own ``CollectorRegistry`` (nothing global: several
-workers can run in one process, as the tests do). Names follow the usual exporters so dashboards and
-alerts carry over: ``kafka_consumergroup_lag{consumergroup,topic,partition}`` and
-``kafka_consumergroup_lag_sum`` as kafka_exporter (danielqsj) names them, ``llm_classifier_latency_seconds``
-and ``llm_reasoning_decisions_total`` as the vLLM semantic router names them; the rest is ``thinkroute_*``.
+workers can run in one process, as the tests do). Every series is ``thinkroute_*`` with its unit in the name
+(``_seconds``, ``_records``, ``_total`` for counters), plus prometheus_client's ``process_*`` and
+``python_*``. The names of other exporters stay theirs: kafka_exporter's ``kafka_consumergroup_lag*`` come
+from the kafka-exporter service only (the broker's view of each group), so a query without a ``job`` filter
+never counts a partition's lag twice; and the vLLM semantic router's ``llm_*`` are not reused either.
 
 Consumer lag is computed at scrape time from the fetch-time high watermark (``consumer.highwater(tp)``,
 right on Tansu and Kafka alike) minus the offset this member last committed for the partition.
@@ -12,12 +13,18 @@ right on Tansu and Kafka alike) minus the offset this member last committed for 
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -27,12 +34,30 @@ if TYPE_CHECKING:
     from schemas.messages import RouteDecision
     from schemas.records import RequestResult
 
-log = logging.getLogger(__name__)
-
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 CLASSIFIER_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 REQUEST_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 TOKEN_KINDS = ("prompt", "completion", "reasoning")
+
+
+def consumer_joined(consumer: AIOKafkaConsumer | None) -> bool:
+    """Whether ``consumer`` is a member of its group now: it owns partitions, or its last join completed with
+    none (an idle replica: more members than partitions).
+
+    aiokafka has no public flag for the second case: its subscription state says whether a (re)assignment is
+    in progress (true from ``subscribe`` until the first SyncGroup answer, and again during a rebalance) and
+    its group coordinator holds the member id and generation the broker gave it (reset on leaving the group).
+    """
+    if consumer is None:
+        return False
+    if consumer.assignment():
+        return True
+    state = getattr(consumer, "_subscription", None)
+    coordinator = getattr(consumer, "_coordinator", None)
+    if state is None or coordinator is None or getattr(state, "subscription", None) is None:
+        return False
+    member_id, generation = getattr(coordinator, "member_id", ""), getattr(coordinator, "generation", -1)
+    return not state.reassignment_in_progress and bool(member_id) and isinstance(generation, int) and generation >= 0
 
 
 class WorkerMetrics:
@@ -48,22 +73,22 @@ class WorkerMetrics:
             "thinkroute_messages_out", "records published (acks=all), by topic", ["stage", "topic"], registry=r
         )
         self.batch_size = Histogram(
-            "thinkroute_batch_size",
+            "thinkroute_batch_size_records",
             "records per micro-batch (router) or fetch (inference)",
             ["stage"],
             buckets=BATCH_BUCKETS,
             registry=r,
         ).labels(stage)
         self.classifier_latency = Histogram(
-            "llm_classifier_latency_seconds",
+            "thinkroute_classifier_latency_seconds",
             "classifier inference time per micro-batch",
             ["classifier"],
             buckets=CLASSIFIER_BUCKETS,
             registry=r,
         ).labels("category")
         self.decisions = Counter(
-            "llm_reasoning_decisions",
-            "routing decisions",
+            "thinkroute_reasoning_decisions",
+            "routing decisions: reasoning enabled or not, by category, route, model and effort",
             ["category", "route", "model", "enabled", "effort"],
             registry=r,
         )
@@ -85,8 +110,12 @@ class WorkerMetrics:
         self.dead = Counter("thinkroute_dead_letters", "records sent to the dead-letter topic", ["stage"], registry=r)
         self.dead.labels(stage)
         self._committed: dict[TopicPartition, int] = {}
-        self._lag = _LagCollector(self)
+        self._lag = _ConsumerCollector(self)
         r.register(self._lag)
+        # RSS, CPU, open fds (process_*), the interpreter (python_info) and its GC (python_gc_*): read at scrape
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
 
     # --- called by the workers -------------------------------------------------------------------
     def consumed(self, topic: str, n: int = 1) -> None:
@@ -131,12 +160,17 @@ class WorkerMetrics:
     def watch(self, consumer: AIOKafkaConsumer) -> None:
         self._lag.consumer = consumer
 
+    # --- read by the metrics server --------------------------------------------------------------
+    def ready(self) -> bool:
+        """The watched consumer is a member of its group (``/ready``): it consumes, or stands by, idle."""
+        return consumer_joined(self._lag.consumer)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
 
-class _LagCollector(Collector):
-    """Scrape-time lag of the partitions this member owns (kafka_exporter names and labels)."""
+class _ConsumerCollector(Collector):
+    """Scrape-time view of the watched consumer: lag, commits, high watermarks, assignment, membership."""
 
     def __init__(self, metrics: WorkerMetrics) -> None:
         self.metrics = metrics
@@ -144,24 +178,39 @@ class _LagCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         labels = ["consumergroup", "topic", "partition"]
-        lag = GaugeMetricFamily("kafka_consumergroup_lag", "high watermark minus committed offset", labels=labels)
+        lag = GaugeMetricFamily(
+            "thinkroute_consumer_lag_records",
+            "high watermark (fetch time) minus this member's last committed offset, per owned partition",
+            labels=labels,
+        )
+        lag_sum = GaugeMetricFamily(
+            "thinkroute_consumer_lag_sum_records", "lag of this member's partitions, per topic", labels=labels[:2]
+        )
         current = GaugeMetricFamily(
-            "kafka_consumergroup_current_offset", "committed offset of this member's partitions", labels=labels
+            "thinkroute_committed_offset",
+            "offset this member last committed, per owned partition",
+            labels=labels,
         )
         end = GaugeMetricFamily(
-            "kafka_topic_partition_current_offset", "high watermark (fetch time)", labels=["topic", "partition"]
+            "thinkroute_partition_high_watermark",
+            "high watermark of the partition at this member's last fetch",
+            labels=["topic", "partition"],
         )
-        lag_sum = GaugeMetricFamily("kafka_consumergroup_lag_sum", "lag of this member, per topic", labels=labels[:2])
         owned = GaugeMetricFamily(
             "thinkroute_assigned_partitions", "partitions assigned to this member", labels=["topic"]
         )
-        group = self.metrics.group
+        joined = GaugeMetricFamily(
+            "thinkroute_consumer_joined",
+            "1 when this member has joined its consumer group (what /ready answers 200 to), else 0",
+            labels=["consumergroup"],
+        )
+        group, consumer = self.metrics.group, self.consumer
+        joined.add_metric([group], 1 if consumer_joined(consumer) else 0)
         sums: dict[str, int] = {}
         counts: dict[str, int] = {}
-        assignment = self.consumer.assignment() if self.consumer is not None else set()
-        for tp in sorted(assignment):
+        for tp in sorted(consumer.assignment()) if consumer is not None else []:
             counts[tp.topic] = counts.get(tp.topic, 0) + 1
-            hw = self.consumer.highwater(tp) if self.consumer is not None else None
+            hw = consumer.highwater(tp) if consumer is not None else None
             if hw is None:
                 continue
             end.add_metric([tp.topic, str(tp.partition)], hw)
@@ -176,46 +225,4 @@ class _LagCollector(Collector):
             lag_sum.add_metric([group, topic], n)
         for topic, c in sorted(counts.items()):
             owned.add_metric([topic], c)
-        yield from (lag, lag_sum, current, end, owned)
-
-
-async def start_metrics_server(metrics: WorkerMetrics, host: str, port: int) -> asyncio.Server | None:
-    """Serve ``GET /metrics`` on the running loop (so collection never races the worker); None if off.
-
-    A port that is taken is logged, not fatal: the worker's job matters more than its metrics.
-    """
-    if port == 0:
-        return None
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
-            parts = head.split(b" ", 2)
-            path = parts[1].split(b"?", 1)[0] if len(parts) > 1 else b""
-            if parts[0] == b"GET" and path in (b"/metrics", b"/"):
-                status, ctype, body = b"200 OK", CONTENT_TYPE_LATEST.encode(), metrics.render()
-            else:
-                status, ctype, body = b"404 Not Found", b"text/plain", b"not found; try /metrics\n"
-            writer.write(
-                b"HTTP/1.1 "
-                + status
-                + b"\r\nContent-Type: "
-                + ctype
-                + b"\r\nContent-Length: "
-                + str(len(body)).encode()
-                + b"\r\nConnection: close\r\n\r\n"
-                + body
-            )
-            await writer.drain()
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    try:
-        server = await asyncio.start_server(handle, host, port)
-    except OSError as exc:
-        log.error("metrics: cannot listen on %s:%d (%s); running without metrics", host, port, exc)
-        return None
-    log.info("%s metrics on http://%s:%d/metrics", metrics.stage, host, port)
-    return server
+        yield from (lag, lag_sum, current, end, owned, joined)

@@ -11,7 +11,8 @@ import os
 import signal
 from contextlib import AsyncExitStack
 
-from workers.runtime.metrics import WorkerMetrics, start_metrics_server
+from workers.runtime.metrics import WorkerMetrics
+from workers.runtime.metrics_server import start_metrics_server
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +33,7 @@ def install_stop_signals(stop: asyncio.Event) -> None:
 
 
 async def serve_metrics(stack: AsyncExitStack, metrics: WorkerMetrics, host: str, port: int) -> None:
-    """Serve the worker's /metrics for as long as ``stack`` is open (port 0: not at all)."""
+    """Serve the worker's /metrics and /ready for as long as ``stack`` is open (port 0: not at all)."""
     server = await start_metrics_server(metrics, host, port)
     if server is not None:
-
-        async def close() -> None:
-            server.close()
-            await server.wait_closed()
-
-        stack.push_async_callback(close)
+        stack.push_async_callback(server.close)
