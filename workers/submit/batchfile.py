@@ -1,7 +1,8 @@
 """Read a batch file: OpenAI Batch request lines or ``{"id", "prompt"}`` lines, validated at the edge.
 
 Every bad line is reported with its number and the reason; nothing is submitted from a file with bad
-lines unless the caller asks to skip them.
+lines unless the caller asks to skip them. A line is held to the same ``Limits`` as a message on the
+prompts topic (``schemas.chat``): one model, one place.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from schemas.batch import BatchRequestLine, ChatBody, ChatMessage, SimplePromptLine
+from schemas.base import describe
+from schemas.batch import BatchRequestLine, ChatBody, Limits, SimplePromptLine
 from workers.errors import BadInput
 
 
@@ -24,53 +26,34 @@ class InputRequest:
     body: ChatBody
 
 
-def _describe(exc: ValidationError) -> str:
-    parts = []
-    for e in exc.errors()[:3]:
-        loc = ".".join(str(p) for p in e["loc"])
-        parts.append(f"{loc}: {e['msg']}" if loc else e["msg"])
-    return "; ".join(parts)
-
-
 def parse_line(raw: bytes, line: int, max_prompt_chars: int, max_tokens: int | None = None) -> InputRequest:
+    """One line's request, or BadInput naming the line and the reason."""
+    limits = Limits(max_prompt_chars, max_tokens)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BadInput(line, f"not valid UTF-8 (byte {exc.start})") from exc
     try:
         obj = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BadInput(line, f"not valid JSON: {exc.msg} at column {exc.colno}") from exc
+    except (json.JSONDecodeError, RecursionError) as exc:
+        where = f": {exc.msg} at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ": nested too deep"
+        raise BadInput(line, f"not valid JSON{where}") from exc
     if not isinstance(obj, dict):
         raise BadInput(line, f"expected a JSON object, got {type(obj).__name__}")
-    try:
+    try:  # validated from the JSON text, as the router validates a message: the same answer, word for word
         if "custom_id" in obj:
-            req = BatchRequestLine.model_validate(obj)
-            custom_id, body = req.custom_id, req.body
-        elif "prompt" in obj or "id" in obj:
-            simple = SimplePromptLine.model_validate(obj)
-            custom_id = simple.id
-            body = ChatBody(
-                model=simple.model,
-                messages=[ChatMessage(role="user", content=simple.prompt)],
-                max_tokens=simple.max_tokens,
-            )
-        else:
-            raise BadInput(
-                line,
-                "neither an OpenAI Batch request line (custom_id, method, url, body) nor a prompt line (id, prompt)",
-            )
+            req = BatchRequestLine.model_validate_json(text, context=limits.context())
+            return InputRequest(line, req.custom_id, req.body)
+        if "prompt" in obj or "id" in obj:
+            simple = SimplePromptLine.model_validate_json(text)
+            messages = [{"role": "user", "content": simple.prompt}]
+            body = {"model": simple.model, "messages": messages, "max_tokens": simple.max_tokens}
+            return InputRequest(line, simple.id, ChatBody.model_validate(body, context=limits.context()))
     except ValidationError as exc:
-        raise BadInput(line, _describe(exc)) from exc
-    size = sum(len(m.content) for m in body.messages)
-    if size > max_prompt_chars:
-        raise BadInput(line, f"prompt of {size} characters is over the limit of {max_prompt_chars}")
-    if not any(m.content.strip() for m in body.messages):
-        raise BadInput(line, "empty prompt")
-    asked = body.max_completion_tokens or body.max_tokens
-    if max_tokens is not None and asked is not None and asked > max_tokens:
-        raise BadInput(line, f"max_tokens {asked} is over the limit of {max_tokens}")
-    return InputRequest(line, custom_id, body)
+        raise BadInput(line, describe(exc)) from exc
+    raise BadInput(
+        line, "neither an OpenAI Batch request line (custom_id, method, url, body) nor a prompt line (id, prompt)"
+    )
 
 
 def read_batch(
