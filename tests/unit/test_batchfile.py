@@ -1,4 +1,7 @@
+import bz2
+import gzip
 import json
+import lzma
 from pathlib import Path
 from typing import Any
 
@@ -192,6 +195,66 @@ def test_refusals_name_the_field_and_the_reason(tmp_path: Path) -> None:
         13: "custom_id: String should have at most 512 characters",
         14: "body: max_completion_tokens 101 is over the limit of 100",
     }
+
+
+def test_a_utf8_bom_at_the_start_is_dropped(tmp_path: Path) -> None:
+    p = tmp_path / "bom.jsonl"
+    p.write_bytes(b"\xef\xbb\xbf" + batch_line("a") + b"\r\n" + b"\xef\xbb\xbf" + batch_line("b") + b"\r\n")
+    good, bad = read_batch(p, 1000)
+    assert [r.custom_id for r in good] == ["a"]
+    # only the file's start may have one: elsewhere it is a line that is not JSON
+    assert [str(e) for e in bad] == [
+        "line 2: not valid JSON: Unexpected UTF-8 BOM (decode using utf-8-sig) at column 1"
+    ]
+
+
+def test_gzip_is_read_by_its_magic_bytes_with_the_plain_file_line_numbers(tmp_path: Path) -> None:
+    lines = [batch_line("a"), b"", b"{oops", json.dumps({"id": "b", "prompt": "Hello"}).encode(), b"   "]
+    plain = write(tmp_path, lines)
+    expected = read_batch(plain, 1000)
+    content = plain.read_bytes()
+    for name, data in [
+        ("in.jsonl.gz", gzip.compress(b"\xef\xbb\xbf" + content)),
+        ("named-plain.jsonl", gzip.compress(content)),
+        ("plain-named.jsonl.gz", content),
+        ("two-members.jsonl.gz", gzip.compress(content[:40]) + gzip.compress(content[40:])),
+    ]:
+        packed = tmp_path / name
+        packed.write_bytes(data)
+        good, bad = read_batch(packed, 1000)
+        assert [(r.line, r.custom_id, r.body) for r in good] == [(r.line, r.custom_id, r.body) for r in expected[0]]
+        assert (
+            [str(e) for e in bad]
+            == [str(e) for e in expected[1]]
+            == ["line 3: not valid JSON: Expecting property name enclosed in double quotes at column 2"]
+        )
+    assert [(r.line, r.custom_id) for r in expected[0]] == [(1, "a"), (4, "b")]
+
+
+def test_a_cut_gzip_file_keeps_its_complete_lines_and_names_the_break(tmp_path: Path) -> None:
+    data = gzip.compress(b"\n".join(batch_line(f"c{i}", "q" * 50 + str(i)) for i in range(2000)) + b"\n")
+    p = tmp_path / "cut.jsonl.gz"
+    p.write_bytes(data[: len(data) // 2])
+    good, bad = read_batch(p, 1000)
+    assert 0 < len(good) < 2000
+    assert [r.line for r in good] == list(range(1, len(good) + 1))
+    (err,) = bad
+    assert err.line == len(good) + 1
+    assert "gzip stream is corrupt or cut short" in str(err)
+
+
+def test_other_compressions_and_utf16_are_named(tmp_path: Path) -> None:
+    content = batch_line("a") + b"\n"
+    for data, what in [
+        (bz2.compress(content), "bzip2"),
+        (lzma.compress(content), "xz"),
+        (content.decode().encode("utf-16"), "UTF-16"),
+    ]:
+        p = tmp_path / "other.jsonl"
+        p.write_bytes(data)
+        good, bad = read_batch(p, 1000)
+        assert good == [] and len(bad) == 1 and bad[0].line == 1
+        assert "not a JSON lines file" in str(bad[0]) and what in str(bad[0])
 
 
 def test_nan_infinity_and_deep_nesting_are_line_errors(tmp_path: Path) -> None:
