@@ -6,20 +6,24 @@ from typing import Literal
 
 from pydantic import Field
 
-from schemas.base import Strict
-from schemas.batch import ChatBody
+from schemas.base import JOB_ID_MAX_CHARS, REQUEST_ID_MAX_CHARS, CustomId, Strict
+from schemas.chat import ChatBody
 
 Route = Literal["reasoning", "direct"]
 Effort = Literal["low", "medium", "high"]
 
 
 class PromptMessage(Strict):
-    """Topic ``thinkroute.prompts``; key = request_id."""
+    """Topic ``thinkroute.prompts``; key = request_id.
+
+    Held to the batch-file reader's limits: ``custom_id`` here, the body's through ``Limits`` in the router's
+    validation context (``workers.router.intake``).
+    """
 
     v: Literal[1] = Field(default=1, description="schema version")
-    request_id: str = Field(min_length=1)
-    job_id: str = Field(min_length=1)
-    custom_id: str = Field(min_length=1)
+    request_id: str = Field(min_length=1, max_length=REQUEST_ID_MAX_CHARS, description="`{job_id}/{custom_id}`")
+    job_id: str = Field(min_length=1, max_length=JOB_ID_MAX_CHARS)
+    custom_id: CustomId
     line: int = Field(ge=1, description="line number in the submitted file")
     body: ChatBody
     submitted_at: float = Field(description="unix time the job was submitted")

@@ -1,3 +1,7 @@
+import json
+
+from schemas.batch import ChatBody
+from tests.unit.test_batchfile import FULL_BODY, MESSAGES
 from workers.inference.families import build_request, family_for
 
 PATTERNS = {"qwen3": "qwen3", "deepseek": "deepseek", "gpt-oss": "gpt-oss"}
@@ -30,3 +34,18 @@ def test_deepseek_gpt_oss_and_none() -> None:
     assert build_request(body, "g", "gpt-oss", False, "high")["reasoning_effort"] == "low"
     plain = build_request(body, "m", "none", True, None)
     assert "chat_template_kwargs" not in plain and "reasoning_effort" not in plain
+
+
+def test_a_users_body_reaches_the_llm_unchanged_but_for_model_stream_reasoning_and_metadata() -> None:
+    body = ChatBody.model_validate(FULL_BODY)
+    sent = build_request(body.model_dump(exclude_none=True), "Qwen/Qwen3-8B", "qwen3", False, None)
+    user_fields = {k: v for k, v in sent.items() if k not in {"model", "stream", "chat_template_kwargs"}}
+    expected = {k: v for k, v in FULL_BODY.items() if k not in {"model", "stream", "metadata"}}
+    expected["messages"] = [{k: v for k, v in m.items() if v is not None} for m in MESSAGES]  # null == absent
+    assert user_fields == expected
+    assert json.loads(json.dumps(sent))["tools"] == FULL_BODY["tools"]  # a null inside a tool schema stays
+    assert (sent["model"], sent["stream"], sent["chat_template_kwargs"]) == (
+        "Qwen/Qwen3-8B",
+        False,
+        {"enable_thinking": False},
+    )

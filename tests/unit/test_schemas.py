@@ -4,6 +4,8 @@ import pytest
 from pydantic import ValidationError
 
 from schemas import PromptMessage, RoutedMessage
+from schemas.base import describe
+from schemas.chat import Limits
 from schemas.jsonschema import JSON_DIR, MODELS, render
 
 
@@ -43,6 +45,14 @@ def test_prompt_roundtrip_and_version() -> None:
         prompt(body={"messages": []}),
         prompt(body={"messages": [{"role": "user", "content": "x"}], "chat_template_kwargs": {}}),
         prompt(body={"messages": [{"role": "wizard", "content": "x"}]}),
+        prompt(body={"messages": [{"role": "user", "content": "x"}], "reasoning_effort": "low"}),
+        prompt(body={"messages": [{"role": "user", "content": "x"}], "stream": True}),
+        prompt(body={"messages": [{"role": "user", "content": " "}]}),
+        prompt(body={"messages": [{"role": "tool", "content": "x"}]}),
+        prompt(custom_id="x" * 513),
+        prompt(custom_id=1),
+        prompt(job_id="j" * 129),
+        prompt(request_id="r" * 642),
     ],
 )
 def test_prompt_rejects_bad_messages(bad: dict[str, object]) -> None:
@@ -53,3 +63,41 @@ def test_prompt_rejects_bad_messages(bad: dict[str, object]) -> None:
 def test_routed_message_requires_a_decision() -> None:
     with pytest.raises(ValidationError):
         RoutedMessage.model_validate({"prompt": prompt(), "routed_at": 1.0})
+
+
+def test_ids_up_to_their_limits_are_accepted() -> None:
+    msg = PromptMessage.model_validate(prompt(custom_id="x" * 512, job_id="j" * 128, request_id="r" * 641))
+    assert (len(msg.custom_id), len(msg.job_id), len(msg.request_id)) == (512, 128, 641)
+
+
+def test_limits_apply_only_when_given_and_the_same_to_both_token_fields() -> None:
+    body = {"messages": [{"role": "user", "content": "x" * 30}], "max_tokens": 5, "max_completion_tokens": 9}
+    assert PromptMessage.model_validate(prompt(body=body)).body.chars() == 30
+    for limits, message in [
+        (Limits(29, None), "prompt of 30 characters is over the limit of 29"),
+        (Limits(30, 8), "max_completion_tokens 9 is over the limit of 8"),
+        (Limits(30, 4), "max_tokens 5 is over the limit of 4"),
+    ]:
+        with pytest.raises(ValidationError) as exc:
+            PromptMessage.model_validate(prompt(body=body), context=limits.context())
+        assert describe(exc.value) == f"body: {message}"
+    assert PromptMessage.model_validate(prompt(body=body), context=Limits(30, 9).context()).body.max_tokens == 5
+
+
+def test_a_conversation_with_parts_and_tools_round_trips() -> None:
+    body = {
+        "messages": [
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "a"}, {"type": "image_url", "image_url": {"url": "u"}}],
+            },
+            {"role": "assistant", "tool_calls": [{"id": "c", "type": "custom", "custom": {"name": "f", "input": "x"}}]},
+            {"role": "tool", "tool_call_id": "c", "content": "out"},
+        ],
+        "tools": [{"type": "custom", "custom": {"name": "f"}}],
+    }
+    msg = PromptMessage.model_validate(prompt(body=body))
+    assert PromptMessage.model_validate_json(msg.model_dump_json()) == msg
+    assert msg.body.model_dump(exclude_none=True) == body
+    assert [m.text() for m in msg.body.messages] == ["a", "", "out"]
+    assert msg.body.chars() == len("a") + len("x") + len("out")

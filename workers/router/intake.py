@@ -1,4 +1,9 @@
-"""The router's edge: a consumed record becomes a validated prompt or a dead letter with the reason."""
+"""The router's edge: a consumed record becomes a validated prompt or a dead letter with the reason.
+
+A prompt is held to the same limits as a line of `thinkroute submit`'s batch file (``schemas.chat.Limits``,
+the ``custom_id`` cap of ``schemas.base``): producers that write to the topic directly get no more room
+than the CLI's users.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,8 @@ from typing import TypeAlias
 from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
 
+from schemas.base import describe
+from schemas.chat import Limits
 from schemas.messages import DeadLetter, PromptMessage
 from workers.kafka.deadletter import dead_letter
 
@@ -20,15 +27,14 @@ def parse(
     records: list[Record], max_prompt_chars: int, max_tokens: int | None
 ) -> tuple[list[tuple[Record, PromptMessage]], list[tuple[Record, DeadLetter]]]:
     """Split ``records`` into valid prompts and dead letters (every bad one logged by topic/partition/offset)."""
+    context = Limits(max_prompt_chars, max_tokens).context()
     good: list[tuple[Record, PromptMessage]] = []
     bad: list[tuple[Record, DeadLetter]] = []
     for record in records:
         try:
             if not record.value:
                 raise ValueError("empty message")
-            prompt = PromptMessage.model_validate_json(record.value)
-            check_limits(prompt, max_prompt_chars, max_tokens)
-            good.append((record, prompt))
+            good.append((record, PromptMessage.model_validate_json(record.value, context=context)))
         except (ValidationError, ValueError) as exc:
             reason = short_reason(exc)
             log.warning("dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason)
@@ -36,18 +42,5 @@ def parse(
     return good, bad
 
 
-def check_limits(prompt: PromptMessage, max_prompt_chars: int, max_tokens: int | None) -> None:
-    """The same caps `thinkroute submit` applies, for producers that did not go through it."""
-    size = sum(len(m.content) for m in prompt.body.messages)
-    if size > max_prompt_chars:
-        raise ValueError(f"prompt of {size} characters is over the limit of {max_prompt_chars}")
-    asked = prompt.body.max_completion_tokens or prompt.body.max_tokens
-    if max_tokens is not None and asked is not None and asked > max_tokens:
-        raise ValueError(f"max_tokens {asked} is over the limit of {max_tokens}")
-
-
 def short_reason(exc: BaseException) -> str:
-    if isinstance(exc, ValidationError):
-        errs = exc.errors()[:3]
-        return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in errs)
-    return str(exc)[:500]
+    return describe(exc) if isinstance(exc, ValidationError) else str(exc)[:500]

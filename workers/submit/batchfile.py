@@ -1,20 +1,38 @@
 """Read a batch file: OpenAI Batch request lines or ``{"id", "prompt"}`` lines, validated at the edge.
 
 Every bad line is reported with its number and the reason; nothing is submitted from a file with bad
-lines unless the caller asks to skip them.
+lines unless the caller asks to skip them. The file is read as users bring it: a UTF-8 byte-order mark
+at its start is dropped, and a gzip-compressed file (known by its magic bytes, whatever its name) is
+decompressed as it is read, its lines numbered as in the plain file. A line is held to the same
+``Limits`` as a message on the prompts topic (``schemas.chat``): one model, one place.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
-from collections.abc import Iterator
+import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 from pydantic import ValidationError
 
-from schemas.batch import BatchRequestLine, ChatBody, ChatMessage, SimplePromptLine
+from schemas.base import describe
+from schemas.batch import BatchRequestLine, ChatBody, Limits, SimplePromptLine
 from workers.errors import BadInput
+
+GZIP_MAGIC: Final = b"\x1f\x8b"
+UTF8_BOM: Final = b"\xef\xbb\xbf"
+OTHER_FORMATS: Final = {  # first bytes of files that are not JSON lines, named instead of "not valid UTF-8"
+    b"BZh": "a bzip2-compressed file: decompress it or use gzip",
+    b"\x28\xb5\x2f\xfd": "a zstd-compressed file: decompress it or use gzip",
+    b"\xfd7zXZ\x00": "an xz-compressed file: decompress it or use gzip",
+    b"PK\x03\x04": "a zip archive: extract the JSONL file from it",
+    b"\xff\xfe": "UTF-16 text: save it as UTF-8",
+    b"\xfe\xff": "UTF-16 text: save it as UTF-8",
+}
 
 
 @dataclass(frozen=True)
@@ -24,63 +42,47 @@ class InputRequest:
     body: ChatBody
 
 
-def _describe(exc: ValidationError) -> str:
-    parts = []
-    for e in exc.errors()[:3]:
-        loc = ".".join(str(p) for p in e["loc"])
-        parts.append(f"{loc}: {e['msg']}" if loc else e["msg"])
-    return "; ".join(parts)
-
-
 def parse_line(raw: bytes, line: int, max_prompt_chars: int, max_tokens: int | None = None) -> InputRequest:
+    """One line's request, or BadInput naming the line and the reason."""
+    limits = Limits(max_prompt_chars, max_tokens)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BadInput(line, f"not valid UTF-8 (byte {exc.start})") from exc
     try:
         obj = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BadInput(line, f"not valid JSON: {exc.msg} at column {exc.colno}") from exc
+    except (json.JSONDecodeError, RecursionError) as exc:
+        where = f": {exc.msg} at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ": nested too deep"
+        raise BadInput(line, f"not valid JSON{where}") from exc
     if not isinstance(obj, dict):
         raise BadInput(line, f"expected a JSON object, got {type(obj).__name__}")
-    try:
+    try:  # validated from the JSON text, as the router validates a message: the same answer, word for word
         if "custom_id" in obj:
-            req = BatchRequestLine.model_validate(obj)
-            custom_id, body = req.custom_id, req.body
-        elif "prompt" in obj or "id" in obj:
-            simple = SimplePromptLine.model_validate(obj)
-            custom_id = simple.id
-            body = ChatBody(
-                model=simple.model,
-                messages=[ChatMessage(role="user", content=simple.prompt)],
-                max_tokens=simple.max_tokens,
-            )
-        else:
-            raise BadInput(
-                line,
-                "neither an OpenAI Batch request line (custom_id, method, url, body) nor a prompt line (id, prompt)",
-            )
+            req = BatchRequestLine.model_validate_json(text, context=limits.context())
+            return InputRequest(line, req.custom_id, req.body)
+        if "prompt" in obj or "id" in obj:
+            simple = SimplePromptLine.model_validate_json(text)
+            messages = [{"role": "user", "content": simple.prompt}]
+            body = {"model": simple.model, "messages": messages, "max_tokens": simple.max_tokens}
+            return InputRequest(line, simple.id, ChatBody.model_validate(body, context=limits.context()))
     except ValidationError as exc:
-        raise BadInput(line, _describe(exc)) from exc
-    size = sum(len(m.content) for m in body.messages)
-    if size > max_prompt_chars:
-        raise BadInput(line, f"prompt of {size} characters is over the limit of {max_prompt_chars}")
-    if not any(m.content.strip() for m in body.messages):
-        raise BadInput(line, "empty prompt")
-    asked = body.max_completion_tokens or body.max_tokens
-    if max_tokens is not None and asked is not None and asked > max_tokens:
-        raise BadInput(line, f"max_tokens {asked} is over the limit of {max_tokens}")
-    return InputRequest(line, custom_id, body)
+        raise BadInput(line, describe(exc)) from exc
+    raise BadInput(
+        line, "neither an OpenAI Batch request line (custom_id, method, url, body) nor a prompt line (id, prompt)"
+    )
 
 
 def read_batch(
     path: Path, max_prompt_chars: int, max_tokens: int | None = None
 ) -> tuple[list[InputRequest], list[BadInput]]:
-    """All good requests and all errors (bad lines, duplicate ids) of a file, in line order."""
+    """All good requests and all errors (bad lines, duplicate ids, a corrupt gzip stream) of a file, in line order."""
     good: list[InputRequest] = []
     bad: list[BadInput] = []
     seen: dict[str, int] = {}
     for number, raw in _lines(path):
+        if isinstance(raw, BadInput):
+            bad.append(raw)
+            continue
         try:
             req = parse_line(raw, number, max_prompt_chars, max_tokens)
         except BadInput as exc:
@@ -94,9 +96,28 @@ def read_batch(
     return good, bad
 
 
-def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+def _lines(path: Path) -> Iterator[tuple[int, bytes | BadInput]]:
+    """The file's non-blank lines, numbered from 1, without line ends (and the BOM); a read error ends them."""
     with open(path, "rb") as f:
-        for number, raw in enumerate(f, start=1):
-            raw = raw.rstrip(b"\r\n")
-            if raw.strip():
-                yield number, raw
+        compressed = f.read(len(GZIP_MAGIC)) == GZIP_MAGIC
+        f.seek(0)
+        stream: Iterable[bytes] = gzip.GzipFile(fileobj=f, mode="rb") if compressed else f
+        number = 0
+        try:
+            for number, raw in enumerate(stream, start=1):
+                if number == 1:
+                    raw = raw.removeprefix(UTF8_BOM)
+                    if other := _other_format(raw):
+                        yield number, BadInput(number, f"not a JSON lines file: this is {other}")
+                        return
+                raw = raw.rstrip(b"\r\n")
+                if raw.strip():
+                    yield number, raw
+        except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+            if not compressed:
+                raise
+            yield number + 1, BadInput(number + 1, f"the gzip stream is corrupt or cut short: {exc}")
+
+
+def _other_format(first: bytes) -> str | None:
+    return next((what for magic, what in OTHER_FORMATS.items() if first.startswith(magic)), None)
