@@ -112,7 +112,10 @@ def test_run_exits_1_when_a_request_fails(artifact: Path, tmp_path: Path) -> Non
     assert (summary["total"], summary["completed"], summary["failed"]) == (1, 0, 1)
     assert one_error_line(proc) == f"error: job {summary['job_id']}: 1 of 1 requests failed"
     [result] = [json.loads(x) for x in out.read_text().splitlines()]
-    assert result["custom_id"] == "r1" and result["error"]["code"] == "http_404"
+    # OpenAI's batch output for an HTTP error: the backend's response, no `error`
+    assert result["custom_id"] == "r1" and result["error"] is None
+    assert result["response"]["status_code"] == 404
+    assert result["response"]["body"]["error"]["code"] == "model_not_found"
 
 
 def test_submit_status_results_print_one_json_value(settings: Settings, tmp_path: Path) -> None:
