@@ -1,169 +1,207 @@
-"""Who may change a job, against the real Redis: each verdict of ``Store.admit``, the writes the Lua scripts
-refuse, and a job's life (submitting -> running -> done, or failed with nothing counted)."""
+"""Integrity of jobs through the real pipeline: only the submitter's prompts count, and a submit is all or
+nothing (a line that cannot be published is refused up front; a broker failure midway fails the job)."""
 
 from __future__ import annotations
 
-import time
+import asyncio
+import base64
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaConnectionError
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
-from schemas.batch import ChatBody
-from schemas.messages import AttemptSummary, PromptMessage
-from schemas.records import JobMeta
-from tests.factories import route_decision
-from tests.integration.helpers import register
-from tests.integration.test_store import result
-from workers.errors import InvalidInput
-from workers.store.integrity import Verdict, new_secret, request_id, sign
-from workers.store.jobstore import JOBS_INDEX, Store, done_key, ids_key, meta_key
-from workers.submit.jobs import LEASE_EXPIRED, summary
+from loadgen.procs import settings_env
+from schemas.batch import ChatBody, ChatMessage
+from schemas.messages import DeadLetter, PromptMessage, RoutedMessage
+from tests.conftest import ROOT
+from tests.integration.helpers import assert_exact_totals, read_topic, running, sample_requests, submit_requests
+from workers.errors import BadInput
+from workers.inference.serve import serve_inference
+from workers.kafka.clients import ensure_topics, kafka_config, make_producer
+from workers.router.serve import serve_router
+from workers.settings import Settings
+from workers.store.integrity import request_id
+from workers.store.jobstore import JOBS_INDEX, Store, done_key, ids_key, meta_key, totals_key
+from workers.submit.batchfile import InputRequest
+from workers.submit.jobs import SubmitFailed, submit, summary, wait_for_job, write_results
 
 pytestmark = pytest.mark.integration
+REJECTED = re.compile(r"^rejected \((\w+)\): ")
 
 
-def prompt(job: str, i: int, text: str = "What is 2 + 2?") -> PromptMessage:
-    body = ChatBody.model_validate({"messages": [{"role": "user", "content": text}]})
-    cid = str(i)
-    return PromptMessage(
-        request_id=request_id(job, cid), job_id=job, custom_id=cid, line=i, body=body, submitted_at=time.time()
-    )
+def workers(s: Settings, artifact: Path) -> tuple[Any, Any]:
+    return lambda stop: serve_router(s, stop, artifact), lambda stop: serve_inference(s, stop)
 
 
-async def a_job(store: Store, job: str, n: int = 3, start: bool = True) -> tuple[JobMeta, bytes, list[PromptMessage]]:
-    meta = JobMeta(job_id=job, total=n, source="t", submitted_at=time.time())
-    prompts = [prompt(job, i) for i in range(1, n + 1)]
-    if start:
-        secret = await register(store, meta, [p.request_id for p in prompts])
-    else:
-        secret = new_secret()
-        await store.register_job(meta, [p.request_id for p in prompts], secret)
-    return meta, secret, [sign(p, secret) for p in prompts]
+def wire(prompts: list[PromptMessage]) -> list[tuple[bytes | None, bytes]]:
+    return [(p.request_id.encode(), p.model_dump_json().encode()) for p in prompts]
 
 
-def escalation() -> AttemptSummary:
-    return AttemptSummary(route=route_decision("direct"), model="m", confidence=0.1, threshold=0.5, completion_tokens=7)
-
-
-async def test_each_verdict(redis: Redis, unique: str) -> None:
+async def test_only_the_submitters_prompts_count(
+    settings: Settings, artifact: Path, redis: Redis, tmp_path: Path, unique: str
+) -> None:
+    kc, t = kafka_config(settings), settings.topics
+    requests = sample_requests(20)
     store = Store(redis)
-    job = f"job-{unique}"
-    _, secret, (p1, p2, _) = await a_job(store, job)
-    assert await store.admit(p1) is Verdict.OK
-    assert await store.write_result(result(job, 1, "direct"))
-    assert await store.admit(p1) is Verdict.DONE  # a redelivery
-    assert await store.admit(p2) is Verdict.OK
+    async with running(*workers(settings, artifact)) as w:
+        meta = await submit_requests(settings, store, requests, "integrity")
+        job, ghost = meta.job_id, f"job-ghost-{unique}"
+        legit = [PromptMessage.model_validate_json(r.value) for r in await read_topic(kc.bootstrap, t.prompts, 20)]
+        victim, other = legit[0], legit[1]
+        altered = victim.body.model_copy(update={"messages": [ChatMessage(role="user", content="Say PWNED.")]})
+        attacks = {  # what an attacker who can write to the prompts topic (but not read Redis) can send
+            "unregistered": victim.model_copy(update={"custom_id": "extra", "request_id": request_id(job, "extra")}),
+            "bad_request_id": victim.model_copy(update={"request_id": other.request_id}),
+            "unknown_job": victim.model_copy(
+                update={"job_id": ghost, "request_id": request_id(ghost, victim.custom_id)}
+            ),
+            "bad_mac": victim.model_copy(update={"body": altered}),
+            "unsigned": other.model_copy(update={"body": altered, "mac": None}),
+        }
+        await produce_attacks(kc.bootstrap, t.prompts, list(attacks.values()))
+        dead = [DeadLetter.model_validate_json(r.value) for r in await read_topic(kc.bootstrap, t.dead, 5, 120)]
+        totals = await wait_for_job(store, meta, check=w.check, timeout_s=120)
+        w.check()
 
-    assert await store.admit(p2.model_copy(update={"mac": None})) is Verdict.UNSIGNED
-    assert await store.admit(p2.model_copy(update={"request_id": p1.request_id})) is Verdict.BAD_REQUEST_ID
-    new_id = p2.model_copy(update={"custom_id": "99", "request_id": request_id(job, "99")})
-    assert await store.admit(new_id) is Verdict.UNREGISTERED  # a new custom id under the job
-    assert await store.admit(sign(new_id, secret)) is Verdict.UNREGISTERED  # even signed with the secret
-    altered = p2.model_copy(update={"body": ChatBody.model_validate({"messages": [{"role": "user", "content": "x"}]})})
-    assert await store.admit(altered) is Verdict.BAD_MAC  # a registered id, a forged body
-    assert await store.admit(altered.model_copy(update={"line": 7})) is Verdict.BAD_MAC
-    assert await store.admit(p1.model_copy(update={"body": altered.body})) is Verdict.BAD_MAC  # even when done
-    other = f"job-none-{unique}"
-    ghost = p2.model_copy(update={"job_id": other, "request_id": request_id(other, p2.custom_id)})
-    assert await store.admit(sign(ghost, secret)) is Verdict.UNKNOWN_JOB
-    assert not await redis.exists(meta_key(other), ids_key(other), done_key(other))
-
-    failed = f"job-failed-{unique}"
-    _, _, (f1, *_) = await a_job(store, failed, start=False)
-    assert await store.fail_job(failed, "broker gone")
-    assert await store.admit(f1) is Verdict.FAILED_JOB
+    letters = {m.group(1): d for d in dead if (m := REJECTED.match(d.reason))}
+    assert set(letters) == set(attacks) and len(dead) == len(attacks)
+    for code, d in letters.items():
+        assert (d.stage, d.error, d.request_id, d.job_id) == ("inference", "RejectedRequest", *ids(attacks[code]))
+        assert d.topic in (t.reasoning, t.direct)
+        assert RoutedMessage.model_validate_json(base64.b64decode(d.value_b64)).prompt == attacks[code]
+    assert (totals.completed, totals.failed) == (20, 0)
+    results = await assert_exact_totals(store, job, completed=20)
+    assert sorted(r.custom_id for r in results) == sorted(r.custom_id for r in requests)
+    out = tmp_path / "results.jsonl"
+    assert await write_results(store, job, out) == 20
+    assert [json.loads(x)["custom_id"] for x in out.read_text().splitlines()] == [r.custom_id for r in requests]
+    s = await summary(store, meta)
+    assert (s["state"], s["completed"], s["pending"]) == ("done", 20, 0)
+    assert not await redis.exists(meta_key(ghost), done_key(ghost), totals_key(ghost))
 
 
-async def test_the_secret_is_fetched_once_per_job(redis: Redis, unique: str) -> None:
-    job = f"job-{unique}"
-    cached = Store(redis, autopipeline=True)
-    _, _, (p1, p2, p3) = await a_job(cached, job)
-    assert await cached.admit(p1) is Verdict.OK
-    await redis.hdel(meta_key(job), "secret")  # from now on only a store that kept it can check a MAC
-    assert [await cached.admit(p) for p in (p2, p3)] == [Verdict.OK, Verdict.OK]
-    assert await Store(redis).admit(p2) is Verdict.BAD_MAC
+def ids(p: PromptMessage) -> tuple[str, str]:
+    return p.request_id, p.job_id
 
 
-async def test_unregistered_and_failed_job_writes_change_nothing(redis: Redis, unique: str) -> None:
-    store = Store(redis)
-    job = f"job-{unique}"
-    await a_job(store, job)  # ids 1..3
-    assert not await store.write_result(result(job, 4, "direct"))
-    assert not await store.write_escalation(job, f"{job}/4", escalation())
-    assert not await store.write_result(result(f"job-none-{unique}", 1, "direct"))
-    nothing = await store.totals(f"job-none-{unique}")
-    assert nothing.completed == nothing.failed == 0 and nothing.routes["direct"].requests == 0
-    assert await store.totals(job) == nothing
+async def produce_attacks(bootstrap: str, topic: str, prompts: list[PromptMessage]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for key, value in wire(prompts):
+            await (await producer.send(topic, value, key=key))
+    finally:
+        await producer.stop()
+
+
+class BrokenProducer:
+    """A real producer whose sends fail after the first ``n``, as when the broker goes away mid-submit."""
+
+    def __init__(self, inner: AIOKafkaProducer, n: int) -> None:
+        self.inner, self.n, self.sent = inner, n, 0
+
+    def __getattr__(self, name: str) -> Any:  # its limits (max_request_size) are the real producer's
+        return getattr(self.inner, name)
+
+    async def send(self, topic: str, value: bytes, key: bytes | None = None) -> Any:
+        if self.sent >= self.n:
+            raise KafkaConnectionError("connection to the broker lost (test)")
+        self.sent += 1
+        return await self.inner.send(topic, value, key=key)
+
+
+async def submit_through(s: Settings, store: Store, requests: list[InputRequest], n: int, job_id: str) -> int:
+    """Submit through a producer that fails after ``n`` sends; returns how many it sent."""
+    kc, t = kafka_config(s), s.topics
+    await ensure_topics(kc, [t.prompts, t.reasoning, t.direct, t.dead], s.partitions)
+    producer = make_producer(kc)
+    await producer.start()
+    broken = BrokenProducer(producer, n)
+    try:
+        await submit(broken, store, t.prompts, requests, "t", job_id=job_id)  # type: ignore[arg-type]
+    finally:
+        await producer.stop()
+    return broken.sent
+
+
+async def test_a_line_over_the_limit_is_refused_before_anything_is_recorded(
+    settings: Settings, redis: Redis, unique: str
+) -> None:
+    requests = sample_requests(5)
+    huge = ChatBody(messages=[ChatMessage(role="user", content="x" * (1024 * 1024))])
+    requests[2] = InputRequest(line=3, custom_id="huge", body=huge)
+    job = f"job-big-{unique}"
+    with pytest.raises(BadInput, match=r"^line 3: the prompt message is \d+ bytes, over the limit of 1032192 bytes"):
+        await submit_through(settings, Store(redis), requests, 10**9, job)
+    assert not await redis.exists(meta_key(job), ids_key(job)) and await redis.zscore(JOBS_INDEX, job) is None
+
+
+async def test_a_submit_that_fails_midway_leaves_a_failed_job_that_counts_nothing(
+    settings: Settings, artifact: Path, redis: Redis, unique: str
+) -> None:
+    kc, t = kafka_config(settings), settings.topics
+    store, requests = Store(redis), sample_requests(20)
+    with pytest.raises(SubmitFailed) as info:
+        await submit_through(settings, store, requests, 8, f"job-half-{unique}")
+    job = info.value.job_id
+    assert job == f"job-half-{unique}" and str(info.value).startswith(f"job {job} failed: publishing failed: ")
+    assert "KafkaConnectionError" in info.value.reason
+    meta = await store.job_meta(job)
+    assert meta is not None and (meta.state, meta.failed_reason, meta.total) == ("failed", info.value.reason, 20)
+
+    # the 8 prompts that were published reach the workers, which refuse them
+    async with running(*workers(settings, artifact)) as w:
+        dead = [DeadLetter.model_validate_json(r.value) for r in await read_topic(kc.bootstrap, t.dead, 8, 120)]
+        w.check()
+    assert sorted(d.request_id or "" for d in dead) == sorted(request_id(job, r.custom_id) for r in requests[:8])
+    assert all(d.reason.startswith("rejected (failed_job): ") and d.stage == "inference" for d in dead)
+    totals = await store.totals(job)
+    assert (totals.completed, totals.failed, sum(r.requests for r in totals.routes.values())) == (0, 0, 0)
     assert [r async for r in store.results(job)] == []
-    assert await redis.exists(done_key(job)) == 0
-
-    failed = f"job-failed-{unique}"
-    await a_job(store, failed, start=False)
-    assert await store.write_result(result(failed, 1, "direct"))  # counts while submitting
-    assert await store.write_escalation(failed, f"{failed}/2", escalation())
-    assert (await store.totals(failed)).completed == 1
-    assert await store.fail_job(failed, "broker gone after 2 of 3")
-    # everything it counted is gone, and nothing counts any more
-    assert await store.totals(failed) == nothing
-    assert [r async for r in store.results(failed)] == []
-    assert [k async for k in redis.scan_iter(match=f"tr:{{{failed}}}:*")] == [meta_key(failed).encode()]
-    assert not await store.write_result(result(failed, 2, "direct"))
-    assert not await store.write_escalation(failed, f"{failed}/3", escalation())
-    assert (await store.totals(failed)).completed == 0
-    meta = await store.job_meta(failed)
-    assert meta is not None and (meta.state, meta.failed_reason) == ("failed", "broker gone after 2 of 3")
-
-
-async def test_a_job_goes_submitting_running_done(redis: Redis, unique: str) -> None:
-    store = Store(redis)
-    job = f"job-{unique}"
-    meta, _, prompts = await a_job(store, job, start=False)
-    got = await store.job_meta(job)
-    assert got is not None and (got.state, got.total, got.submitted_at) == ("submitting", 3, meta.submitted_at)
-    assert job in await store.recent_jobs() and await redis.scard(ids_key(job)) == 3  # type: ignore[misc]
-    with pytest.raises(InvalidInput, match="already exists"):
-        await store.register_job(meta, ["x"], new_secret())
-    assert await store.admit(prompts[0]) is Verdict.OK  # the first registration (and secret) stand
-    assert await store.renew_lease(job)
-    assert await store.write_result(result(job, 1, "direct"))  # a worker may be faster than the acks
-    assert await store.start_job(job) == "running"
-    assert not await store.renew_lease(job) and not await store.fail_job(job, "late")
-    assert await store.write_result(result(job, 2, "direct"))
-    assert (await store.job_meta(job)).state == "running"  # type: ignore[union-attr]
-    assert await store.write_result(result(job, 3, "reasoning", "failed"))
-    assert (await store.job_meta(job)).state == "done"  # type: ignore[union-attr]
     s = await summary(store, meta)
-    assert (s["state"], s["completed"], s["failed"], s["pending"], s["failed_reason"]) == ("done", 2, 1, 0, None)
+    assert (s["state"], s["failed_reason"], s["pending"], s["completed"]) == ("failed", info.value.reason, 0, 0)
 
-    quick = f"job-quick-{unique}"
-    await a_job(store, quick, n=1, start=False)
-    assert await store.write_result(result(quick, 1, "direct"))
-    assert await store.start_job(quick) == "done"  # every result was in before the last ack
-    assert await store.start_job(f"job-none-{unique}") is None
-
-
-async def test_a_vanished_submitter_is_failed_once_its_lease_expires(redis: Redis, unique: str) -> None:
-    store = Store(redis)
-    job, held = f"job-{unique}", f"job-held-{unique}"
-    meta = JobMeta(job_id=job, total=2, source="t", submitted_at=time.time())
-    await store.register_job(meta, [f"{job}/1", f"{job}/2"], new_secret(), lease_s=-1)
-    await store.register_job(meta.model_copy(update={"job_id": held}), [f"{held}/1"], new_secret())
-    assert await store.write_result(result(job, 1, "direct"))
-    s = await summary(store, meta.model_copy(update={"job_id": held}))
-    assert (s["state"], s["pending"]) == ("submitting", 2)  # its lease still runs
-    s = await summary(store, meta)
-    assert (s["state"], s["failed_reason"], s["completed"], s["pending"]) == ("failed", LEASE_EXPIRED, 0, 0)
-    assert not await store.renew_lease(job)
+    env = settings_env(settings) | {"PYTHONPATH": str(ROOT)}
+    for args in (["--json"], []):
+        argv = [sys.executable, "-m", "workers", "status", job, *args]
+        proc = await asyncio.to_thread(subprocess.run, argv, capture_output=True, text=True, env=env, timeout=60)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        if args:
+            shown = json.loads(proc.stdout)
+            assert (shown["state"], shown["failed_reason"], shown["pending"]) == ("failed", info.value.reason, 0)
+        else:
+            assert "0 pending of 20" in proc.stdout and "(failed)" in proc.stdout
+            assert "failed: publishing failed: KafkaConnectionError" in proc.stdout
 
 
-async def test_request_ids_cost_about_55_bytes_each(redis: Redis, unique: str) -> None:
-    store = Store(redis)
-    job = f"job-{unique[:10]}ab"  # as new_job_id makes them: job-<12 hex>
-    ids = [request_id(job, f"mmlu-pro-{10000 + i}") for i in range(10_000)]
-    await store.register_job(
-        JobMeta(job_id=job, total=len(ids), source="t", submitted_at=time.time()), ids, new_secret()
+def test_a_line_pydantic_cannot_serialise_fails_the_submit_with_its_number(
+    settings: Settings, tmp_path: Path, redis_server: Any
+) -> None:
+    path = tmp_path / "surrogate.jsonl"
+    path.write_text('{"id": "a", "prompt": "fine"}\n{"id": "b", "prompt": "lone \\ud800 surrogate"}\n')
+    env = settings_env(settings) | {"PYTHONPATH": str(ROOT)}
+    before = jobs_in_redis(settings)
+    proc = subprocess.run(
+        [sys.executable, "-m", "workers", "submit", str(path)], capture_output=True, text=True, env=env, timeout=60
     )
-    assert await redis.scard(ids_key(job)) == 10_000 and len(ids[0]) == 31  # type: ignore[misc]
-    per_id = await redis.memory_usage(ids_key(job), samples=0) / len(ids)
-    assert 31 < per_id < 80, per_id  # measured 54.8 on Valkey 9.1 (the module doc of workers.store.jobstore)
-    assert await redis.zscore(JOBS_INDEX, job) is not None
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith("error: line 2: ") and "surrogate" in line and "nothing submitted" in line
+    assert proc.stdout == "" and jobs_in_redis(settings) == before
+
+
+def jobs_in_redis(s: Settings) -> int:
+    assert s.redis_url is not None
+    client = SyncRedis.from_url(s.redis_url.get_secret_value())
+    try:
+        return int(client.zcard(JOBS_INDEX))  # type: ignore[arg-type]
+    finally:
+        client.close()
