@@ -10,6 +10,7 @@ CLI prints one line, ``error: <message>``, and exits with the class's ``exit_cod
     │   ├── ServiceError     3  an embedded service (a child process) died or did not start
     │   ├── JobTimeout       1  a job was not done within its timeout
     │   └── SubmitFailed     1  (workers.submit.jobs) publishing failed midway: the job is failed; names it
+    │       └── SubmitUnreachable  3  ... because the broker or Redis went away
     └── PermanentError       1  retrying cannot help: a 4xx from the LLM, an unknown model
         ├── LLMFailed        1  (workers.inference.client) an LLM request failed for good
         ├── RejectedRequest  1  (workers.store.integrity) a prompt its job did not register: dead-lettered

@@ -153,7 +153,7 @@ async def test_a_submit_that_fails_midway_leaves_a_failed_job_that_counts_nothin
         await submit_through(settings, store, requests, 8, f"job-half-{unique}")
     job = info.value.job_id
     assert job == f"job-half-{unique}" and str(info.value).startswith(f"job {job} failed: publishing failed: ")
-    assert "KafkaConnectionError" in info.value.reason
+    assert "KafkaConnectionError" in info.value.reason and info.value.exit_code == 3  # the broker went away
     meta = await store.job_meta(job)
     assert meta is not None and (meta.state, meta.failed_reason, meta.total) == ("failed", info.value.reason, 20)
 

@@ -13,16 +13,17 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaTimeoutError
+from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from schemas.batch import ChatBody
 from schemas.messages import PromptMessage, RoutedMessage
 from schemas.records import JobMeta, JobTotals, RouteTotals
 from tests.factories import route_decision
 from workers.cli import console
-from workers.errors import EXIT_USAGE, BadInput, InvalidInput
+from workers.errors import EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE, BadInput, InvalidInput
 from workers.store.integrity import (
     RejectedRequest,
     Verdict,
@@ -38,7 +39,7 @@ from workers.store.jobstore import ROUTES
 from workers.submit import jobs
 from workers.submit.batchfile import InputRequest
 from workers.submit.encode import MAX_REQUEST_SIZE, ROUTING_HEADROOM, encode_prompts, message_limit
-from workers.submit.jobs import LEASE_EXPIRED, SubmitFailed, submit, summary
+from workers.submit.jobs import LEASE_EXPIRED, SubmitFailed, SubmitUnreachable, submit, summary
 
 SECRET = bytes(range(32))
 BODY = ChatBody.model_validate(
@@ -252,23 +253,29 @@ class FakeStore:
 
 
 class FakeProducer:
-    """Acks every send, or: raises on the send after ``fail_after``, fails the ack of send ``bad_ack``
-    (0-based), or blocks forever on the send after ``block_after`` (``blocked`` is set then)."""
+    """Acks every send, or: raises ``error`` on the send after ``fail_after``, fails the ack of send
+    ``bad_ack`` (0-based) with it, or blocks forever on the send after ``block_after`` (``blocked`` is set)."""
 
-    def __init__(self, fail_after: int | None = None, bad_ack: int | None = None, block_after: int | None = None):
+    def __init__(
+        self,
+        fail_after: int | None = None,
+        bad_ack: int | None = None,
+        block_after: int | None = None,
+        error: type[Exception] = KafkaTimeoutError,
+    ) -> None:
         self.sent: list[bytes] = []
-        self.fail_after, self.bad_ack, self.block_after = fail_after, bad_ack, block_after
+        self.fail_after, self.bad_ack, self.block_after, self.error = fail_after, bad_ack, block_after, error
         self.blocked = asyncio.Event()
 
     async def send(self, topic: str, value: bytes, key: bytes | None = None) -> asyncio.Future[None]:
         if self.fail_after is not None and len(self.sent) >= self.fail_after:
-            raise KafkaTimeoutError("buffer full")
+            raise self.error("send failed (test)")
         if self.block_after is not None and len(self.sent) >= self.block_after:
             self.blocked.set()
             await asyncio.Event().wait()
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if len(self.sent) == self.bad_ack:
-            fut.set_exception(KafkaTimeoutError("no ack"))
+            fut.set_exception(self.error("no ack (test)"))
         else:
             fut.set_result(None)
         self.sent.append(value)
@@ -294,16 +301,38 @@ async def test_the_job_is_registered_with_every_request_id_before_the_first_publ
     assert len(producer.sent) == 6 and meta.state == "running" and meta.total == 6
 
 
-@pytest.mark.parametrize("producer", [FakeProducer(fail_after=2), FakeProducer(bad_ack=1)], ids=["send", "ack"])
-async def test_a_broker_failure_mid_publish_fails_the_job_and_names_it(producer: FakeProducer) -> None:
+@pytest.mark.parametrize(
+    ("producer", "error", "exit_code"),
+    [
+        (FakeProducer(fail_after=2), "KafkaTimeoutError", EXIT_UNREACHABLE),
+        (FakeProducer(bad_ack=1), "KafkaTimeoutError", EXIT_UNREACHABLE),
+        (FakeProducer(bad_ack=4, error=MessageSizeTooLargeError), "MessageSizeTooLargeError", EXIT_FAILED),
+    ],
+    ids=["send", "ack", "broker-limit"],
+)
+async def test_a_broker_failure_mid_publish_fails_the_job_and_names_it(
+    producer: FakeProducer, error: str, exit_code: int
+) -> None:
     store = FakeStore()
     with pytest.raises(SubmitFailed) as info:
         await submit(producer, store, "p", SIX, "f", job_id="job-half")  # type: ignore[arg-type]
     assert info.value.job_id == "job-half" and str(info.value).startswith("job job-half failed: publishing failed")
-    assert "KafkaTimeoutError" in str(info.value) and info.value.exit_code == 1
+    assert error in str(info.value) and info.value.exit_code == exit_code
     assert "start" not in store.names()
     assert [r for n, r in store.calls if n == "fail"] == [info.value.reason]
     assert store.meta is not None and store.meta.state == "failed"
+
+
+async def test_redis_lost_after_the_last_ack_fails_the_job_too() -> None:
+    class LostRedis(FakeStore):
+        async def start_job(self, job_id: str) -> str:
+            raise RedisConnectionError("gone (test)")
+
+    store = LostRedis()
+    with pytest.raises(SubmitUnreachable) as info:
+        await submit(FakeProducer(), store, "p", SIX, "f", job_id="job-r")  # type: ignore[arg-type]
+    assert info.value.reason.startswith("recording that every prompt was published failed: ConnectionError")
+    assert info.value.exit_code == EXIT_UNREACHABLE and store.names()[-1] == "fail"
 
 
 async def test_an_interrupted_submit_fails_the_job_before_it_stops() -> None:

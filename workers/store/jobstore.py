@@ -136,7 +136,10 @@ class Store:
     async def register_job(
         self, meta: JobMeta, request_ids: Sequence[str], secret: bytes, lease_s: float = LEASE_S
     ) -> None:
-        """Record a new job as ``submitting`` with its secret, then its request ids; before any publish."""
+        """Record a new job as ``submitting`` with its secret, then its request ids; before any publish.
+
+        InvalidInput if the job exists (nothing changes). If Redis fails after the first step, the job stays
+        ``submitting`` until its lease expires, then is failed (nothing of it was published)."""
         record = meta.model_copy(update={"state": "submitting", "failed_reason": None}).model_dump_json()
         if not await self._register(keys=[meta_key(meta.job_id)], args=[record, meta.total, secret.hex(), lease_s]):
             raise InvalidInput(f"job {meta.job_id} already exists")

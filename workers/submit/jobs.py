@@ -13,21 +13,21 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from schemas.batch import BatchError, BatchOutputLine, BatchResponse
 from schemas.records import JobMeta, JobTotals, RequestResult
-from workers.errors import JobTimeout, TransientError, Unreachable
-from workers.store.integrity import new_secret, request_id
+from workers.errors import EXIT_UNREACHABLE, JobTimeout, TransientError, Unreachable
+from workers.store.integrity import new_secret
 from workers.store.jobstore import LEASE_S, ROUTES, TOKEN_KINDS, Store
 from workers.submit.batchfile import InputRequest
 from workers.submit.encode import encode_prompts, message_limit
 
 log = logging.getLogger(__name__)
 ProgressFn = Callable[[int, int], None]
-__all__ = ["SubmitFailed", "encode_prompts", "request_id", "submit", "summary", "wait_for_job", "write_results"]
 
 LEASE_EXPIRED = "the submitter stopped before every prompt was published (its lease expired)"
 
@@ -40,6 +40,15 @@ class SubmitFailed(TransientError):
         super().__init__(f"job {job_id} failed: {reason}")
         self.job_id = job_id
         self.reason = reason
+
+
+class SubmitUnreachable(SubmitFailed):
+    """SubmitFailed because the broker or Redis went away midway (exit 3, as for ``Unreachable``)."""
+
+    exit_code = EXIT_UNREACHABLE
+
+
+CONNECTION_ERRORS = (KafkaConnectionError, KafkaTimeoutError, RedisConnectionError, RedisTimeoutError)
 
 
 def new_job_id() -> str:
@@ -68,17 +77,21 @@ async def submit(
     limit = message_limit(producer) if max_message_bytes is None else min(message_limit(producer), max_message_bytes)
     encoded = encode_prompts(job_id, requests, now, secret, limit)
     meta = JobMeta(job_id=job_id, total=len(requests), source=source, submitted_at=now)
-    await store.register_job(meta, [key.decode() for key, _ in encoded], secret)
+    await store.register_job(meta, [key.decode() for key, _ in encoded], secret)  # before the first publish
+    published = False
     try:
         await _publish(producer, store, topic, job_id, encoded)
+        published = True
         state = await store.start_job(job_id)
     except SubmitFailed:
         raise
     except BaseException as exc:  # Ctrl-C too: the job must not stay half-submitted
-        reason = f"publishing failed: {type(exc).__name__}: {exc}"[:500]
+        stage = "recording that every prompt was published" if published else "publishing"
+        reason = f"{stage} failed: {type(exc).__name__}: {exc}"[:500]
         await _mark_failed(store, job_id, reason)
         if isinstance(exc, Exception):
-            raise SubmitFailed(job_id, reason) from exc
+            kind = SubmitUnreachable if isinstance(exc, CONNECTION_ERRORS) else SubmitFailed
+            raise kind(job_id, reason) from exc
         raise
     if state not in ("running", "done"):
         raise SubmitFailed(job_id, await _failed_reason(store, job_id))
