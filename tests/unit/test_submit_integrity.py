@@ -118,7 +118,7 @@ def test_mac_changes_with_the_secret_and_a_signed_prompt_verifies_only_with_its_
 texts = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=40)
 bodies = st.builds(
     lambda content, temperature, stop, metadata, max_tokens: ChatBody.model_validate(
-        {"messages": [{"role": "user", "content": content}], "temperature": temperature, "stop": stop}
+        {"messages": [{"role": "user", "content": f"Q: {content}"}], "temperature": temperature, "stop": stop}
         | ({"metadata": metadata} if metadata else {})
         | ({"max_tokens": max_tokens} if max_tokens else {})
     ),
