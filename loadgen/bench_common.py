@@ -23,6 +23,7 @@ from workers import data
 from workers.data.prompts import format_mcq_prompt
 from workers.kafka.clients import KafkaConfig
 from workers.local.services import Service
+from workers.store.integrity import sign
 
 SAMPLE = Path(__file__).resolve().parent / "samples" / "mmlu_pro_200.jsonl"
 MODEL = "Qwen/Qwen3-30B-A3B"
@@ -56,17 +57,22 @@ def load_bodies(n: int, seed: int = SEED) -> list[ChatBody]:
     return bodies
 
 
-def prompt(job: str, i: int, body: ChatBody) -> PromptMessage:
-    return PromptMessage(
+def prompt(job: str, i: int, body: ChatBody, secret: bytes | None = None) -> PromptMessage:
+    """Prompt ``i`` of ``job``; signed with the job's secret when given (the inference worker answers only
+    prompts of a registered job, signed by its submitter: ``loadgen.bench_pipeline.register``)."""
+    msg = PromptMessage(
         request_id=f"{job}/{i}", job_id=job, custom_id=str(i), line=i + 1, body=body, submitted_at=time.time()
     )
+    return sign(msg, secret) if secret is not None else msg
 
 
-async def send_prompts(producer: AIOKafkaProducer, topic: str, job: str, bodies: Sequence[ChatBody]) -> None:
+async def send_prompts(
+    producer: AIOKafkaProducer, topic: str, job: str, bodies: Sequence[ChatBody], secret: bytes | None = None
+) -> None:
     """Publish one prompt per body (``submitted_at`` = its send time) and wait for every ack."""
     futs = []
     for i, body in enumerate(bodies):
-        msg = prompt(job, i, body)
+        msg = prompt(job, i, body, secret)
         futs.append(await producer.send(topic, msg.model_dump_json().encode(), key=msg.request_id.encode()))
     await asyncio.gather(*futs)
 

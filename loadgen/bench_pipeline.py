@@ -16,7 +16,9 @@ from redis.asyncio import Redis
 from loadgen.bench_common import POLL_S, log, paused, send_prompts
 from schemas.batch import ChatBody
 from schemas.messages import RoutedMessage
+from schemas.records import JobMeta
 from workers.local.services import Service
+from workers.store.integrity import new_secret, sign
 from workers.store.jobstore import Store, done_key
 
 WARMUP = 32
@@ -52,12 +54,25 @@ async def finished(rig: PipelineRig, job: str) -> list[tuple[float, float]]:
     return out
 
 
+async def register(rig: PipelineRig, job: str, count: int) -> bytes:
+    """Register ``job`` with request ids ``<job>/0`` .. ``<job>/<count - 1>`` as submit does (the inference
+    worker answers only registered, signed prompts); returns its secret."""
+    secret = new_secret()
+    store = Store(rig.redis)
+    meta = JobMeta(job_id=job, total=count, source="bench", submitted_at=time.time())
+    await store.register_job(meta, [f"{job}/{i}" for i in range(count)], secret)
+    await store.start_job(job)
+    return secret
+
+
 async def publish_routed(rig: PipelineRig, job: str, routed: Sequence[RoutedMessage]) -> None:
     futs = []
+    secret = await register(rig, job, len(routed))
     now = time.time()
     for i, m in enumerate(routed):
         rid = f"{job}/{i}"
         p = m.prompt.model_copy(update={"job_id": job, "request_id": rid, "custom_id": str(i), "submitted_at": now})
+        p = sign(p, secret)
         msg = m.model_copy(update={"prompt": p, "routed_at": now})
         topic = rig.reasoning_topic if m.route.route == "reasoning" else rig.direct_topic
         futs.append(await rig.producer.send(topic, msg.model_dump_json().encode(), key=rid.encode()))
@@ -88,12 +103,14 @@ async def pipeline(
     """Prompts produced while router and inference worker are stopped, then let go; the rate is
     count / (last ``finished_at`` - the moment they were let go)."""
     warm = f"pwarm-{uuid.uuid4().hex[:8]}"
-    await send_prompts(rig.producer, prompts_topic, warm, warm_bodies[:WARMUP])
+    warm_secret = await register(rig, warm, len(warm_bodies[:WARMUP]))
+    await send_prompts(rig.producer, prompts_topic, warm, warm_bodies[:WARMUP], warm_secret)
     await wait_results(rig, warm, min(WARMUP, len(warm_bodies)), rig.inference, router)
     job = f"pipe-{uuid.uuid4().hex[:8]}"
     log(f"pipeline: {len(bodies)} prompts as a backlog ...")
+    secret = await register(rig, job, len(bodies))
     with paused(router, rig.inference):
-        await send_prompts(rig.producer, prompts_topic, job, bodies)
+        await send_prompts(rig.producer, prompts_topic, job, bodies, secret)
     start = time.time()
     await wait_results(rig, job, len(bodies), rig.inference, router)
     times = await finished(rig, job)

@@ -27,6 +27,12 @@ class PromptMessage(Strict):
     line: int = Field(ge=1, description="line number in the submitted file")
     body: ChatBody
     submitted_at: float = Field(description="unix time the job was submitted")
+    mac: str | None = Field(
+        default=None,
+        pattern="^[0-9a-f]{64}$",
+        description="HMAC-SHA256 (hex) over job_id, custom_id, line, submitted_at and the body, with the job's "
+        "secret (kept in Redis, never on Kafka); the inference worker rejects a prompt without a matching one",
+    )
 
 
 class RouteDecision(Strict):

@@ -49,14 +49,24 @@ class RequestResult(Strict):
     )
 
 
+JobState = Literal["submitting", "running", "failed", "done"]
+
+
 class JobMeta(Strict):
-    """Key ``tr:{job}:meta``: written by submit."""
+    """Key ``tr:{job}:meta`` (a hash, ``workers.store.jobstore``): written by submit, its state kept current.
+
+    ``submitting`` while the prompts are published (results already count), ``running`` once every one was
+    acknowledged, ``done`` when the last result is stored; ``failed`` (terminal) when publishing failed or
+    the submitter vanished: nothing of the job counts, its results are discarded, ``failed_reason`` says why.
+    """
 
     v: Literal[1] = Field(default=1, description="schema version")
     job_id: str
     total: int = Field(ge=0)
     source: str
     submitted_at: float
+    state: JobState = "submitting"
+    failed_reason: str | None = None
 
 
 class RouteTotals(Strict):

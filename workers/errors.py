@@ -8,9 +8,12 @@ CLI prints one line, ``error: <message>``, and exits with the class's ``exit_cod
     ├── TransientError       1  worth retrying: timeouts, resets, 429, 5xx
     │   ├── Unreachable      3  the broker or Redis refused or dropped the connection; carries the address
     │   ├── ServiceError     3  an embedded service (a child process) died or did not start
-    │   └── JobTimeout       1  a job was not done within its timeout
+    │   ├── JobTimeout       1  a job was not done within its timeout
+    │   └── SubmitFailed     1  (workers.submit.jobs) publishing failed midway: the job is failed; names it
+    │       └── SubmitUnreachable  3  ... because the broker or Redis went away
     └── PermanentError       1  retrying cannot help: a 4xx from the LLM, an unknown model
         ├── LLMFailed        1  (workers.inference.client) an LLM request failed for good
+        ├── RejectedRequest  1  (workers.store.integrity) a prompt its job did not register: dead-lettered
         ├── InvalidInput     2  input the command cannot use: a flag value, a file, a name
         │   ├── BadInput     2  a batch-file line that cannot be submitted; carries the line number
         │   └── NotFound     2  a job (or another named thing) that does not exist

@@ -5,16 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from schemas.messages import PromptMessage, RoutedMessage
 from schemas.records import JobMeta, RequestResult
 from workers.kafka.clients import ensure_topics, kafka_config, make_producer
 from workers.settings import Settings
+from workers.store.integrity import new_secret, sign
 from workers.store.jobstore import Store, done_key
 from workers.submit.batchfile import InputRequest, read_batch
 from workers.submit.jobs import submit
@@ -120,6 +122,20 @@ async def submit_requests(s: Settings, store: Store, requests: list[InputRequest
         return await submit(producer, store, t.prompts, requests, source=source)
     finally:
         await producer.stop()
+
+
+async def register(store: Store, meta: JobMeta, request_ids: Sequence[str]) -> bytes:
+    """Register a job as submit does (its request ids and a new secret) and start it; returns the secret."""
+    secret = new_secret()
+    await store.register_job(meta, request_ids, secret)
+    assert await store.start_job(meta.job_id) == "running"
+    return secret
+
+
+def signed(msg: RoutedMessage, secret: bytes) -> RoutedMessage:
+    """The routed message with its prompt signed by the job's secret."""
+    prompt: PromptMessage = sign(msg.prompt, secret)
+    return msg.model_copy(update={"prompt": prompt})
 
 
 async def assert_exact_totals(store: Store, job: str, completed: int, failed: int = 0) -> list[RequestResult]:

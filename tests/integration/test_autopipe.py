@@ -11,7 +11,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from schemas.records import JobMeta
-from tests.integration.test_store import result
+from tests.integration.helpers import register
+from tests.integration.test_store import ids, result
 from workers.store.autopipe import AutoPipeline
 from workers.store.jobstore import Store
 
@@ -22,7 +23,7 @@ async def test_concurrent_writes_share_round_trips_and_count_once(redis: Redis, 
     store = Store(redis, autopipeline=True)
     assert store.pipeline is not None
     job = f"job-{unique}"
-    await store.create_job(JobMeta(job_id=job, total=300, source="t", submitted_at=time.time()))
+    await register(store, JobMeta(job_id=job, total=300, source="t", submitted_at=time.time()), ids(job, range(300)))
     rs = [result(job, i, "reasoning" if i % 3 == 0 else "direct") for i in range(300)]
     before = await asyncio.gather(*[store.is_done(job, r.request_id) for r in rs[:10]])
     written = await asyncio.gather(*[store.write_result(r) for r in rs + rs[:50]])  # 50 redeliveries

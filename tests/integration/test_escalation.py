@@ -18,7 +18,7 @@ from schemas.messages import AttemptSummary, PromptMessage, RoutedMessage
 from schemas.records import JobMeta
 from tests.conftest import wait_until
 from tests.factories import route_decision
-from tests.integration.helpers import assert_exact_totals, committed, produce, read_topic, running
+from tests.integration.helpers import assert_exact_totals, committed, produce, read_topic, register, running, signed
 from workers.data import MMLU_PRO_TEST, read_jsonl
 from workers.data.prompts import format_mcq_prompt
 from workers.inference.serve import serve_inference
@@ -64,12 +64,13 @@ async def test_low_confidence_answer_is_escalated_once(settings: Settings, redis
     job, job_b = f"job-esc-{unique}", f"job-esc-b-{unique}"
     meta = JobMeta(job_id=job, total=2, source="test", submitted_at=time.time())
     meta_b = JobMeta(job_id=job_b, total=1, source="test", submitted_at=time.time())
-    await store.create_job(meta)
-    await store.create_job(meta_b)
     low, high = _direct(job, LOW, bodies[LOW], 1), _direct(job, HIGH, bodies[HIGH], 2)
+    secret = await register(store, meta, [low.prompt.request_id, high.prompt.request_id])
+    low, high = signed(low, secret), signed(high, secret)
 
     # job B: a worker crashed after recording the first attempt and before publishing the escalation
     low_b = _direct(job_b, LOW, bodies[LOW], 1)
+    low_b = signed(low_b, await register(store, meta_b, [low_b.prompt.request_id]))
     crashed = AttemptSummary(
         route=low_b.route,
         model=MODEL,
@@ -161,9 +162,9 @@ async def test_escalation_to_a_larger_model_on_its_own_endpoint(settings: Settin
     body = ChatBody(messages=[ChatMessage(role="user", content=format_mcq_prompt(q["question"], q["options"]))])
     job = f"job-esc-m-{unique}"
     meta = JobMeta(job_id=job, total=1, source="test", submitted_at=time.time())
-    await store.create_job(meta)
     msg = _direct(job, SMALL_LOW, body, 1)
     msg = msg.model_copy(update={"route": msg.route.model_copy(update={"model": SMALL})})
+    msg = signed(msg, await register(store, meta, [msg.prompt.request_id]))
     async with running(lambda stop: serve_inference(s, stop)) as workers:
         await produce(kc.bootstrap, t.direct, [(msg.prompt.request_id.encode(), msg.model_dump_json().encode())])
         await wait_for_job(store, meta, check=workers.check, timeout_s=120)

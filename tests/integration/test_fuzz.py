@@ -20,15 +20,16 @@ from redis.asyncio import Redis
 
 from loadgen.procs import settings_env
 from schemas.batch import ChatBody, ChatMessage
-from schemas.messages import DeadLetter, PromptMessage
+from schemas.messages import DeadLetter, PromptMessage, RoutedMessage
 from schemas.records import JobMeta
 from tests.conftest import ROOT
-from tests.integration.helpers import produce, read_topic, running
+from tests.integration.helpers import produce, read_topic, register, running
 from workers.inference.serve import serve_inference
 from workers.kafka.clients import ensure_topics, kafka_config
 from workers.router.serve import serve_router
 from workers.settings import Settings
-from workers.store.jobstore import Store
+from workers.store.integrity import sign
+from workers.store.jobstore import Store, done_key, ids_key
 from workers.submit.batchfile import read_batch
 from workers.submit.jobs import wait_for_job
 
@@ -36,12 +37,16 @@ pytestmark = pytest.mark.integration
 CAP = 4000
 
 
-def good_message(job: str, i: int) -> bytes:
+def good_prompt(job: str, i: int, secret: bytes | None = None) -> PromptMessage:
     body = ChatBody(messages=[ChatMessage(role="user", content=f"Question {i}: what is {i} + {i}?")], max_tokens=64)
     msg = PromptMessage(
         request_id=f"{job}/{i}", job_id=job, custom_id=str(i), line=i + 1, body=body, submitted_at=time.time()
     )
-    return msg.model_dump_json().encode()
+    return sign(msg, secret) if secret is not None else msg
+
+
+def good_message(job: str, i: int, secret: bytes | None = None) -> bytes:
+    return good_prompt(job, i, secret).model_dump_json().encode()
 
 
 def bad_message(rng: random.Random, job: str, i: int) -> tuple[str, bytes]:
@@ -93,19 +98,20 @@ async def test_fuzzed_prompt_topic(settings: Settings, artifact: Path, redis: Re
     rng = random.Random(1123)
     job = f"fuzz-{unique}"
     n_good, n_bad = 300, 1700
+    store = Store(redis)
+    meta = JobMeta(job_id=job, total=n_good, source="fuzz", submitted_at=time.time())
+    secret = await register(store, meta, [f"{job}/{i}" for i in range(n_good)])
     items: list[tuple[bytes | None, bytes]] = []
     bad_values: list[bytes] = []
     for i in range(n_good):
-        items.append((f"{job}/{i}".encode(), good_message(job, i)))
+        items.append((f"{job}/{i}".encode(), good_message(job, i, secret)))
     for i in range(n_good // 10):  # duplicates of good messages: answered once
-        items.append((f"{job}/{i}".encode(), good_message(job, i)))
+        items.append((f"{job}/{i}".encode(), good_message(job, i, secret)))
     for i in range(n_bad):
         _, value = bad_message(rng, job, i)
         items.append((rng.choice([None, b"k"]), value))
         bad_values.append(value)
     rng.shuffle(items)
-    store = Store(redis)
-    await store.create_job(JobMeta(job_id=job, total=n_good, source="fuzz", submitted_at=time.time()))
     async with running(lambda stop: serve_router(s, stop, artifact), lambda stop: serve_inference(s, stop)) as w:
         await produce(kc.bootstrap, t.prompts, items)
         totals = await wait_for_job(
@@ -119,6 +125,108 @@ async def test_fuzzed_prompt_topic(settings: Settings, artifact: Path, redis: Re
     assert all(d.stage == "router" and d.reason and d.topic == t.prompts for d in dead)
     reasons = " | ".join(d.reason for d in dead)
     assert "over the limit of 4000" in reasons and "max_tokens 1000000000 is over the limit" in reasons
+    await assert_only_submitted_lines_count(store, {job: [good_prompt(job, i) for i in range(n_good)]})
+
+
+async def assert_only_submitted_lines_count(store: Store, submitted: dict[str, list[PromptMessage]]) -> None:
+    """The invariant: completed + failed <= total, and every result belongs to a submitted line."""
+    for job, prompts in submitted.items():
+        meta = await store.job_meta(job)
+        totals = await store.totals(job)
+        assert meta is not None and totals.completed + totals.failed <= meta.total == len(prompts)
+        lines = {(p.request_id, p.custom_id, p.line) for p in prompts}
+        results = [r async for r in store.results(job)]
+        assert len(results) == totals.completed + totals.failed
+        assert all((r.request_id, r.custom_id, r.line) in lines and r.job_id == job for r in results)
+        assert await store.redis.sdiff([done_key(job), ids_key(job)]) == set()  # nothing done that was not registered
+
+
+FORGERIES = (
+    "new-custom-id",
+    "request-id",
+    "unknown-job",
+    "other-job",
+    "body",
+    "line",
+    "submitted-at",
+    "mac-random",
+    "mac-swapped",
+    "unsigned",
+)
+
+
+def forge(rng: random.Random, kind: str, p: PromptMessage, other: PromptMessage, job_b: str, i: int) -> PromptMessage:
+    """A valid prompt message (it passes the router) that its job's submitter did not send."""
+    job = p.job_id
+    if kind == "new-custom-id":
+        cid = f"x{i}-{rng.randrange(10**6)}"
+        return p.model_copy(update={"custom_id": cid, "request_id": f"{job}/{cid}"})
+    if kind == "request-id":
+        return p.model_copy(update={"request_id": other.request_id})
+    if kind == "unknown-job":
+        ghost = f"ghost-{rng.randrange(10**9)}"
+        return p.model_copy(update={"job_id": ghost, "request_id": f"{ghost}/{p.custom_id}"})
+    if kind == "other-job":  # a registered id of another job, this job's MAC
+        return p.model_copy(update={"job_id": job_b, "request_id": f"{job_b}/{p.custom_id}"})
+    if kind == "body":
+        text = "".join(rng.choice("abcdefghij ?") for _ in range(rng.randint(1, 80)))
+        return p.model_copy(
+            update={"body": p.body.model_copy(update={"messages": [ChatMessage(role="user", content=text)]})}
+        )
+    if kind == "line":
+        return p.model_copy(update={"line": p.line + rng.randint(1, 1000)})
+    if kind == "submitted-at":
+        return p.model_copy(update={"submitted_at": p.submitted_at - rng.uniform(1, 10**6)})
+    if kind == "mac-random":
+        return p.model_copy(update={"mac": f"{rng.getrandbits(256):064x}"})
+    if kind == "mac-swapped":
+        return p.model_copy(update={"mac": other.mac})
+    return p.model_copy(update={"mac": None})
+
+
+async def test_fuzzed_forgeries_count_toward_no_job(
+    settings: Settings, artifact: Path, redis: Redis, unique: str
+) -> None:
+    """Valid prompt messages for real jobs that their submitters did not send: each is dead-lettered by the
+    inference worker, and both jobs count exactly their own lines."""
+    kc, t = kafka_config(settings), settings.topics
+    await ensure_topics(kc, [t.prompts, t.reasoning, t.direct, t.dead], settings.partitions)
+    rng = random.Random(2024)
+    store = Store(redis)
+    jobs = {f"fz-a-{unique}": 60, f"fz-b-{unique}": 30}
+    submitted: dict[str, list[PromptMessage]] = {}
+    for job, n in jobs.items():
+        secret = await register(
+            store,
+            JobMeta(job_id=job, total=n, source="fuzz", submitted_at=time.time()),
+            [f"{job}/{i}" for i in range(n)],
+        )
+        submitted[job] = [good_prompt(job, i, secret) for i in range(n)]
+    job_a, job_b = jobs
+    a, n_forged = submitted[job_a], 400
+    forged = []
+    for i in range(n_forged):
+        x = rng.randrange(len(a))
+        y = (x + rng.randrange(1, len(a))) % len(a)  # another line of the job
+        forged.append(forge(rng, FORGERIES[i % len(FORGERIES)], a[x], a[y], job_b, i))
+    items = [(p.request_id.encode(), p.model_dump_json().encode()) for p in [*forged, *a, *submitted[job_b]]]
+    rng.shuffle(items)
+    async with running(
+        lambda stop: serve_router(settings, stop, artifact), lambda stop: serve_inference(settings, stop)
+    ) as w:
+        await produce(kc.bootstrap, t.prompts, items)
+        for job, n in jobs.items():
+            meta = JobMeta(job_id=job, total=n, source="fuzz", submitted_at=0)
+            totals = await wait_for_job(store, meta, check=w.check, timeout_s=240)
+            assert (totals.completed, totals.failed) == (n, 0)
+        dead = [DeadLetter.model_validate_json(r.value) for r in await read_topic(kc.bootstrap, t.dead, n_forged, 120)]
+        w.check()
+    assert all(d.stage == "inference" and d.error == "RejectedRequest" for d in dead)
+    letters = [RoutedMessage.model_validate_json(base64.b64decode(d.value_b64)).prompt for d in dead]
+    assert sorted(p.model_dump_json() for p in letters) == sorted(p.model_dump_json() for p in forged)
+    verdicts = {d.reason.split(")")[0].removeprefix("rejected (") for d in dead}  # "rejected (<verdict>): why"
+    assert verdicts == {"unregistered", "bad_request_id", "unknown_job", "bad_mac", "unsigned"}
+    await assert_only_submitted_lines_count(store, submitted)
 
 
 def fuzz_file(path: Path, rng: random.Random, n: int) -> tuple[set[int], set[int]]:

@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from schemas.messages import RouteDecision
 from schemas.records import JobMeta, RequestResult, Usage
 from tests.factories import route_decision
+from tests.integration.helpers import register
 from workers.store.jobstore import Store, done_key, result_key, totals_key
 
 pytestmark = pytest.mark.integration
@@ -18,6 +19,10 @@ pytestmark = pytest.mark.integration
 
 def decision(route: str) -> RouteDecision:
     return route_decision(route)
+
+
+def ids(job: str, numbers: range) -> list[str]:
+    return [f"{job}/{i}" for i in numbers]
 
 
 def result(job: str, i: int, route: str, status: str = "completed", latency: float = 1.0) -> RequestResult:
@@ -40,7 +45,7 @@ def result(job: str, i: int, route: str, status: str = "completed", latency: flo
 async def test_results_count_once_even_when_written_concurrently(redis: Redis, unique: str) -> None:
     store = Store(redis)
     job = f"job-{unique}"
-    await store.create_job(JobMeta(job_id=job, total=4, source="t", submitted_at=time.time()))
+    await register(store, JobMeta(job_id=job, total=4, source="t", submitted_at=time.time()), ids(job, range(1, 5)))
     rs = [
         result(job, 1, "reasoning"),
         result(job, 2, "direct"),
@@ -71,6 +76,7 @@ async def test_results_count_once_even_when_written_concurrently(redis: Redis, u
 async def test_latency_percentiles_are_nearest_rank(redis: Redis, unique: str) -> None:
     store = Store(redis)
     job = f"job-{unique}"
+    await register(store, JobMeta(job_id=job, total=100, source="t", submitted_at=time.time()), ids(job, range(1, 101)))
     for i in range(1, 101):
         await store.write_result(result(job, i, "direct", latency=float(i)))
     assert await store.latency_percentiles(job) == {"p50": 50.0, "p95": 95.0, "p99": 99.0}

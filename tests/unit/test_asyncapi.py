@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -134,8 +135,11 @@ class _Store:
     def __init__(self) -> None:
         self.jobs: list[JobMeta] = []
 
-    async def create_job(self, meta: JobMeta) -> None:
+    async def register_job(self, meta: JobMeta, request_ids: Sequence[str], secret: bytes) -> None:
         self.jobs.append(meta)
+
+    async def start_job(self, job_id: str) -> str:
+        return "running"
 
 
 async def test_submit_keys_prompts_by_request_id_and_sends_no_headers() -> None:
@@ -143,7 +147,7 @@ async def test_submit_keys_prompts_by_request_id_and_sends_no_headers() -> None:
     body = ChatBody.model_validate({"messages": [{"role": "user", "content": "2+2?"}]})
     requests = [InputRequest(line=i, custom_id=f"c{i}", body=body) for i in (1, 2)]
     meta = await submit(producer, store, topics.PROMPTS, requests, source="t", job_id="job-x")  # type: ignore[arg-type]
-    assert store.jobs == [meta]
+    assert store.jobs == [meta.model_copy(update={"state": "submitting"})] and meta.state == "running"
     assert [kw for _, _, kw in producer.sent] == [{"key": b"job-x/c1"}, {"key": b"job-x/c2"}]
     for topic, value, kw in producer.sent:
         assert topic == topics.PROMPTS

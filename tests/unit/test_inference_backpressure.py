@@ -16,6 +16,7 @@ from schemas.records import RequestResult
 from tests.factories import route_decision
 from workers.inference.client import Completion
 from workers.inference.worker import InferenceConfig, InferenceWorker
+from workers.store.integrity import Verdict
 
 TP = TopicPartition("direct", 0)
 
@@ -92,6 +93,9 @@ class MemoryStore:
 
     async def is_done(self, job_id: str, request_id: str) -> bool:
         return request_id in self.results
+
+    async def admit(self, prompt: PromptMessage) -> Verdict:
+        return Verdict.DONE if prompt.request_id in self.results else Verdict.OK
 
     async def write_result(self, result: RequestResult) -> bool:
         if result.request_id in self.results:

@@ -65,8 +65,10 @@ def print_summary(summary: dict[str, Any], as_json: bool) -> None:
     out.print(
         f"[bold]job {summary['job_id']}[/bold] ({summary.get('source', '')}): "
         f"{summary['completed']} completed, {summary['failed']} failed, {summary['pending']} pending "
-        f"of {summary['total']} in {summary['wall_s']:.1f}s"
+        f"of {summary['total']} in {summary['wall_s']:.1f}s" + (f" ({summary['state']})" if "state" in summary else "")
     )
+    if summary.get("state") == "failed":
+        out.print(f"failed: {summary.get('failed_reason') or 'no reason recorded'}", style="red", markup=False)
     table = Table("route", "requests", "done", "failed", "prompt", "completion", "reasoning", title="tokens by route")
     for route, t in summary["tokens_by_route"].items():
         table.add_row(

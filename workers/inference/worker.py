@@ -31,6 +31,7 @@ from workers.kafka.deadletter import dead_letter
 from workers.kafka.offsets import OffsetTracker
 from workers.runtime.crashpoints import CrashPoints
 from workers.runtime.metrics import WorkerMetrics
+from workers.store.integrity import RejectedRequest, Verdict
 from workers.store.jobstore import Store
 
 log = logging.getLogger(__name__)
@@ -175,7 +176,14 @@ class InferenceWorker:
             self.tracker.done(tp, record.offset)
             return
         prompt, route = msg.prompt, msg.route
-        if await self._store_call(self.store.is_done, prompt.job_id, prompt.request_id):
+        verdict = await self._store_call(self.store.admit, prompt)  # one round trip; the MAC checked here
+        if verdict.rejected:  # not a request its job's submitter registered and signed: never answered
+            log.warning("dead-lettering %s: %s", where, verdict.value)
+            rejected = RejectedRequest(verdict)
+            await self._dead(record, str(rejected), rejected, prompt.request_id, prompt.job_id)
+            self.tracker.done(tp, record.offset)
+            return
+        if verdict is Verdict.DONE:
             self.stats.duplicates += 1
             self.metrics.skipped_duplicate(route.route)
             log.debug("%s: request already recorded, skipping", where)

@@ -13,27 +13,46 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from schemas.batch import BatchError, BatchOutputLine, BatchResponse
-from schemas.messages import PromptMessage
 from schemas.records import JobMeta, JobTotals, RequestResult
-from workers.errors import JobTimeout, Unreachable
-from workers.store.jobstore import ROUTES, TOKEN_KINDS, Store
+from workers.errors import EXIT_UNREACHABLE, JobTimeout, TransientError, Unreachable
+from workers.store.integrity import new_secret
+from workers.store.jobstore import LEASE_S, ROUTES, TOKEN_KINDS, Store
 from workers.submit.batchfile import InputRequest
+from workers.submit.encode import encode_prompts, message_limit
 
 log = logging.getLogger(__name__)
 ProgressFn = Callable[[int, int], None]
 
+LEASE_EXPIRED = "the submitter stopped before every prompt was published (its lease expired)"
+
+
+class SubmitFailed(TransientError):
+    """Publishing a job's prompts failed after it began: the job is ``failed`` in Redis with the reason,
+    nothing it published counts, and its id is in the message (resubmitting makes a new job)."""
+
+    def __init__(self, job_id: str, reason: str) -> None:
+        super().__init__(f"job {job_id} failed: {reason}")
+        self.job_id = job_id
+        self.reason = reason
+
+
+class SubmitUnreachable(SubmitFailed):
+    """SubmitFailed because the broker or Redis went away midway (exit 3, as for ``Unreachable``)."""
+
+    exit_code = EXIT_UNREACHABLE
+
+
+CONNECTION_ERRORS = (KafkaConnectionError, KafkaTimeoutError, RedisConnectionError, RedisTimeoutError)
+
 
 def new_job_id() -> str:
     return f"job-{uuid.uuid4().hex[:12]}"
-
-
-def request_id(job_id: str, custom_id: str) -> str:
-    return f"{job_id}/{custom_id}"
 
 
 async def submit(
@@ -43,24 +62,91 @@ async def submit(
     requests: Sequence[InputRequest],
     source: str,
     job_id: str | None = None,
+    max_message_bytes: int | None = None,
 ) -> JobMeta:
-    """Record the job (its total first, so progress is never over 100%), then publish every prompt.
+    """Encode and check every prompt, register the job (its total, request ids and secret), then publish.
 
-    Returns once the broker acknowledged every prompt.
+    All or nothing: a line that cannot be published raises BadInput before anything is recorded; a failure
+    once publishing began makes the job ``failed`` in Redis (nothing of it counts) and raises SubmitFailed,
+    which names the job. Returns once the broker acknowledged every prompt, with the job ``running`` (or
+    ``done``). ``max_message_bytes``: the broker's record limit if smaller than the producer's.
     """
     job_id = job_id or new_job_id()
     now = time.time()
+    secret = new_secret()
+    limit = message_limit(producer) if max_message_bytes is None else min(message_limit(producer), max_message_bytes)
+    encoded = encode_prompts(job_id, requests, now, secret, limit)
     meta = JobMeta(job_id=job_id, total=len(requests), source=source, submitted_at=now)
-    await store.create_job(meta)
-    acks = []
-    for req in requests:
-        rid = request_id(job_id, req.custom_id)
-        msg = PromptMessage(
-            request_id=rid, job_id=job_id, custom_id=req.custom_id, line=req.line, body=req.body, submitted_at=now
-        )
-        acks.append(await producer.send(topic, msg.model_dump_json().encode(), key=rid.encode()))
-    await asyncio.gather(*acks)
-    return meta
+    await store.register_job(meta, [key.decode() for key, _ in encoded], secret)  # before the first publish
+    published = False
+    try:
+        await _publish(producer, store, topic, job_id, encoded)
+        published = True
+        state = await store.start_job(job_id)
+    except SubmitFailed:
+        raise
+    except BaseException as exc:  # Ctrl-C too: the job must not stay half-submitted
+        stage = "recording that every prompt was published" if published else "publishing"
+        reason = f"{stage} failed: {type(exc).__name__}: {exc}"[:500]
+        await _mark_failed(store, job_id, reason)
+        if isinstance(exc, Exception):
+            kind = SubmitUnreachable if isinstance(exc, CONNECTION_ERRORS) else SubmitFailed
+            raise kind(job_id, reason) from exc
+        raise
+    if state not in ("running", "done"):
+        raise SubmitFailed(job_id, await _failed_reason(store, job_id))
+    return meta.model_copy(update={"state": state})
+
+
+async def _publish(
+    producer: AIOKafkaProducer, store: Store, topic: str, job_id: str, encoded: Sequence[tuple[bytes, bytes]]
+) -> None:
+    """Send every prompt and wait for every ack, renewing the job's lease meanwhile."""
+    every = LEASE_S / 4
+    renew_at = time.monotonic() + every
+
+    async def renew() -> None:
+        nonlocal renew_at
+        if time.monotonic() >= renew_at:
+            renew_at = time.monotonic() + every
+            if not await store.renew_lease(job_id):
+                raise SubmitFailed(job_id, await _failed_reason(store, job_id))
+
+    acks: list[asyncio.Future[Any]] = []
+    try:
+        for key, value in encoded:
+            fut = await producer.send(topic, value, key=key)
+            fut.add_done_callback(_retrieve)
+            acks.append(fut)
+            await renew()
+        pending = set(acks)
+        while pending:
+            done, pending = await asyncio.wait(pending, timeout=every, return_when=asyncio.FIRST_EXCEPTION)
+            for fut in done:
+                fut.result()  # the first broker error ends the submit
+            await renew()
+    except BaseException:
+        acked = sum(1 for f in acks if f.done() and not f.cancelled() and f.exception() is None)
+        log.warning("job %s: publishing stopped after %d of %d prompts were acknowledged", job_id, acked, len(encoded))
+        raise
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    """Mark a failed ack's error as seen (the first one is raised; the others would warn at exit)."""
+    if not fut.cancelled():
+        fut.exception()
+
+
+async def _mark_failed(store: Store, job_id: str, reason: str) -> None:
+    try:
+        await store.fail_job(job_id, reason)
+    except Exception as exc:  # Redis away too: the lease runs out and the first status fails the job
+        log.warning("job %s: could not record the failure (%s); it fails when its lease expires", job_id, exc)
+
+
+async def _failed_reason(store: Store, job_id: str) -> str:
+    meta = await store.job_meta(job_id)
+    return (meta.failed_reason if meta is not None else None) or "the job was failed while it was being published"
 
 
 async def wait_for_job(
@@ -106,6 +192,11 @@ def redis_address(redis: Redis) -> str:
 
 
 async def summary(store: Store, meta: JobMeta, wall_s: float | None = None) -> dict[str, Any]:
+    """The job's state, progress, tokens and latency. A job still ``submitting`` after its submitter's lease
+    expired is failed here (so no job shows pending forever)."""
+    current = await store.job_meta(meta.job_id) or meta
+    if current.state == "submitting" and await store.fail_job(meta.job_id, LEASE_EXPIRED, only_if_lease_expired=True):
+        current = await store.job_meta(meta.job_id) or current
     totals = await store.totals(meta.job_id)
     lat = await store.latency_percentiles(meta.job_id)
     routes = {r: totals.routes[r].requests for r in ROUTES}
@@ -126,7 +217,9 @@ async def summary(store: Store, meta: JobMeta, wall_s: float | None = None) -> d
         "total": meta.total,
         "completed": totals.completed,
         "failed": totals.failed,
-        "pending": max(meta.total - totals.completed - totals.failed, 0),
+        "pending": 0 if current.state == "failed" else max(meta.total - totals.completed - totals.failed, 0),
+        "state": current.state,
+        "failed_reason": current.failed_reason,
         "routes": routes,
         "tokens": tokens,
         "tokens_by_route": by_route,
