@@ -16,8 +16,11 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from loadgen.procs import settings_env
+from tests.integration.helpers import read_topic
 from tests.integration.procs import alive, redis_url_of, stack_of, wait_for, workdir_of
 from tests.integration.test_cli_run import SAMPLE, embedded_env, thinkroute
+from workers.settings import Settings
 from workers.store.jobstore import Store
 
 pytestmark = pytest.mark.integration
@@ -161,3 +164,26 @@ def test_sigkill_leaves_no_process_and_the_next_start_removes_its_directory(arti
     proc = thinkroute("run", str(SAMPLE), "--time-scale", "0", "--json", env=embedded_env())
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not run.workdir.exists()  # removed by the next start: its owner is gone
+
+
+def test_ctrl_c_against_a_configured_kafka_writes_what_is_there_and_leaves_the_job(
+    settings: Settings, tmp_path: Path
+) -> None:
+    out = tmp_path / "out.jsonl"
+    with open(tmp_path / "stderr.txt", "wb") as err:
+        argv = [sys.executable, "-m", "workers", "run", str(SAMPLE), "-o", str(out)]
+        proc = subprocess.Popen(argv, env=settings_env(settings), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=err)
+    try:  # no workers run here: the job waits; once its 20 prompts are on the topic, Ctrl-C
+        assert settings.kafka_bootstrap is not None
+        records = asyncio.run(read_topic(settings.kafka_bootstrap, settings.topics.prompts, 20, timeout=60))
+        job = json.loads(records[0].value)["job_id"]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(EXIT_BOUND_S) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stderr = (tmp_path / "stderr.txt").read_text()
+    assert "stopping: writing the results so far (the workers go on with the job)" in stderr
+    assert f"to continue: thinkroute status {job}; once done: thinkroute results {job} -o {out}" in stderr
+    assert out.read_text() == "" and len((tmp_path / "out.jsonl.missing.txt").read_text().split()) == 20

@@ -12,6 +12,7 @@ Every exit stops every child it started within a bounded time and removes the st
 from __future__ import annotations
 
 import asyncio
+import os
 import shlex
 import shutil
 import signal
@@ -26,7 +27,7 @@ from workers.cli import console
 from workers.cli.common import REDIS_ERRORS, err
 from workers.cli.interrupt import Interrupted, StopSignals, in_daemon_thread
 from workers.cli.partial import write_output
-from workers.errors import ConfigError, ServiceError
+from workers.errors import EXIT_INTERRUPTED, ConfigError, ServiceError
 from workers.settings import Settings
 from workers.submit.batchfile import InputRequest
 
@@ -85,7 +86,13 @@ async def run_job(
             stack.kill()
             shutil.rmtree(stack.workdir, ignore_errors=True)
 
-    signals.on_force = lambda: stack.kill_workers() if stack is not None else None
+    def force() -> None:
+        if stack is not None:
+            stack.kill_workers()
+        else:  # nothing of ours to stop: the user wants out
+            os._exit(EXIT_INTERRUPTED)
+
+    signals.on_force = force
     signals.on_exit = exit_now
     signals.install()
     started = time.time()
@@ -170,16 +177,19 @@ async def _stop_early(
         n = stack.running_workers()
         say(f"stopping: waiting up to {GRACE_S:g}s for {n} workers to finish their requests, Ctrl-C again to force")
         await stack.stop_workers(GRACE_S)
+    else:
+        say("stopping: writing the results so far (the workers go on with the job), Ctrl-C again to exit at once")
     path = opts.output or Path(f"results-{job_id}.partial.jsonl")
     try:
         async with asyncio.timeout(WRITE_TIMEOUT_S):
             meta = await store.job_meta(job_id)
-            assert meta is not None
+            if meta is None:
+                raise OSError(f"job {job_id} is not in Redis any more")
             result = await summary(store, meta, wall_s=time.time() - started)
             written = await write_output(store, job_id, requests, path, earlier)
     except (OSError, TimeoutError, *REDIS_ERRORS) as exc:
         say(f"could not write the results so far to {path}: {exc}")
-        raise Interrupted(f"job {job_id} stopped by {signals.first}; its results are lost") from None
+        raise Interrupted(f"job {job_id} stopped by {signals.first}; its results could not be written") from None
     result["interrupted"] = signals.first
     result["output"] = {"path": str(path), "lines": written.lines}
     result["missing"] = len(written.missing)
