@@ -24,7 +24,7 @@ EPILOG = """Exit codes:
   1    a runtime error, or (run) some requests failed
   2    usage error or bad input: batch-file lines, flag values, settings
   3    unreachable: the broker, Redis, an embedded service (died, or did not start)
-  130  interrupted (Ctrl-C)
+  130  interrupted: Ctrl-C, SIGTERM or SIGHUP (run: the results so far are written)
 
 A failure ends with one line on stderr: error: ..."""
 

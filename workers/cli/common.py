@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,12 +18,14 @@ from urllib.parse import urlsplit
 
 import typer
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rich.console import Console
 from rich.text import Text
 
-from workers.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, ThinkRouteError, Unreachable
+from workers.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, ConfigError, ThinkRouteError, Unreachable
 from workers.settings import Settings
 
 err = Console(stderr=True, soft_wrap=True)
@@ -44,7 +47,7 @@ def settings(level: str | None = None, *, client: bool = False) -> Settings:
     ``client``: a command that talks to the broker as a client (run, submit, lag): aiokafka's own log lines
     about a connection that failed are left out, the command's one ``error:`` line says it.
     """
-    s = Settings()
+    s = read_settings()
     logging.basicConfig(
         level=level or s.log_level,
         stream=sys.stderr,
@@ -55,6 +58,22 @@ def settings(level: str | None = None, *, client: bool = False) -> Settings:
     if client:
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     return s
+
+
+def read_settings() -> Settings:
+    """The settings from the environment; a value that does not validate is a ConfigError naming its variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for e in exc.errors()[:3]:
+            name = "THINKROUTE_" + "__".join(str(part) for part in e["loc"]).upper()
+            problems.append(f"{name}: {e['msg']}")
+        raise ConfigError("invalid setting " + "; ".join(problems)) from None
+    except SettingsError as exc:  # a value that is not even parsed, e.g. bad JSON for a dict setting
+        field = re.search(r'field "([^"]+)"', str(exc))
+        name = f"THINKROUTE_{field.group(1).upper()}" if field else "?"
+        raise ConfigError(f"invalid setting {name}: its value cannot be parsed (JSON expected)") from None
 
 
 def print_json(value: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -11,8 +12,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from workers.cli.common import edge, err, out, print_json
+from workers.errors import Unreachable
 from workers.settings import Settings
 from workers.store.jobstore import Store
+
+# the CLI's bound on reaching the broker (bootstrap: connect and first metadata answer); Redis's are those of
+# workers.store.jobstore.redis_client: 5 s to connect, 10 s for an answer
+BROKER_CONNECT_TIMEOUT_S = 10.0
 
 
 @contextmanager
@@ -50,12 +56,24 @@ async def clients(s: Settings, kafka: bool = True) -> AsyncIterator[tuple[AIOKaf
     try:
         with edge(s):
             if producer is not None:
-                await producer.start()
+                await _start(producer, s)
             yield producer, Store(redis)
     finally:
         if producer is not None:
             await producer.stop()
         await redis.aclose()
+
+
+async def _start(producer: AIOKafkaProducer, s: Settings) -> None:
+    """Connect within ``BROKER_CONNECT_TIMEOUT_S``: a refused port fails at once, but a listener that never
+    answers would hold aiokafka's bootstrap for its request timeout (30 s) and then its retries."""
+    try:
+        async with asyncio.timeout(BROKER_CONNECT_TIMEOUT_S):
+            await producer.start()
+    except TimeoutError:
+        raise Unreachable(
+            "broker", s.kafka_bootstrap or "?", f"no answer within {BROKER_CONNECT_TIMEOUT_S:g}s"
+        ) from None
 
 
 def print_summary(summary: dict[str, Any], as_json: bool) -> None:

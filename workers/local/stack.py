@@ -2,21 +2,43 @@
 
 Started by ``thinkroute run`` when no broker is configured, and by ``thinkroute stack up``; every part
 is a child process on a free loopback port, stopped (workers first, gracefully) when the job is done.
+
+For one user: the working directory is 0700 and what is written in it 0600; Redis has a generated password
+and a user that may run only ThinkRoute's commands (`workers.local.redis_conf`), handed to the workers in
+their environment, never on a command line. The broker is PLAINTEXT on loopback: the Tansu build offers no
+authentication that holds (README, "The embedded stack"). Every child gets SIGKILL if this process dies.
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import logging
+import secrets
 import shutil
+import signal
 import sys
-import tempfile
+import time
 from pathlib import Path
 
 from workers.kafka.clients import KafkaConfig, ensure_topics
-from workers.local.services import Service, free_port, spawn, start_broker, start_redis, start_replay
+from workers.local.redis_conf import REDIS_USER
+from workers.local.services import (
+    Service,
+    free_port,
+    spawn,
+    start_broker,
+    start_redis,
+    start_replay,
+    wait_port_async,
+)
+from workers.local.workdir import clean_stale, disown, make_workdir
 from workers.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# the broker and Redis of the stack die with this process: nothing is left worth draining
+DEATH_SIGNAL = signal.SIGKILL
 
 
 class EmbeddedStack:
@@ -33,25 +55,39 @@ class EmbeddedStack:
         self.inference_workers = inference_workers
         self.routers = routers
         self.replay_time_scale = replay_time_scale
-        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="thinkroute-stack-"))
+        if workdir is None:
+            clean_stale()  # the directories of earlier runs that were SIGKILLed
+            workdir = make_workdir()
+        self.workdir = workdir
         self.services: list[Service] = []
         self.workers: list[Service] = []
         self.env: dict[str, str] = {}
         self.metrics_urls: dict[str, str] = {}  # worker name -> its /metrics
+        self.stopped = False
+        atexit.register(self._at_exit)
+
+    @property
+    def children(self) -> list[Service]:
+        return [*self.workers, *self.services]
 
     async def start(self) -> dict[str, str]:
-        """Start everything; returns the environment that points clients at it."""
-        # started from this thread, not an executor thread: a child gets SIGTERM when the thread that
-        # spawned it ends (PR_SET_PDEATHSIG), and these must live as long as the stack
-        broker = start_broker(self.workdir)
+        """Start everything; returns the environment that points clients at it (the Redis URL in it carries
+        the generated password)."""
+        # started from this thread, not an executor thread: a child gets its death signal when the thread
+        # that spawned it ends (PR_SET_PDEATHSIG), and these must live as long as the stack. The three start
+        # at once, then each is waited for without blocking the loop (a signal is handled meanwhile).
+        password = secrets.token_urlsafe(24)
+        broker = start_broker(self.workdir, cache_dir=self.settings.cache_dir, wait=False, death_signal=DEATH_SIGNAL)
         self.services.append(broker)
-        redis = start_redis(self.workdir)
+        redis = start_redis(self.workdir, user=REDIS_USER, password=password, wait=False, death_signal=DEATH_SIGNAL)
         self.services.append(redis)
-        replay = start_replay(self.workdir, time_scale=self.replay_time_scale)
+        replay = start_replay(self.workdir, time_scale=self.replay_time_scale, wait=False, death_signal=DEATH_SIGNAL)
         self.services.append(replay)
+        for svc, timeout in ((broker, 15.0), (redis, 15.0), (replay, 60.0)):
+            await wait_port_async(svc, timeout)
         self.env = {
             "THINKROUTE_KAFKA_BOOTSTRAP": broker.address,
-            "THINKROUTE_REDIS_URL": f"redis://{redis.address}/0",
+            "THINKROUTE_REDIS_URL": f"redis://{REDIS_USER}:{password}@{redis.address}/0",
             "THINKROUTE_LLM_BASE_URL": f"http://{replay.address}/v1",
             "THINKROUTE_SESSION_TIMEOUT_MS": "6000",
             "THINKROUTE_CACHE_DIR": str(self.settings.cache_dir),
@@ -79,7 +115,7 @@ class EmbeddedStack:
         self.metrics_urls[f"{kind}-{index}"] = f"http://127.0.0.1:{port}/metrics"
         env = {**self.env, "THINKROUTE_METRICS_HOST": "127.0.0.1"}
         env[f"THINKROUTE_{kind.upper()}__METRICS_PORT"] = str(port)
-        return spawn(f"{kind}-{index}", argv, self.workdir, port, env=env)
+        return spawn(f"{kind}-{index}", argv, self.workdir, port, env=env, death_signal=DEATH_SIGNAL)
 
     def check(self) -> None:
         """Raise ServiceError if a worker or server died: a job would otherwise wait forever."""
@@ -87,12 +123,54 @@ class EmbeddedStack:
             if not svc.alive():
                 raise svc.failed(f"embedded {svc.name} exited with code {svc.proc.returncode}")
 
-    def stop(self, keep_logs: bool = False) -> None:
-        for svc in self.workers:  # SIGTERM: drain and commit
+    def running_workers(self) -> int:
+        return sum(w.alive() for w in self.workers)
+
+    async def stop_workers(self, grace_s: float) -> None:
+        """SIGTERM to the workers (they stop fetching, finish what is in flight, store, commit), SIGKILL to
+        those still running after ``grace_s``: returns within about ``grace_s``, sooner once they are gone
+        (`kill_workers` from a signal handler ends the wait)."""
+        for svc in self.workers:
+            svc.terminate()
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            if not self.running_workers():
+                break
+            await asyncio.sleep(0.05)  # polls child processes: no event to wait on
+        self.kill_workers()
+        for svc in self.workers:
+            svc.stop(timeout=5)
+
+    def kill_workers(self) -> None:
+        """SIGKILL to every worker, now (safe in a signal handler)."""
+        for svc in self.workers:
+            svc.kill()
+
+    def kill(self) -> None:
+        """SIGKILL to every child, now (safe in a signal handler); `stop` then reaps them."""
+        for svc in self.children:
+            svc.kill()
+
+    def stop(self, keep_logs: bool = False, timeout: float = 10.0) -> None:
+        """Workers first (SIGTERM: drain and commit), then the servers, each SIGKILLed after ``timeout``;
+        then the working directory is removed, unless ``keep_logs`` (it stays, and no later start removes
+        it; the password file goes)."""
+        for svc in self.workers:
             svc.terminate()
         for svc in self.workers:
-            svc.stop(timeout=20)
+            svc.stop(timeout=2 * timeout)
         for svc in reversed(self.services):
-            svc.stop(timeout=10)
-        if not keep_logs:
+            svc.stop(timeout=timeout)
+        self.stopped = True
+        atexit.unregister(self._at_exit)
+        if keep_logs:
+            (self.workdir / "redis.conf").unlink(missing_ok=True)
+            disown(self.workdir)
+        else:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _at_exit(self) -> None:
+        """The interpreter exits with the stack still up (an error nobody caught): nothing outlives it."""
+        if not self.stopped:
+            self.kill()
+            self.stop(timeout=2.0)

@@ -67,6 +67,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_PREFILL_S_PER_1K = 0.05
 DEFAULT_DECODE_TOK_PER_S = 60.0
+SHUTDOWN_GRACE_S = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,7 +270,9 @@ def serve(
     latency = LatencyModel(time_scale, prefill_s_per_1k, decode_tok_per_s)
     data = load_default() if qwen3_records is None else ReplayData.load(qwen3_records)
     logger.info("replay server on http://%s:%d (%s, faults %s)", host, port, latency, faults)
-    uvicorn.run(create_app(data, latency, faults), host=host, port=port, log_level=log_level)
+    app = create_app(data, latency, faults)
+    # SIGTERM: requests in flight get SHUTDOWN_GRACE_S, then are cancelled (not minutes of paced answers)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")

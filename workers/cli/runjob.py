@@ -1,0 +1,221 @@
+"""What ``thinkroute run`` does: start the embedded stack if no broker is set, submit, wait, write results.
+
+Every exit stops every child it started within a bounded time and removes the stack's directory:
+
+* the job done: workers stopped with SIGTERM (they drain and commit), then the servers;
+* an error: every child SIGKILLed (the logs stay when a service died: the error names its log);
+* the first SIGINT, SIGTERM or SIGHUP: the workers get SIGTERM and ``GRACE_S`` to finish what they hold
+  (SIGKILL after), the results collected so far are written (the missing ids listed beside them) and the
+  command says how to finish the job; a second signal kills the workers at once; a third exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import SecretStr
+
+from workers.cli import console
+from workers.cli.common import REDIS_ERRORS, err
+from workers.cli.interrupt import Interrupted, StopSignals, in_daemon_thread
+from workers.cli.partial import write_output
+from workers.errors import EXIT_INTERRUPTED, ConfigError, ServiceError
+from workers.settings import Settings
+from workers.submit.batchfile import InputRequest
+
+if TYPE_CHECKING:
+    from workers.local.stack import EmbeddedStack
+    from workers.store.jobstore import Store
+
+GRACE_S = 3.0  # first stop signal: how long the workers get to finish the requests they hold
+WRITE_TIMEOUT_S = 15.0  # reading the results so far from Redis and writing them
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    file: Path
+    output: Path | None
+    inference_workers: int
+    time_scale: float
+    timeout: float
+    as_json: bool
+    skip_done: Path | None = None
+
+
+def say(message: str) -> None:
+    """A line on stderr that cannot fail the stop (after SIGHUP the terminal may be gone)."""
+    try:
+        err.print(message, highlight=False, markup=False)
+    except (OSError, ValueError):
+        pass
+
+
+def ensure_classifier(cache_dir: Path, progress: bool) -> Path:
+    """The classifier artefact (built on first use); a cache directory it cannot write is a ConfigError."""
+    from workers.classifier.cache import ensure_artifact
+
+    try:
+        return ensure_artifact(cache_dir, progress)
+    except OSError as exc:
+        where = exc.filename or cache_dir
+        raise ConfigError(
+            f"cannot write the classifier cache at {where}: {exc.strerror or exc} "
+            "(set THINKROUTE_CACHE_DIR to a writable directory)"
+        ) from exc
+
+
+async def run_job(
+    s: Settings, opts: RunOptions, requests: list[InputRequest], todo: list[InputRequest], earlier: dict[str, str]
+) -> dict[str, Any]:
+    """Run ``todo`` (of ``requests``, the whole input file; ``earlier``: results kept from ``--skip-done``)."""
+    from workers.local.stack import EmbeddedStack
+
+    signals = StopSignals()
+    stack: EmbeddedStack | None = None
+
+    def exit_now() -> None:
+        if stack is not None:
+            stack.kill()
+            shutil.rmtree(stack.workdir, ignore_errors=True)
+
+    def force() -> None:
+        if stack is not None:
+            stack.kill_workers()
+        else:  # nothing of ours to stop: the user wants out
+            os._exit(EXIT_INTERRUPTED)
+
+    signals.on_force = force
+    signals.on_exit = exit_now
+    signals.install()
+    started = time.time()
+    try:
+        if s.embedded:
+            await in_daemon_thread(lambda: ensure_classifier(s.cache_dir, not opts.as_json))
+            stack = EmbeddedStack(s, inference_workers=opts.inference_workers, replay_time_scale=opts.time_scale)
+            with console.status(f"starting the embedded stack (logs in {stack.workdir})", quiet=opts.as_json):
+                env = await stack.start()
+            s = s.model_copy(
+                update={
+                    "kafka_bootstrap": env["THINKROUTE_KAFKA_BOOTSTRAP"],
+                    "redis_url": SecretStr(env["THINKROUTE_REDIS_URL"]),
+                }
+            )
+        result = await _submit_and_wait(s, opts, requests, todo, earlier, stack, signals, started)
+    except BaseException as exc:
+        stopped = signals.stopped(exc)
+        if stack is not None:
+            _abort(stack, keep_logs=isinstance(exc, ServiceError))
+        if stopped:
+            raise Interrupted(f"{signals.first}: stopped before the job was submitted; nothing to keep") from None
+        raise
+    finally:
+        signals.uninstall()
+    if stack is not None:
+        if "interrupted" in result:  # the results are out: nothing left of the stack is worth a wait
+            stack.kill()
+        stack.stop()
+    return result
+
+
+async def _submit_and_wait(
+    s: Settings,
+    opts: RunOptions,
+    requests: list[InputRequest],
+    todo: list[InputRequest],
+    earlier: dict[str, str],
+    stack: EmbeddedStack | None,
+    signals: StopSignals,
+    started: float,
+) -> dict[str, Any]:
+    from workers.submit.jobs import submit, summary, wait_for_job
+
+    async with console.clients(s) as (producer, store):
+        assert producer is not None
+        meta = None
+        try:
+            meta = await submit(producer, store, s.topics.prompts, todo, source=opts.file.name)
+            with console.progress_bar(meta.total, quiet=opts.as_json) as advance:
+                check = stack.check if stack is not None else None
+                await wait_for_job(store, meta, progress=advance, check=check, timeout_s=opts.timeout)
+            result = await summary(store, meta, wall_s=time.time() - started)
+            if opts.output is not None:
+                written = await write_output(store, meta.job_id, requests, opts.output, earlier)
+                result["output"] = {"path": str(written.path), "lines": written.lines}
+        except BaseException as exc:
+            if not signals.stopped(exc):
+                raise
+            if meta is None:
+                raise Interrupted(f"{signals.first}: stopped while submitting the job; nothing to keep") from None
+            return await _stop_early(opts, store, meta.job_id, requests, earlier, stack, signals, started)
+    if earlier:
+        result["skipped"] = len(requests) - len(todo)
+    return result
+
+
+async def _stop_early(
+    opts: RunOptions,
+    store: Store,
+    job_id: str,
+    requests: list[InputRequest],
+    earlier: dict[str, str],
+    stack: EmbeddedStack | None,
+    signals: StopSignals,
+    started: float,
+) -> dict[str, Any]:
+    """The first stop signal: workers stopped within ``GRACE_S``, the results so far written."""
+    from workers.submit.jobs import summary
+
+    if stack is not None:
+        n = stack.running_workers()
+        say(f"stopping: waiting up to {GRACE_S:g}s for {n} workers to finish their requests, Ctrl-C again to force")
+        await stack.stop_workers(GRACE_S)
+    else:
+        say("stopping: writing the results so far (the workers go on with the job), Ctrl-C again to exit at once")
+    path = opts.output or Path(f"results-{job_id}.partial.jsonl")
+    try:
+        async with asyncio.timeout(WRITE_TIMEOUT_S):
+            meta = await store.job_meta(job_id)
+            if meta is None:
+                raise OSError(f"job {job_id} is not in Redis any more")
+            result = await summary(store, meta, wall_s=time.time() - started)
+            written = await write_output(store, job_id, requests, path, earlier)
+    except (OSError, TimeoutError, *REDIS_ERRORS) as exc:
+        say(f"could not write the results so far to {path}: {exc}")
+        raise Interrupted(f"job {job_id} stopped by {signals.first}; its results could not be written") from None
+    result["interrupted"] = signals.first
+    result["output"] = {"path": str(path), "lines": written.lines}
+    result["missing"] = len(written.missing)
+    result["missing_ids"] = str(written.missing_path) if written.missing_path else None
+    if stack is not None:  # its broker and Redis go with it: run what is missing again
+        result["continue"] = shlex.join(["thinkroute", "run", str(opts.file), "--skip-done", str(path)])
+    else:  # the workers go on with the job
+        result["continue"] = f"thinkroute status {job_id}; once done: thinkroute results {job_id} -o {path}"
+    return result
+
+
+def tell_stopped(result: dict[str, Any]) -> str:
+    """Say what a stopped run kept and how to go on; returns the one-line error the command ends with."""
+    out = result["output"]
+    missing = result["missing"]
+    say(f"wrote {out['lines']} results to {out['path']}")
+    if missing:
+        say(f"{missing} requests have no result yet; their custom_ids are in {result['missing_ids']}")
+    say(f"to continue: {result['continue']}")
+    return f"job {result['job_id']} stopped by {result['interrupted']}: {missing} requests without a result"
+
+
+def _abort(stack: EmbeddedStack, keep_logs: bool) -> None:
+    """The job failed or was interrupted: nothing of the embedded stack is worth draining (its broker and
+    Redis hold the job in memory only), and a worker waiting on a slow LLM would hold a graceful stop up.
+    The logs stay when they explain the failure (a service died: the error names its log)."""
+    for svc in stack.children:
+        svc.stop(timeout=10, sig=signal.SIGKILL)
+    stack.stop(keep_logs=keep_logs)
