@@ -21,6 +21,7 @@ from schemas.messages import AttemptSummary
 from schemas.records import JobMeta, RequestResult, Usage
 from tests.conftest import ROOT
 from tests.factories import route_decision
+from tests.integration.helpers import register
 from tests.integration.procs import alive, cmdline, redis_password, redis_url_of, stack_of, wait_for, workdir_of
 from tests.integration.test_cli_run import SAMPLE, embedded_env, thinkroute
 from workers.local.redis_conf import REDIS_USER
@@ -75,7 +76,7 @@ async def test_embedded_redis_admits_only_its_user_and_thinkroutes_commands(tmp_
         try:
             for store in (Store(redis), Store(redis, autopipeline=True)):
                 job = f"job-{os.urandom(6).hex()}"
-                await store.create_job(JobMeta(job_id=job, total=1, source="t", submitted_at=time.time()))
+                await register(store, JobMeta(job_id=job, total=1, source="t", submitted_at=time.time()), [f"{job}/a"])
                 assert (await store.job_meta(job)) is not None and job in await store.recent_jobs()
                 res = RequestResult(
                     request_id=f"{job}/a",
