@@ -2,7 +2,8 @@
 
 Up to ``concurrency`` requests run at once; when all slots are busy the worker pauses its partitions
 instead of buffering. An offset is committed only after Redis accepted the result of that message and
-of every earlier message of its partition.
+of every earlier message of its partition. Redis calls ride out short outages in the client itself
+(`workers.store.jobstore.redis_client`).
 """
 
 from __future__ import annotations
@@ -12,14 +13,12 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 from pydantic import ValidationError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from schemas.messages import RoutedMessage
 from schemas.records import RequestResult
@@ -36,7 +35,6 @@ from workers.store.jobstore import Store
 log = logging.getLogger(__name__)
 
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
-STORE_ATTEMPTS = 8
 
 
 @dataclass(frozen=True)
@@ -175,7 +173,7 @@ class InferenceWorker:
             self.tracker.done(tp, record.offset)
             return
         prompt, route = msg.prompt, msg.route
-        if await self._store_call(self.store.is_done, prompt.job_id, prompt.request_id):
+        if await self.store.is_done(prompt.job_id, prompt.request_id):
             self.stats.duplicates += 1
             self.metrics.skipped_duplicate(route.route)
             log.debug("%s: request already recorded, skipping", where)
@@ -199,7 +197,7 @@ class InferenceWorker:
             log.warning("%s: request failed after %d attempts: %s", where, exc.attempts, exc)
             result = failed(msg, exc)
             await self._dead(record, f"LLM request failed: {exc}", exc, prompt.request_id, prompt.job_id)
-        written = bool(await self._store_call(self.store.write_result, result))
+        written = await self.store.write_result(result)
         self.metrics.result(result, written)
         if written:
             if result.status == "completed":
@@ -226,7 +224,7 @@ class InferenceWorker:
             return False
         attempt = attempt_summary(result, confidence, threshold)
         p = msg.prompt
-        await self._store_call(self.store.write_escalation, p.job_id, p.request_id, attempt)
+        await self.store.write_escalation(p.job_id, p.request_id, attempt)
         self.crash.hit("after_escalation_store")
         out = RoutedMessage(
             prompt=p,
@@ -250,19 +248,6 @@ class InferenceWorker:
         await fut
         self.stats.dead += 1
         self.metrics.dead_letter(self.cfg.dead_topic)
-
-    async def _store_call(self, fn: Any, *args: Any) -> Any:
-        """Redis calls ride out short outages (restart, failover) with backoff, then give up loudly."""
-        for attempt in range(1, STORE_ATTEMPTS + 1):
-            try:
-                return await fn(*args)
-            except (RedisConnectionError, RedisTimeoutError) as exc:
-                if attempt == STORE_ATTEMPTS:
-                    raise
-                delay = min(0.2 * 2 ** (attempt - 1), 5.0)
-                log.warning("Redis unavailable (%s); attempt %d, retrying in %.1fs", exc, attempt, delay)
-                await asyncio.sleep(delay)
-        raise AssertionError("unreachable")
 
 
 class _DrainOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
