@@ -15,7 +15,8 @@ from schemas.messages import PromptMessage, RoutedMessage
 from schemas.records import RequestResult
 from tests.factories import route_decision
 from workers.inference.client import Completion
-from workers.inference.worker import InferenceConfig, InferenceWorker
+from workers.inference.worker import InferenceWorker
+from workers.settings import InferenceSettings, Settings, Topics
 
 TP = TopicPartition("direct", 0)
 
@@ -100,12 +101,13 @@ class MemoryStore:
         return True
 
 
+def settings(**inference: Any) -> Settings:
+    return Settings(llm_base_url="x", topics=Topics(dead="dead"), inference=InferenceSettings(**inference))
+
+
 async def test_bounded_in_flight_pause_and_in_order_commits() -> None:
     consumer, llm, store = FakeConsumer(40), GatedLLM(), MemoryStore()
-    cfg = InferenceConfig(
-        topics=("direct",), dead_topic="dead", base_urls={"direct": "x", "reasoning": "x"}, concurrency=4
-    )
-    worker = InferenceWorker(cfg, consumer, None, llm, store)  # type: ignore[arg-type]
+    worker = InferenceWorker(settings(concurrency=4), consumer, None, llm, store)  # type: ignore[arg-type]
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
 
@@ -132,14 +134,8 @@ async def test_bounded_in_flight_pause_and_in_order_commits() -> None:
 async def test_commits_are_spaced_by_the_interval_and_always_made_at_drain() -> None:
     async def run(interval: float) -> list[int]:
         consumer, llm, store = FakeConsumer(40), GatedLLM(), MemoryStore()
-        cfg = InferenceConfig(
-            topics=("direct",),
-            dead_topic="dead",
-            base_urls={"direct": "x", "reasoning": "x"},
-            concurrency=4,
-            commit_interval_s=interval,
-        )
-        worker = InferenceWorker(cfg, consumer, None, llm, store)  # type: ignore[arg-type]
+        s = settings(concurrency=4, commit_interval_ms=int(interval * 1000))
+        worker = InferenceWorker(s, consumer, None, llm, store)  # type: ignore[arg-type]
         stop = asyncio.Event()
         task = asyncio.create_task(worker.run(stop))
         for _ in range(40):

@@ -17,7 +17,8 @@ from schemas.batch import ChatBody, ChatMessage
 from schemas.messages import DeadLetter, PromptMessage, RoutedMessage
 from workers.classifier.model import Classification
 from workers.router.policy import load_policy
-from workers.router.worker import RouterConfig, RouterWorker
+from workers.router.worker import RouterWorker
+from workers.settings import RouterSettings, Settings, Topics
 
 TOPIC = "prompts"
 PARTS = (0, 1)
@@ -131,14 +132,19 @@ async def until(cond: Callable[[], bool]) -> None:
             await asyncio.sleep(0.002)
 
 
+def settings(**router: Any) -> Settings:
+    topics = Topics(prompts=TOPIC, reasoning="reasoning", direct="direct", dead="dead")
+    return Settings(topics=topics, router=RouterSettings(**router))
+
+
 async def test_stages_overlap_batches_self_clock_and_commits_follow_acks() -> None:
     consumer, producer, clf = FakeConsumer(), GatedProducer(), GatedClassifier()
-    cfg = RouterConfig(TOPIC, "reasoning", "direct", "dead", batch_max=8, batch_wait_s=30.0, depth=2)
-    worker = RouterWorker(cfg, cast(Any, consumer), cast(Any, producer), cast(Any, clf), load_policy())
+    s = settings(batch_max=8, batch_wait_ms=10_000, depth=2)
+    worker = RouterWorker(s, cast(Any, consumer), cast(Any, producer), cast(Any, clf), load_policy())
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
 
-    # light load: one prompt is classified at once (a free slot), not after the 30 s batch wait
+    # light load: one prompt is classified at once (a free slot), not after the 10 s batch wait
     consumer.buffer = [record(0, 0)]
     await until(lambda: clf.calls == [1])
     # a second one too (the second slot), while the first is still being classified
@@ -150,7 +156,7 @@ async def test_stages_overlap_batches_self_clock_and_commits_follow_acks() -> No
     assert clf.calls == [1, 1] and len(worker.batcher) == 6
     clf.gate.release()
     await until(lambda: clf.calls == [1, 1, 6])
-    assert clf.max_running <= cfg.depth
+    assert clf.max_running <= s.router.depth
 
     # the first batch is published, but nothing is committed before the broker acks it
     await until(lambda: len(producer.sent.get("reasoning", [])) >= 1)
@@ -187,8 +193,8 @@ async def test_stages_overlap_batches_self_clock_and_commits_follow_acks() -> No
 async def test_backlog_fills_batches_and_bounds_what_is_held() -> None:
     consumer, producer, clf = FakeConsumer(), GatedProducer(), GatedClassifier()
     producer.open = True
-    cfg = RouterConfig(TOPIC, "reasoning", "direct", "dead", batch_max=4, batch_wait_s=30.0, depth=2, max_pending=10)
-    worker = RouterWorker(cfg, cast(Any, consumer), cast(Any, producer), cast(Any, clf), load_policy())
+    s = settings(batch_max=4, batch_wait_ms=10_000, depth=2, max_pending=10)
+    worker = RouterWorker(s, cast(Any, consumer), cast(Any, producer), cast(Any, clf), load_policy())
     consumer.buffer = [record(0, o) for o in range(40)]
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
@@ -196,7 +202,7 @@ async def test_backlog_fills_batches_and_bounds_what_is_held() -> None:
     await asyncio.sleep(0.05)
     # two batches classified, nothing more taken than max_pending allows (fetched = dispatched + buffered)
     assert clf.calls[0] == 4
-    assert 40 - len(consumer.buffer) <= cfg.max_pending
+    assert 40 - len(consumer.buffer) <= s.router.max_pending
     for _ in range(40):
         clf.gate.release()
     await until(lambda: bool(consumer.commits) and consumer.commits[-1] == {0: 40})

@@ -11,8 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeAlias
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -24,34 +23,18 @@ from schemas.messages import RoutedMessage
 from schemas.records import RequestResult
 from workers.inference.client import Completion, LLMClient, LLMFailed
 from workers.inference.escalation import answer_confidence, attempt_summary, escalated_decision
-from workers.inference.families import Family, build_request, family_for
+from workers.inference.families import build_request, family_for
 from workers.inference.results import completed, failed
 from workers.kafka.deadletter import dead_letter
 from workers.kafka.offsets import OffsetTracker
 from workers.runtime.crashpoints import CrashPoints
 from workers.runtime.metrics import WorkerMetrics
+from workers.settings import Settings
 from workers.store.jobstore import Store
 
 log = logging.getLogger(__name__)
 
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
-
-
-@dataclass(frozen=True)
-class InferenceConfig:
-    topics: tuple[str, ...]
-    dead_topic: str
-    base_urls: Mapping[str, str]  # route -> OpenAI-compatible base URL
-    model_urls: Mapping[str, str] = field(default_factory=dict)  # model -> base URL, overrides the route's
-    concurrency: int = 64
-    families: Mapping[str, Family] = field(default_factory=dict)
-    default_family: Family = "qwen3"
-    escalate_below: float | None = None  # direct answers less confident than this are escalated; None: never
-    escalate_topic: str = ""  # where escalated requests go (the reasoning topic)
-    escalate_model: str | None = None  # the stronger model of the second attempt; None: the same model
-    # commit at most this often while running (always at drain and before a rebalance): each commit is a
-    # broker round trip the loop waits for; a crash redelivers at most this much more, skipped as recorded
-    commit_interval_s: float = 0.1
 
 
 @dataclass
@@ -66,7 +49,7 @@ class InferenceStats:
 class InferenceWorker:
     def __init__(
         self,
-        cfg: InferenceConfig,
+        s: Settings,
         consumer: AIOKafkaConsumer,
         producer: AIOKafkaProducer,
         llm: LLMClient,
@@ -74,7 +57,8 @@ class InferenceWorker:
         crash: CrashPoints | None = None,
         metrics: WorkerMetrics | None = None,
     ) -> None:
-        self.cfg = cfg
+        self.s = s
+        self.cfg = s.inference
         self.metrics = metrics or WorkerMetrics("inference", "")
         self.crash = crash or CrashPoints()
         self.consumer = consumer
@@ -108,6 +92,8 @@ class InferenceWorker:
                         self._start(tp, record)
             self._raise_failure()
             now = time.monotonic()
+            # commit at most this often while running (always at drain and before a rebalance): each commit is
+            # a broker round trip the loop waits for; a crash redelivers at most this much more, skipped as recorded
             if now - self._last_commit >= self.cfg.commit_interval_s:
                 self._last_commit = now
                 await self.commit()
@@ -186,8 +172,7 @@ class InferenceWorker:
         if threshold is not None:
             payload.setdefault("logprobs", True)
         try:
-            url = self.cfg.model_urls.get(route.model) or self.cfg.base_urls[route.route]
-            completion = await self.llm.complete(url, payload)
+            completion = await self.llm.complete(self.s.llm_url(route.route, route.model), payload)
             self.crash.hit("after_llm")
             result = completed(msg, completion)
             if threshold is not None and await self._escalated(record, msg, result, completion, threshold):
@@ -232,7 +217,7 @@ class InferenceWorker:
             routed_at=time.time(),
             previous_attempt=attempt,
         )
-        topic = self.cfg.escalate_topic
+        topic = self.s.escalation_topic
         fut = await self.producer.send(topic, out.model_dump_json().encode(), key=record.key)
         await fut
         self.metrics.produced(topic)
@@ -244,10 +229,11 @@ class InferenceWorker:
         self, record: Record, reason: str, exc: BaseException, request_id: str | None, job_id: str | None
     ) -> None:
         letter = dead_letter("inference", record, reason, exc, request_id=request_id, job_id=job_id)
-        fut = await self.producer.send(self.cfg.dead_topic, letter.model_dump_json().encode(), key=record.key)
+        dead = self.s.topics.dead
+        fut = await self.producer.send(dead, letter.model_dump_json().encode(), key=record.key)
         await fut
         self.stats.dead += 1
-        self.metrics.dead_letter(self.cfg.dead_topic)
+        self.metrics.dead_letter(dead)
 
 
 class _DrainOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -38,6 +38,7 @@ from workers.router.policy import Policy
 from workers.router.text import prompt_text
 from workers.runtime.crashpoints import CrashPoints
 from workers.runtime.metrics import WorkerMetrics
+from workers.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -45,21 +46,6 @@ IDLE_POLL_S = 0.2
 _PARTITIONER = DefaultPartitioner()  # what make_producer's producers use for keyed sends
 
 Routed = list[tuple[Record, RoutedMessage]]
-
-
-@dataclass(frozen=True)
-class RouterConfig:
-    prompts_topic: str
-    reasoning_topic: str
-    direct_topic: str
-    dead_topic: str
-    batch_max: int = 64
-    batch_wait_s: float = 0.02
-    default_model: str = "Qwen/Qwen3-30B-A3B"
-    max_prompt_chars: int = 200_000
-    max_tokens: int | None = None
-    depth: int = 2  # batches being classified at once
-    max_pending: int = 0  # records held between fetch and commit; 0: 4 x batch_max
 
 
 @dataclass
@@ -81,7 +67,7 @@ class _Batch:
 class RouterWorker:
     def __init__(
         self,
-        cfg: RouterConfig,
+        s: Settings,
         consumer: AIOKafkaConsumer,
         producer: AIOKafkaProducer,
         classifier: Classifier,
@@ -90,7 +76,8 @@ class RouterWorker:
         crash: CrashPoints | None = None,
         metrics: WorkerMetrics | None = None,
     ) -> None:
-        self.cfg = cfg
+        self.s = s
+        self.cfg = cfg = s.router
         self.metrics = metrics or WorkerMetrics("router", "")
         self.crash = crash or CrashPoints()
         self.consumer = consumer
@@ -99,7 +86,7 @@ class RouterWorker:
         self.policy = policy
         self.batcher: Batcher[Record] = Batcher(cfg.batch_max, cfg.batch_wait_s, clock)
         self.stats = RouterStats()
-        self.max_pending = cfg.max_pending or 4 * cfg.batch_max
+        self.max_pending = cfg.pending_limit
         self._to_publish: deque[_Batch] = deque()  # dispatched, in order
         self._to_commit: deque[_Batch] = deque()  # published, in order
         self._pending = 0  # records dispatched and not yet committed
@@ -159,7 +146,7 @@ class RouterWorker:
             self._start(self.batcher.take())
 
     def _start(self, records: list[Record]) -> None:
-        prompts, dead = parse(records, self.cfg.max_prompt_chars, self.cfg.max_tokens)
+        prompts, dead = parse(records, self.s.max_prompt_chars, self.s.max_tokens)
         self.metrics.batch_size.observe(len(records))
         for topic, n in Counter(r.topic for r in records).items():
             self.metrics.consumed(topic, n)
@@ -228,19 +215,20 @@ class RouterWorker:
     async def _publish(self, routed: Routed, dead: list[tuple[Record, DeadLetter]]) -> list[asyncio.Future[object]]:
         """Enqueue every message of the batch, one producer batch per topic partition (no await per message)."""
         out: dict[str, list[tuple[bytes | None, bytes]]] = {}
+        t = self.s.topics
         for record, msg in routed:
-            topic = self.cfg.reasoning_topic if msg.route.route == "reasoning" else self.cfg.direct_topic
+            topic = t.for_route(msg.route.route)
             out.setdefault(topic, []).append((record.key, msg.model_dump_json().encode()))
             self.stats.routed[msg.route.route] += 1
             self.metrics.decided(msg.route)
         for record, letter in dead:
-            out.setdefault(self.cfg.dead_topic, []).append((record.key, letter.model_dump_json().encode()))
+            out.setdefault(t.dead, []).append((record.key, letter.model_dump_json().encode()))
             self.stats.dead += 1
-            self.metrics.dead_letter(self.cfg.dead_topic)
+            self.metrics.dead_letter(t.dead)
         acks: list[asyncio.Future[object]] = []
         for topic, items in out.items():
             acks += await self._send_keyed(topic, items)
-            if topic != self.cfg.dead_topic:
+            if topic != t.dead:
                 self.metrics.produced(topic, len(items))
         return acks
 
@@ -268,7 +256,7 @@ class RouterWorker:
         now = time.time()
         out = []
         for (record, prompt), c in zip(prompts, classes, strict=True):
-            decision = self.policy.decide(c, prompt.body.model, self.cfg.default_model, self.classifier.version)
+            decision = self.policy.decide(c, prompt.body.model, self.s.default_model, self.classifier.version)
             out.append((record, RoutedMessage(prompt=prompt, route=decision, routed_at=now)))
         return out
 
