@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, cache_dir
+from tests.helpers import ROOT, cache_dir
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from workers.kafka.clients import ensure_topics, kafka_config
 from workers.kafka.lag import DrainTracker, measure
 from workers.settings import Settings

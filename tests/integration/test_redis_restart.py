@@ -10,7 +10,7 @@ import pytest
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
-from tests.conftest import wait_until
+from tests.helpers import wait_until
 from tests.integration.helpers import assert_exact_totals, running, sample_requests, submit_requests
 from workers.inference.serve import serve_inference
 from workers.local.services import Service, start_redis

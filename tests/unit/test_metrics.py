@@ -7,19 +7,9 @@ import asyncio
 from aiokafka import TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.fakes import FakeConsumer
 from workers.local.services import free_port
 from workers.runtime.metrics import WorkerMetrics, start_metrics_server
-
-
-class FakeConsumer:
-    def __init__(self, highwater: dict[TopicPartition, int | None]) -> None:
-        self.hw = highwater
-
-    def assignment(self) -> set[TopicPartition]:
-        return set(self.hw)
-
-    def highwater(self, tp: TopicPartition) -> int | None:
-        return self.hw[tp]
 
 
 def samples(m: WorkerMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -33,7 +23,7 @@ def samples(m: WorkerMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
 def test_lag_per_partition_from_highwater_minus_commit() -> None:
     a, b, c = TopicPartition("t", 0), TopicPartition("t", 1), TopicPartition("u", 0)
     m = WorkerMetrics("router", "g")
-    m.watch(FakeConsumer({a: 100, b: 40, c: None}))  # type: ignore[arg-type]
+    m.watch(FakeConsumer(highwater={a: 100, b: 40, c: None}))  # type: ignore[arg-type]
     m.committed({a: 70, b: 40})
     got = samples(m)
     assert got[("kafka_consumergroup_lag", (("consumergroup", "g"), ("partition", "0"), ("topic", "t")))] == 30
