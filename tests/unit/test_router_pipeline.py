@@ -42,31 +42,18 @@ def record(partition: int, offset: int, value: bytes | None = None) -> ConsumerR
     return ConsumerRecord(TOPIC, partition, offset, 0, 0, b"k%d" % offset, value, None, 1, len(value), [])
 
 
-class _Batch:
-    def __init__(self) -> None:
-        self.items: list[tuple[bytes | None, bytes]] = []
-
-    def append(self, key: bytes | None, value: bytes, timestamp: Any) -> object:
-        self.items.append((key, value))
-        return object()
-
-
 class GatedProducer:
-    """Acks only when the test says so (``release``); keeps what was sent per topic."""
+    """Acks only when the test says so (``release``); keeps what was sent per topic, and the keys."""
 
     def __init__(self) -> None:
         self.sent: dict[str, list[bytes]] = {}
+        self.keys: dict[str, list[bytes | None]] = {}
         self.acks: list[asyncio.Future[object]] = []
         self.open = False
 
-    async def partitions_for(self, topic: str) -> set[int]:
-        return {0, 1}
-
-    def create_batch(self) -> _Batch:
-        return _Batch()
-
-    async def send_batch(self, batch: _Batch, topic: str, partition: int) -> asyncio.Future[object]:
-        self.sent.setdefault(topic, []).extend(v for _, v in batch.items)
+    async def send(self, topic: str, value: bytes, key: bytes | None = None) -> asyncio.Future[object]:
+        self.sent.setdefault(topic, []).append(value)
+        self.keys.setdefault(topic, []).append(key)
         fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         if self.open:
             fut.set_result(None)
@@ -154,6 +141,8 @@ async def test_stages_overlap_batches_self_clock_and_commits_follow_acks() -> No
         [f"j/0/{o}" for o in (0, 1, 2, 3, 4, 5, 7)] + ["j/1/0", "j/1/1"]
     )
     assert all(m.route.category == "math" and m.route.use_reasoning for m in routed)
+    # keyed by the prompt's own key (the producer's partitioner picks the partition)
+    assert sorted(producer.keys["reasoning"]) == sorted(b"k%d" % o for o in (0, 1, 2, 3, 4, 5, 7, 0, 1))
     letter = DeadLetter.model_validate_json(producer.sent["dead"][0])
     assert (letter.partition, letter.offset, letter.stage) == (0, 6, "router")
     # commits only move forward, per partition

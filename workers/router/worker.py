@@ -9,8 +9,8 @@ error), in order from one to the next, so the classifier never waits for the bro
   or at once while the classifier has a free thread (self-clocking: small batches and low latency under
   light load, full batches under a backlog); at most ``depth`` batches are classified at a time; every batch
   joins the publish queue in dispatch order;
-- publish: classified batches, in dispatch order, go to the producer, one producer batch per topic
-  partition (no await per message);
+- publish: classified batches, in dispatch order, go to the producer message by message, keyed (no await
+  per ack; the producer fills one batch per topic partition);
 - commit: waits for the broker's acks (acks=all) of each published batch, in order, and commits every
   batch acked so far in one commit (`workers.kafka.commit.Checkpoint`).
 
@@ -31,7 +31,6 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.partitioner import DefaultPartitioner
 
 from schemas.messages import DeadLetter, PromptMessage, RoutedMessage
 from workers.classifier.model import Classifier
@@ -48,7 +47,6 @@ from workers.settings import Settings
 log = logging.getLogger(__name__)
 
 FETCH_WAIT_S = 0.2  # longest one fetch waits for records, and so the longest a stop waits for the fetcher
-_PARTITIONER = DefaultPartitioner()  # what make_producer's producers use for keyed sends
 
 Routed = list[tuple[Record, RoutedMessage]]
 
@@ -239,40 +237,24 @@ class RouterWorker:
         await self._to_commit.put(None)
 
     async def _send(self, routed: Routed, dead: list[tuple[Record, DeadLetter]]) -> list[asyncio.Future[object]]:
-        """Enqueue every message of the batch, one producer batch per topic partition (no await per message)."""
+        """Every message of the batch to the producer, keyed: no await per ack. ``producer.send`` rather than
+        partitioning here and one ``send_batch`` per partition: 2.1-3.5x the messages/s, half the broker CPU,
+        the same client CPU (20,000 messages of 2 KB, ``python -m loadgen.keyed_send``)."""
         t = self.s.topics
-        out: dict[str, list[tuple[bytes | None, bytes]]] = {}
+        acks: list[asyncio.Future[object]] = []
+        sent: Counter[str] = Counter()
         for record, msg in routed:
             topic = t.for_route(msg.route.route)
-            out.setdefault(topic, []).append((record.key, msg.model_dump_json().encode()))
+            acks.append(await self.producer.send(topic, msg.model_dump_json().encode(), key=record.key))
+            sent[topic] += 1
             self.stats.routed[msg.route.route] += 1
             self.metrics.decided(msg.route)
         for record, letter in dead:
-            out.setdefault(t.dead, []).append((record.key, letter.model_dump_json().encode()))
+            acks.append(await self.producer.send(t.dead, letter.model_dump_json().encode(), key=record.key))
             self.stats.dead += 1
             self.metrics.dead_letter(t.dead)
-        acks: list[asyncio.Future[object]] = []
-        for topic, items in out.items():
-            acks += await self._send_keyed(topic, items)
-            if topic != t.dead:
-                self.metrics.produced(topic, len(items))
-        return acks
-
-    async def _send_keyed(self, topic: str, items: list[tuple[bytes | None, bytes]]) -> list[asyncio.Future[object]]:
-        """Partition by key as the producer's default partitioner does, then one ``send_batch`` per batch."""
-        parts = sorted(await self.producer.partitions_for(topic))
-        by_part: dict[int, list[tuple[bytes | None, bytes]]] = {}
-        for key, value in items:
-            by_part.setdefault(_PARTITIONER(key, parts, parts), []).append((key, value))
-        acks: list[asyncio.Future[object]] = []
-        for partition, msgs in by_part.items():
-            batch = self.producer.create_batch()
-            for key, value in msgs:
-                if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it, start another
-                    acks.append(await self.producer.send_batch(batch, topic, partition=partition))
-                    batch = self.producer.create_batch()
-                    batch.append(key=key, value=value, timestamp=None)  # an empty batch takes any one message
-            acks.append(await self.producer.send_batch(batch, topic, partition=partition))
+        for topic, n in sent.items():
+            self.metrics.produced(topic, n)
         return acks
 
     async def _commit(self) -> None:
