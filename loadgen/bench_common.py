@@ -21,8 +21,8 @@ from schemas.batch import ChatBody
 from schemas.messages import PromptMessage
 from workers import data
 from workers.data.prompts import format_mcq_prompt
-from workers.kafka.clients import KafkaConfig
 from workers.local.services import Service
+from workers.settings import KafkaSettings
 from workers.store.integrity import sign
 
 SAMPLE = Path(__file__).resolve().parent / "samples" / "mmlu_pro_200.jsonl"
@@ -96,7 +96,7 @@ async def send_at_rate(
 
 
 async def read_back(
-    kc: KafkaConfig, topics: Sequence[str], count: int, job: str, timeout_s: float = 120.0
+    kc: KafkaSettings, topics: Sequence[str], count: int, job: str, timeout_s: float = 120.0
 ) -> list[bytes]:
     """The values of the records of ``job`` on ``topics`` (read from the start, filtered by job id)."""
     consumer = AIOKafkaConsumer(
@@ -124,7 +124,7 @@ async def read_back(
 class Committed:
     """Committed offsets of one group, through one long-lived admin client (cheap to poll)."""
 
-    def __init__(self, kc: KafkaConfig, group: str, topic: str, partitions: int) -> None:
+    def __init__(self, kc: KafkaSettings, group: str, topic: str, partitions: int) -> None:
         self.admin = AIOKafkaAdminClient(**kc.client_kwargs())
         self.group = group
         self.tps = [TopicPartition(topic, p) for p in range(partitions)]

@@ -29,10 +29,10 @@ from loadgen.bench_common import (
 from schemas.batch import ChatBody
 from schemas.messages import RoutedMessage
 from workers.classifier.model import Classifier
-from workers.kafka.clients import KafkaConfig
 from workers.kafka.lag import measure
 from workers.local.services import Service
 from workers.router.text import prompt_text
+from workers.settings import KafkaSettings
 
 WARMUP = 48
 SAMPLE_S = 1.0
@@ -87,7 +87,7 @@ def classifier_ceiling(
 class RouterRig:
     """A running router process and what the bench needs to drive it."""
 
-    kc: KafkaConfig
+    kc: KafkaSettings
     producer: AIOKafkaProducer
     proc: Service
     group: str

@@ -3,25 +3,18 @@ each started once on a free loopback port; the classifier artefact built once an
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
+from tests.helpers import cache_dir
 from workers.local.services import Service, start_broker, start_redis, start_replay
 from workers.settings import InferenceSettings, RouterSettings, Settings, Topics
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("THINKROUTE_CACHE_DIR") or Path.home() / ".cache" / "thinkroute")
 
 
 @pytest.fixture(scope="session")
@@ -86,12 +79,3 @@ def settings(broker: Service, redis_server: Service, replay: Service, unique: st
         session_timeout_ms=6000,
         cache_dir=cache_dir(),
     )
-
-
-async def wait_until(cond: Callable[[], Awaitable[bool]], timeout: float = 60.0, what: str = "condition") -> None:
-    """Poll ``cond`` until it holds; fail with ``what`` after ``timeout`` seconds (no fixed sleeps)."""
-    deadline = time.monotonic() + timeout
-    while not await cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        await asyncio.sleep(0.05)

@@ -1,20 +1,24 @@
 """All configuration, read once from the environment (prefix ``THINKROUTE_``) in the entrypoints.
 
-Inner code never reads the environment: it takes plain arguments built from these objects.
-Nested fields use ``__``: ``THINKROUTE_ROUTER__BATCH_MAX=64``.
+Inner code never reads the environment: the entrypoints hand these frozen models down as they are, and
+every default and every value derived from them (``RouterSettings.batch_wait_s``, ``Settings.llm_url``,
+``Settings.kafka_settings``, ...) is written here, once. Nested fields use ``__``:
+``THINKROUTE_ROUTER__BATCH_MAX=64``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas import topics
 
-Family = Literal["qwen3", "deepseek", "gpt-oss", "none"]
+Family = Literal["qwen3", "deepseek", "gpt-oss", "none"]  # how a model family switches reasoning
+HttpTransport = Literal["asyncio", "httpcore"]  # the LLM client's transport under httpx
+FROZEN = ConfigDict(frozen=True)
 
 DEFAULT_MODEL = "Qwen/Qwen3-30B-A3B"
 DEFAULT_FAMILIES: dict[str, Family] = {"qwen3": "qwen3", "deepseek": "deepseek", "gpt-oss": "gpt-oss"}
@@ -23,14 +27,25 @@ DEFAULT_FAMILIES: dict[str, Family] = {"qwen3": "qwen3", "deepseek": "deepseek",
 class Topics(BaseModel):
     """Defaults: the wire contract's names (``schemas.topics``, described in ``schemas/asyncapi.json``)."""
 
+    model_config = FROZEN
+
     prompts: str = topics.PROMPTS
     reasoning: str = topics.REASONING
     direct: str = topics.DIRECT
     dead: str = topics.DEAD
 
+    def routed(self) -> tuple[str, str]:
+        """The topics the router publishes to and the inference workers read."""
+        return (self.reasoning, self.direct)
+
+    def for_route(self, route: str) -> str:
+        return self.reasoning if route == "reasoning" else self.direct
+
 
 class KafkaSecurity(BaseModel):
     """Passed to aiokafka as is; see README, Deployment."""
+
+    model_config = FROZEN
 
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
@@ -41,7 +56,41 @@ class KafkaSecurity(BaseModel):
     ssl_keyfile: Path | None = None
 
 
+class KafkaSettings(BaseModel):
+    """What every Kafka client is built from: ``Settings.kafka_settings()`` (bootstrap, security, session)."""
+
+    model_config = FROZEN
+
+    bootstrap: str
+    security: KafkaSecurity = Field(default_factory=KafkaSecurity)
+    session_timeout_ms: int = Field(ge=1000)  # its default is Settings.session_timeout_ms
+
+    @property
+    def heartbeat_interval_ms(self) -> int:
+        return max(self.session_timeout_ms // 4, 250)
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Connection and security arguments shared by aiokafka's producer, consumer and admin client."""
+        sec = self.security
+        kw: dict[str, Any] = {"bootstrap_servers": self.bootstrap, "security_protocol": sec.security_protocol}
+        if sec.security_protocol in ("SSL", "SASL_SSL"):
+            from aiokafka.helpers import create_ssl_context
+
+            kw["ssl_context"] = create_ssl_context(
+                cafile=str(sec.ssl_cafile) if sec.ssl_cafile else None,
+                certfile=str(sec.ssl_certfile) if sec.ssl_certfile else None,
+                keyfile=str(sec.ssl_keyfile) if sec.ssl_keyfile else None,
+            )
+        if sec.security_protocol.startswith("SASL"):
+            kw["sasl_mechanism"] = sec.sasl_mechanism or "PLAIN"
+            kw["sasl_plain_username"] = sec.sasl_username
+            kw["sasl_plain_password"] = sec.sasl_password.get_secret_value() if sec.sasl_password else None
+        return kw
+
+
 class RouterSettings(BaseModel):
+    model_config = FROZEN
+
     group: str = "thinkroute-router"
     batch_max: int = Field(default=64, ge=1, le=4096, description="flush a micro-batch at this size")
     batch_wait_ms: int = Field(default=20, ge=1, le=10_000, description="... or this long after its first prompt")
@@ -58,8 +107,23 @@ class RouterSettings(BaseModel):
     intra_op_threads: int | None = Field(default=None, ge=1)
     metrics_port: int = Field(default=9400, ge=0, le=65535, description="Prometheus /metrics; 0 = off")
 
+    @property
+    def batch_wait_s(self) -> float:
+        return self.batch_wait_ms / 1000
+
+    @property
+    def pending_limit(self) -> int:
+        """Records held between fetch and commit: ``max_pending``, or 4 batches when it is 0."""
+        return self.max_pending or 4 * self.batch_max
+
+    @property
+    def max_poll_records(self) -> int:
+        return max(self.batch_max, 500)
+
 
 class InferenceSettings(BaseModel):
+    model_config = FROZEN
+
     group: str = "thinkroute-inference"
     concurrency: int = Field(default=64, ge=1, le=4096, description="LLM requests in flight per worker")
     max_attempts: int = Field(default=4, ge=1, le=20)
@@ -79,13 +143,17 @@ class InferenceSettings(BaseModel):
     escalate_model: str | None = Field(default=None, description="model of the escalated attempt; default: same")
     metrics_port: int = Field(default=9401, ge=0, le=65535, description="Prometheus /metrics; 0 = off")
     commit_interval_ms: int = Field(default=100, ge=0, le=60_000, description="least time between offset commits")
-    http_transport: Literal["asyncio", "httpcore"] = Field(
+    http_transport: HttpTransport = Field(
         default="asyncio", description="LLM HTTP transport under httpx: asyncio protocols, or httpx's own httpcore"
     )
 
+    @property
+    def commit_interval_s(self) -> float:
+        return self.commit_interval_ms / 1000
+
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="THINKROUTE_", env_nested_delimiter="__", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="THINKROUTE_", env_nested_delimiter="__", extra="ignore", frozen=True)
 
     kafka_bootstrap: str | None = Field(default=None, description="unset: start the embedded stack")
     kafka: KafkaSecurity = Field(default_factory=KafkaSecurity)
@@ -119,3 +187,23 @@ class Settings(BaseSettings):
 
     def direct_url(self) -> str | None:
         return self.llm_direct_base_url or self.llm_base_url
+
+    def llm_url(self, route: str, model: str) -> str:
+        """Base URL of one request: the model's own (``llm_model_urls``), else its route's."""
+        url = self.llm_model_urls.get(model) or (self.reasoning_url() if route == "reasoning" else self.direct_url())
+        if not url:
+            raise ValueError(f"no LLM base URL for the {route} route: set THINKROUTE_LLM_BASE_URL")
+        return url
+
+    @property
+    def escalation_topic(self) -> str:
+        return self.inference.escalate_topic or self.topics.reasoning
+
+    def kafka_settings(self) -> KafkaSettings:
+        """The Kafka clients' settings. ``workers.kafka.clients.kafka_config`` wraps this for the entrypoints:
+        a ConfigError (reported as a configuration mistake) when no broker is configured."""
+        if self.kafka_bootstrap is None:
+            raise ValueError("THINKROUTE_KAFKA_BOOTSTRAP is not set")
+        return KafkaSettings(
+            bootstrap=self.kafka_bootstrap, security=self.kafka, session_timeout_ms=self.session_timeout_ms
+        )

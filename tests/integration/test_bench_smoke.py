@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from workers.local.services import Service
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from tests.conftest import wait_until
+from tests.helpers import wait_until
 from tests.integration.helpers import assert_exact_totals, running, sample_requests, submit_requests
 from workers.inference.serve import serve_inference
 from workers.local.services import Service, start_broker, start_s3

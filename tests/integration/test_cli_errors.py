@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from tests.integration.test_cli_run import SAMPLE, embedded_env, one_error_line, thinkroute
 from workers.cli.console import BROKER_CONNECT_TIMEOUT_S
 from workers.local.services import free_port

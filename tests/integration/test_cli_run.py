@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from loadgen.procs import settings_env
-from tests.conftest import ROOT, cache_dir
+from tests.helpers import ROOT, cache_dir
 from workers.local.services import free_port
 from workers.settings import Settings
 

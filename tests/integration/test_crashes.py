@@ -14,7 +14,7 @@ import pytest
 from redis.asyncio import Redis
 
 from loadgen.procs import Procs, settings_env
-from tests.conftest import wait_until
+from tests.helpers import wait_until
 from tests.integration.helpers import assert_exact_totals, committed, sample_requests, submit_requests
 from workers.settings import Settings
 from workers.store.jobstore import Store

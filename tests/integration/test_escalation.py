@@ -16,8 +16,8 @@ from redis.asyncio import Redis
 from schemas.batch import ChatBody, ChatMessage
 from schemas.messages import AttemptSummary, PromptMessage, RoutedMessage
 from schemas.records import JobMeta
-from tests.conftest import wait_until
 from tests.factories import route_decision
+from tests.helpers import wait_until
 from tests.integration.helpers import assert_exact_totals, committed, produce, read_topic, register, running, signed
 from workers.data import MMLU_PRO_TEST, read_jsonl
 from workers.data.prompts import format_mcq_prompt

@@ -22,7 +22,7 @@ from loadgen.procs import settings_env
 from schemas.batch import ChatBody, ChatMessage
 from schemas.messages import DeadLetter, PromptMessage, RoutedMessage
 from schemas.records import JobMeta
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from tests.integration.helpers import produce, read_topic, register, running
 from workers.inference.serve import serve_inference
 from workers.kafka.clients import ensure_topics, kafka_config

@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from loadgen.procs import settings_env
 from schemas.batch import ChatBody, ChatMessage
 from schemas.messages import DeadLetter, PromptMessage, RoutedMessage
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from tests.integration.helpers import assert_exact_totals, read_topic, running, sample_requests, submit_requests
 from workers.errors import BadInput
 from workers.inference.serve import serve_inference

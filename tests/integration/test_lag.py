@@ -12,8 +12,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
-from tests.conftest import ROOT
-from workers.kafka.clients import KafkaConfig, ensure_topics
+from tests.helpers import ROOT
+from workers.kafka.clients import ensure_topics, kafka_config
 from workers.kafka.lag import DrainTracker, measure
 from workers.settings import Settings
 
@@ -51,7 +51,7 @@ async def _commit(bootstrap: str, group: str, offsets: dict[TopicPartition, int]
 async def test_lag_shows_true_lag_against_known_offsets(settings: Settings, unique: str) -> None:
     assert settings.kafka_bootstrap
     bootstrap, topic, group = settings.kafka_bootstrap, settings.topics.prompts, f"lag-{unique}"
-    kc = KafkaConfig(bootstrap)
+    kc = kafka_config(settings)
     await ensure_topics(kc, [topic], len(PRODUCED))
     await _produce_in_bursts(bootstrap, topic)
     known = {TopicPartition(topic, p): o for p, o in COMMITTED.items() if o is not None}

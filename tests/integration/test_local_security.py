@@ -19,8 +19,8 @@ from redis.exceptions import AuthenticationError, NoPermissionError, ResponseErr
 
 from schemas.messages import AttemptSummary
 from schemas.records import JobMeta, RequestResult, Usage
-from tests.conftest import ROOT
 from tests.factories import route_decision
+from tests.helpers import ROOT
 from tests.integration.helpers import register
 from tests.integration.procs import alive, cmdline, redis_password, redis_url_of, stack_of, wait_for, workdir_of
 from tests.integration.test_cli_run import SAMPLE, embedded_env, thinkroute

@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaConsumer
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
-from tests.conftest import ROOT, wait_until
+from tests.helpers import ROOT, wait_until
 from tests.integration.helpers import committed, produce, running
 from workers.inference.serve import serve_inference
 from workers.kafka.clients import ensure_topics, kafka_config, make_consumer, make_producer

@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 
 from schemas.messages import DeadLetter
 from schemas.records import JobMeta
-from tests.conftest import wait_until
+from tests.helpers import wait_until
 from tests.integration.helpers import SAMPLE, committed, produce, read_topic, running, sample_requests, submit_requests
 from workers.classifier.model import Classifier
 from workers.data import QWEN3_THINK, read_jsonl

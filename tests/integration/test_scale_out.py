@@ -13,7 +13,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from tests.conftest import ROOT, wait_until
+from tests.helpers import ROOT, wait_until
 from tests.integration.helpers import committed
 from tests.integration.test_metrics import scrape, total
 from workers.kafka.clients import ensure_topics, kafka_config, make_producer

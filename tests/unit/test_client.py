@@ -5,6 +5,7 @@ import httpx
 import pytest
 
 from workers.inference.client import LLMClient, LLMFailed, RetryPolicy
+from workers.settings import InferenceSettings
 
 OK = {
     "id": "x",
@@ -76,7 +77,8 @@ def test_shards_cover_the_configured_connections() -> None:
     from workers.inference.client import MAX_SHARDS, make_http_clients, shard_count
 
     assert [shard_count(n) for n in (1, 4, 64, 65, 1000)] == [1, 4, 64, MAX_SHARDS, MAX_SHARDS] and MAX_SHARDS == 64
-    clients = make_http_clients(1.0, 2.0, 100, None, "httpcore")
+    inf = InferenceSettings(connect_timeout_s=1.0, read_timeout_s=2.0, concurrency=100, http_transport="httpcore")
+    clients = make_http_clients(inf, None)
     assert len(clients) == 64
     pools = [c._transport._pool for c in clients]  # type: ignore[attr-defined]
     assert sum(p._max_connections for p in pools) >= 100 and max(p._max_connections for p in pools) == 2
@@ -86,7 +88,7 @@ def test_asyncio_transport_is_one_client_with_the_whole_limit() -> None:
     from workers.inference.client import make_http_clients
     from workers.inference.http.transport import AsyncioTransport
 
-    (only,) = make_http_clients(1.0, 2.0, 100, "key")
+    (only,) = make_http_clients(InferenceSettings(connect_timeout_s=1.0, read_timeout_s=2.0, concurrency=100), "key")
     transport = only._transport  # type: ignore[attr-defined]
     assert isinstance(transport, AsyncioTransport) and transport.max_connections == 100
     assert transport.max_keepalive == 100 and only.headers["authorization"] == "Bearer key"
@@ -155,3 +157,9 @@ async def test_complete_posts_compact_json_to_the_parsed_url() -> None:
     (req,) = got
     assert str(req.url) == "http://llm:8000/v1/chat/completions" and req.headers["content-type"] == "application/json"
     assert req.content == '{"model":"m","messages":[{"role":"user","content":"é"}]}'.encode()
+
+
+def test_retry_policy_is_built_from_the_settings() -> None:
+    assert RetryPolicy.from_settings(InferenceSettings()) == RetryPolicy(4, 0.5, 20.0)
+    inf = InferenceSettings(max_attempts=6, backoff_base_s=0.1, backoff_max_s=2.0)
+    assert RetryPolicy.from_settings(inf) == RetryPolicy(6, 0.1, 2.0)

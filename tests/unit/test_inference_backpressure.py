@@ -14,8 +14,11 @@ from schemas.batch import ChatBody, ChatMessage
 from schemas.messages import PromptMessage, RoutedMessage
 from schemas.records import RequestResult
 from tests.factories import route_decision
+from tests.fakes import FakeConsumer
+from tests.helpers import until
 from workers.inference.client import Completion
-from workers.inference.worker import InferenceConfig, InferenceWorker
+from workers.inference.worker import InferenceWorker
+from workers.settings import InferenceSettings, Settings, Topics
 from workers.store.integrity import Verdict
 
 TP = TopicPartition("direct", 0)
@@ -33,36 +36,6 @@ def record(offset: int) -> ConsumerRecord[bytes, bytes]:
     route = route_decision("direct", reason="default")
     value = RoutedMessage(prompt=prompt, route=route, routed_at=time.time()).model_dump_json().encode()
     return ConsumerRecord("direct", 0, offset, 0, 0, b"k", value, None, 1, len(value), [])
-
-
-class FakeConsumer:
-    def __init__(self, n: int) -> None:
-        self.backlog = [record(i) for i in range(n)]
-        self.asked: list[int] = []
-        self.paused = False
-        self.pauses = 0
-        self.commits: list[int] = []
-
-    def assignment(self) -> set[TopicPartition]:
-        return {TP}
-
-    def pause(self, *tps: TopicPartition) -> None:
-        self.paused = True
-        self.pauses += 1
-
-    def resume(self, *tps: TopicPartition) -> None:
-        self.paused = False
-
-    async def getmany(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[Any, Any]:
-        assert not self.paused, "fetched while paused"
-        self.asked.append(max_records or 0)
-        take, self.backlog = self.backlog[: max_records or 1], self.backlog[max_records or 1 :]
-        if not take:
-            await asyncio.sleep(0.01)
-        return {TP: take} if take else {}
-
-    async def commit(self, offsets: dict[TopicPartition, Any]) -> None:
-        self.commits.append(offsets[TP].offset)
 
 
 class GatedLLM:
@@ -104,23 +77,23 @@ class MemoryStore:
         return True
 
 
+def settings(**inference: Any) -> Settings:
+    return Settings(llm_base_url="x", topics=Topics(dead="dead"), inference=InferenceSettings(**inference))
+
+
+def backlog(n: int) -> FakeConsumer:
+    return FakeConsumer(assignment=[TP], records=[record(i) for i in range(n)])
+
+
 async def test_bounded_in_flight_pause_and_in_order_commits() -> None:
-    consumer, llm, store = FakeConsumer(40), GatedLLM(), MemoryStore()
-    cfg = InferenceConfig(
-        topics=("direct",), dead_topic="dead", base_urls={"direct": "x", "reasoning": "x"}, concurrency=4
-    )
-    worker = InferenceWorker(cfg, consumer, None, llm, store)  # type: ignore[arg-type]
+    consumer, llm, store = backlog(40), GatedLLM(), MemoryStore()
+    worker = InferenceWorker(settings(concurrency=4), consumer, None, llm, store)  # type: ignore[arg-type]
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
 
-    async def until(cond: Any) -> None:
-        async with asyncio.timeout(10):
-            while not cond():  # noqa: ASYNC110 - polling a fake, no event to wait on
-                await asyncio.sleep(0.005)
-
     await until(lambda: llm.in_flight == 4)
-    await until(lambda: consumer.paused)
-    assert len(consumer.backlog) == 36  # nothing fetched beyond the 4 slots
+    await until(lambda: bool(consumer.paused))
+    assert len(consumer.buffer) == 36  # nothing fetched beyond the 4 slots
     assert consumer.commits == []
     for _ in range(40):
         llm.gate.release()
@@ -129,34 +102,69 @@ async def test_bounded_in_flight_pause_and_in_order_commits() -> None:
     await task
     assert llm.max_in_flight == 4
     assert max(consumer.asked) <= 4 and consumer.pauses >= 1
-    assert consumer.commits[-1] == 40
-    assert consumer.commits == sorted(consumer.commits)
+    commits = [c[TP] for c in consumer.commits]
+    assert commits[-1] == 40
+    assert commits == sorted(commits)
 
 
 async def test_commits_are_spaced_by_the_interval_and_always_made_at_drain() -> None:
     async def run(interval: float) -> list[int]:
-        consumer, llm, store = FakeConsumer(40), GatedLLM(), MemoryStore()
-        cfg = InferenceConfig(
-            topics=("direct",),
-            dead_topic="dead",
-            base_urls={"direct": "x", "reasoning": "x"},
-            concurrency=4,
-            commit_interval_s=interval,
-        )
-        worker = InferenceWorker(cfg, consumer, None, llm, store)  # type: ignore[arg-type]
+        consumer, llm, store = backlog(40), GatedLLM(), MemoryStore()
+        s = settings(concurrency=4, commit_interval_ms=int(interval * 1000))
+        worker = InferenceWorker(s, consumer, None, llm, store)  # type: ignore[arg-type]
         stop = asyncio.Event()
         task = asyncio.create_task(worker.run(stop))
         for _ in range(40):
             llm.gate.release()
-        async with asyncio.timeout(10):
-            while len(store.results) < 40:  # noqa: ASYNC110 - polling a fake, no event to wait on
-                await asyncio.sleep(0.005)
+        await until(lambda: len(store.results) == 40)
         await asyncio.sleep(0.05)
         stop.set()
         await task
-        return consumer.commits
+        return [c[TP] for c in consumer.commits]
 
     spaced = await run(60.0)
     assert spaced[-1] == 40 and len(spaced) <= 2  # the first round (nothing to commit yet) and the drain
     eager = await run(0.0)
     assert eager[-1] == 40 and len(eager) > len(spaced) and eager == sorted(eager)
+
+
+async def test_revoke_waits_for_the_requests_in_flight_then_commits_them() -> None:
+    consumer, llm, store = backlog(4), GatedLLM(), MemoryStore()
+    worker = InferenceWorker(settings(concurrency=4), consumer, None, llm, store)  # type: ignore[arg-type]
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    await until(lambda: llm.in_flight == 4 and bool(consumer.paused))
+    revoke = asyncio.create_task(worker.rebalance_listener().on_partitions_revoked({TP}))
+    llm.gate.release()
+    await until(lambda: len(store.results) == 1)
+    assert not revoke.done()  # three requests still in flight
+    for _ in range(3):
+        llm.gate.release()
+    await asyncio.wait_for(revoke, 10)
+    assert [c[TP] for c in consumer.commits][-1] == 4 and len(store.results) == 4
+    stop.set()
+    await task
+
+
+class FailingStore(MemoryStore):
+    async def write_result(self, result: RequestResult) -> bool:
+        if result.request_id == "j/2":
+            raise RuntimeError("store broke")
+        return await super().write_result(result)
+
+
+async def test_a_failing_handler_cancels_the_others_and_run_raises_its_error() -> None:
+    consumer, llm, store = backlog(6), GatedLLM(), FailingStore()
+    worker = InferenceWorker(settings(concurrency=6), consumer, None, llm, store)  # type: ignore[arg-type]
+    task = asyncio.create_task(worker.run(asyncio.Event()))
+    await until(lambda: llm.in_flight == 6)
+    for _ in range(3):  # j/0, j/1, j/2 answer (the LLM gate is FIFO); j/2's store write fails
+        llm.gate.release()
+    try:
+        await asyncio.wait_for(task, 10)
+    except RuntimeError as exc:
+        assert str(exc) == "store broke"
+    else:
+        raise AssertionError("run did not raise the handler's error")
+    assert llm.in_flight == 3 and sorted(store.results) == ["j/0", "j/1"]  # the others were cancelled
+    assert all(c[TP] <= 2 for c in consumer.commits)  # nothing from the failed message on is committed

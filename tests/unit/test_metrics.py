@@ -14,22 +14,11 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from tests.conftest import wait_until
+from tests.fakes import FakeConsumer
+from tests.helpers import wait_until
 from workers.local.services import free_port
 from workers.runtime.metrics import WorkerMetrics, consumer_joined
 from workers.runtime.metrics_server import MetricsServer, start_metrics_server
-
-
-class FakeConsumer:
-    def __init__(self, highwater: dict[TopicPartition, int | None]) -> None:
-        self.hw = highwater
-
-    def assignment(self) -> set[TopicPartition]:
-        return set(self.hw)
-
-    def highwater(self, tp: TopicPartition) -> int | None:
-        return self.hw[tp]
-
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -49,7 +38,7 @@ def samples(m: WorkerMetrics) -> Samples:
 def test_lag_per_partition_from_highwater_minus_commit() -> None:
     a, b, c = TopicPartition("t", 0), TopicPartition("t", 1), TopicPartition("u", 0)
     m = WorkerMetrics("router", "g")
-    m.watch(FakeConsumer({a: 100, b: 40, c: None}))  # type: ignore[arg-type]
+    m.watch(FakeConsumer(highwater={a: 100, b: 40, c: None}))  # type: ignore[arg-type]
     m.committed({a: 70, b: 40})
     got = samples(m)
     t0 = (("consumergroup", "g"), ("partition", "0"), ("topic", "t"))
@@ -70,7 +59,7 @@ def test_names_are_ours_and_carry_their_unit() -> None:
     """No series under another exporter's name (kafka_exporter's kafka_*, the semantic router's llm_*): a
     query without a job filter would add them up with the exporter's. Histograms and the lag in base units."""
     m = WorkerMetrics("router", "g")
-    m.watch(FakeConsumer({TopicPartition("t", 0): 9}))  # type: ignore[arg-type]
+    m.watch(FakeConsumer(highwater={TopicPartition("t", 0): 9}))  # type: ignore[arg-type]
     m.committed({TopicPartition("t", 0): 4})
     families = {f.name: f.type for f in m.registry.collect()}
     assert {n.split("_")[0] for n in families} == {"thinkroute", "process", "python"}
@@ -100,9 +89,9 @@ def test_process_metrics_are_exported() -> None:
 async def test_consumer_joined_reads_the_real_consumer_before_it_joins() -> None:
     m = WorkerMetrics("router", "g")
     assert not m.ready()  # nothing watched
-    m.watch(FakeConsumer({}))  # type: ignore[arg-type]
+    m.watch(FakeConsumer(highwater={}))  # type: ignore[arg-type]
     assert not m.ready()  # no assignment and no group state: not a member
-    m.watch(FakeConsumer({TopicPartition("t", 0): None}))  # type: ignore[arg-type]
+    m.watch(FakeConsumer(highwater={TopicPartition("t", 0): None}))  # type: ignore[arg-type]
     assert m.ready()
     consumer = AIOKafkaConsumer(bootstrap_servers="127.0.0.1:9", group_id="g")
     consumer.subscribe(["t"])  # subscribed, never started: no coordinator, no member id
@@ -152,7 +141,7 @@ async def test_ready_is_503_until_the_consumer_joins() -> None:
         assert resp.status_code == 503 and b"not consuming" in resp.content
         assert (await get(f"{url}/metrics")).status_code == 200  # alive, not ready
         assert parse((await get(f"{url}/metrics")).text)[("thinkroute_consumer_joined", (("consumergroup", "g"),))] == 0
-        m.watch(FakeConsumer({TopicPartition("r", 0): 5}))  # type: ignore[arg-type]
+        m.watch(FakeConsumer(highwater={TopicPartition("r", 0): 5}))  # type: ignore[arg-type]
         resp = await get(f"{url}/ready")
         assert resp.status_code == 200 and resp.text == "ready\n"
         assert parse((await get(f"{url}/metrics")).text)[("thinkroute_consumer_joined", (("consumergroup", "g"),))] == 1

@@ -26,7 +26,8 @@ from workers.evaluation.classify_file import classify_rows, line_text
 from workers.evaluation.heldout import heldout_items
 from workers.evaluation.replay import evaluate_replay, outcome, read_records, select, split_of
 from workers.router.policy import Policy, load_policy
-from workers.router.worker import RouterConfig, RouterWorker
+from workers.router.worker import RouterWorker
+from workers.settings import Settings, Topics
 
 pytestmark = pytest.mark.timeout(900)
 SEED = 13
@@ -153,8 +154,8 @@ def test_classify_and_router_decide_identically(classifier: Classifier, policy: 
                 ),
             )
         )
-    cfg = RouterConfig("p", "r", "d", "x", default_model="default-model")
-    worker = RouterWorker(cfg, cast(Any, None), cast(Any, None), classifier, policy)
+    s = Settings(default_model="default-model", topics=Topics(prompts="p", reasoning="r", direct="d", dead="x"))
+    worker = RouterWorker(s, cast(Any, None), cast(Any, None), classifier, policy)
     routed = asyncio.run(worker._classify(cast(Any, prompts)))
     keys = ("category", "confidence", "use_reasoning", "reasoning_effort", "reasoning_score", "model", "reason")
     assert [{k: getattr(m.route, k) for k in keys} for _, m in routed] == [{k: o[k] for k in keys} for o in via_file]

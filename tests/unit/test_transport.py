@@ -17,6 +17,7 @@ import pytest
 from workers.inference.client import LLMClient, RetryPolicy, make_http_clients
 from workers.inference.http.http1 import ResponseParser
 from workers.inference.http.transport import AsyncioTransport
+from workers.settings import InferenceSettings
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -492,7 +493,7 @@ async def test_llm_client_retries_a_dropped_connection_on_the_real_transport() -
     async def no_sleep(s: float) -> None:
         pass
 
-    clients = make_http_clients(1.0, 2.0, 4, "k")
+    clients = make_http_clients(InferenceSettings(connect_timeout_s=1.0, read_timeout_s=2.0, concurrency=4), "k")
     assert len(clients) == 1 and isinstance(clients[0]._transport, AsyncioTransport)  # type: ignore[attr-defined]
     async with server(flaky) as (url, _), clients[0] as http:
         llm = LLMClient(http, RetryPolicy(3, 0.01, 0.01), sleep=no_sleep)

@@ -23,12 +23,13 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 
 from workers.errors import PermanentError, TransientError
 from workers.inference.http.transport import AsyncioTransport
+from workers.settings import HttpTransport, InferenceSettings
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +38,15 @@ RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    max_attempts: int = 4
-    base_s: float = 0.5
-    max_s: float = 20.0
+    """Retries of transient LLM errors; its values are settings (``INFERENCE__MAX_ATTEMPTS``, ...)."""
+
+    max_attempts: int
+    base_s: float
+    max_s: float
+
+    @classmethod
+    def from_settings(cls, inf: InferenceSettings) -> RetryPolicy:
+        return cls(inf.max_attempts, inf.backoff_base_s, inf.backoff_max_s)
 
     def delay(self, attempt: int, retry_after_s: float | None, rand: Callable[[], float] = random.random) -> float:
         """Full jitter: uniform in [0, min(max, base * 2**(attempt-1))]; Retry-After is a floor."""
@@ -92,22 +99,14 @@ def shard_count(connections: int) -> int:
     return max(1, min(MAX_SHARDS, math.ceil(connections / CONNECTIONS_PER_SHARD)))
 
 
-HttpTransport = Literal["asyncio", "httpcore"]
-
-
-def make_http_clients(
-    connect_s: float,
-    read_s: float,
-    max_connections: int,
-    api_key: str | None,
-    transport: HttpTransport = "asyncio",
-) -> list[httpx.AsyncClient]:
-    """Clients for ``max_connections`` concurrent requests: one on the asyncio transport, or httpcore
-    shards whose limits add up to at least that."""
+def make_http_clients(inf: InferenceSettings, api_key: str | None) -> list[httpx.AsyncClient]:
+    """Clients for ``inf.concurrency`` concurrent requests: one on the asyncio transport, or httpcore shards
+    whose limits add up to at least that (``inf.http_transport``)."""
+    connect_s, read_s, transport = inf.connect_timeout_s, inf.read_timeout_s, inf.http_transport
     if transport == "asyncio":
-        return [make_http_client(connect_s, read_s, max_connections, api_key, transport)]
-    shards = shard_count(max_connections)
-    per = math.ceil(max_connections / shards)
+        return [make_http_client(connect_s, read_s, inf.concurrency, api_key, transport)]
+    shards = shard_count(inf.concurrency)
+    per = math.ceil(inf.concurrency / shards)
     return [make_http_client(connect_s, read_s, per, api_key, transport) for _ in range(shards)]
 
 
@@ -138,7 +137,7 @@ class LLMHttpClient(httpx.AsyncClient):
 
 
 def make_http_client(
-    connect_s: float, read_s: float, max_connections: int, api_key: str | None, transport: HttpTransport = "asyncio"
+    connect_s: float, read_s: float, max_connections: int, api_key: str | None, transport: HttpTransport
 ) -> httpx.AsyncClient:
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)

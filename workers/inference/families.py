@@ -9,9 +9,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
-Family = Literal["qwen3", "deepseek", "gpt-oss", "none"]
+from workers.settings import Family
 
 
 def family_for(model: str, patterns: Mapping[str, Family], default: Family) -> Family:

@@ -8,7 +8,7 @@ from contextlib import AsyncExitStack
 
 from workers.errors import ConfigError
 from workers.inference.client import LLMClient, RetryPolicy, make_http_clients
-from workers.inference.worker import InferenceConfig, InferenceWorker
+from workers.inference.worker import InferenceWorker
 from workers.kafka.clients import kafka_config, make_consumer, make_producer
 from workers.runtime.crashpoints import CrashPoints
 from workers.runtime.metrics import WorkerMetrics
@@ -29,24 +29,9 @@ async def serve_inference(s: Settings, stop: asyncio.Event | None = None) -> Non
         raise ConfigError("set THINKROUTE_LLM_BASE_URL (or both THINKROUTE_LLM_REASONING_BASE_URL and _DIRECT_)")
     kc = kafka_config(s)
     t, inf = s.topics, s.inference
-    cfg = InferenceConfig(
-        topics=(t.reasoning, t.direct),
-        dead_topic=t.dead,
-        base_urls={"reasoning": reasoning_url, "direct": direct_url},
-        model_urls=s.llm_model_urls,
-        concurrency=inf.concurrency,
-        families=inf.families,
-        default_family=inf.default_family,
-        escalate_below=inf.escalate_below,
-        escalate_topic=inf.escalate_topic or t.reasoning,
-        escalate_model=inf.escalate_model,
-        commit_interval_s=inf.commit_interval_ms / 1000,
-    )
     api_key = s.llm_api_key.get_secret_value() if s.llm_api_key else None
     async with AsyncExitStack() as stack:
-        http = make_http_clients(
-            inf.connect_timeout_s, inf.read_timeout_s, inf.concurrency, api_key, inf.http_transport
-        )
+        http = make_http_clients(inf, api_key)
         for client in http:
             stack.push_async_callback(client.aclose)
         redis = redis_client(s)
@@ -55,13 +40,13 @@ async def serve_inference(s: Settings, stop: asyncio.Event | None = None) -> Non
         producer = make_producer(kc)
         await producer.start()
         stack.push_async_callback(producer.stop)
-        llm = LLMClient(http, RetryPolicy(inf.max_attempts, inf.backoff_base_s, inf.backoff_max_s))
+        llm = LLMClient(http, RetryPolicy.from_settings(inf))
         consumer = make_consumer(kc, inf.group, max_poll_records=inf.concurrency)
         metrics = WorkerMetrics("inference", inf.group)
         metrics.watch(consumer)
         await serve_metrics(stack, metrics, s.metrics_host, inf.metrics_port)
         worker = InferenceWorker(
-            cfg,
+            s,
             consumer,
             producer,
             llm,
@@ -69,13 +54,13 @@ async def serve_inference(s: Settings, stop: asyncio.Event | None = None) -> Non
             crash=CrashPoints(s.crash_points),
             metrics=metrics,
         )
-        consumer.subscribe(list(cfg.topics), listener=worker.rebalance_listener())
+        consumer.subscribe(list(t.routed()), listener=worker.rebalance_listener())
         await consumer.start()
         stack.push_async_callback(consumer.stop)
         log.info(
             "inference up: %s -> Redis, concurrency %d, reasoning %s, direct %s",
-            list(cfg.topics),
-            cfg.concurrency,
+            list(t.routed()),
+            inf.concurrency,
             reasoning_url,
             direct_url,
         )

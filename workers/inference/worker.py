@@ -1,8 +1,11 @@
 """The inference loop: consume routed prompts -> call the LLM -> store result and counters -> commit.
 
-Up to ``concurrency`` requests run at once; when all slots are busy the worker pauses its partitions
-instead of buffering. An offset is committed only after Redis accepted the result of that message and
-of every earlier message of its partition.
+Each message is a task of one task group, at most ``concurrency`` at once (a semaphore: FastStream's
+concurrent subscriber, bounded + semaphore + task group); when every slot is busy the worker pauses its
+partitions instead of buffering. A handler's failure cancels the others and ends ``run`` with its error.
+An offset is committed (`workers.kafka.commit.Checkpoint`) only after Redis accepted the result of that
+message and of every earlier message of its partition. Redis calls ride out short outages in the client
+itself (`workers.store.jobstore.redis_client`).
 """
 
 from __future__ import annotations
@@ -10,51 +13,35 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from collections.abc import Collection
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import TypeAlias
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
-from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
+from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from schemas.messages import RoutedMessage
 from schemas.records import RequestResult
 from workers.inference.client import Completion, LLMClient, LLMFailed
 from workers.inference.escalation import answer_confidence, attempt_summary, escalated_decision
-from workers.inference.families import Family, build_request, family_for
+from workers.inference.families import build_request, family_for
 from workers.inference.results import completed, failed
+from workers.kafka.commit import Checkpoint, DrainOnRevoke
 from workers.kafka.deadletter import dead_letter
-from workers.kafka.offsets import OffsetTracker
 from workers.runtime.crashpoints import CrashPoints
 from workers.runtime.metrics import WorkerMetrics
+from workers.runtime.tasks import task_group
+from workers.settings import Settings
 from workers.store.integrity import RejectedRequest, Verdict
 from workers.store.jobstore import Store
 
 log = logging.getLogger(__name__)
 
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
-STORE_ATTEMPTS = 8
-
-
-@dataclass(frozen=True)
-class InferenceConfig:
-    topics: tuple[str, ...]
-    dead_topic: str
-    base_urls: Mapping[str, str]  # route -> OpenAI-compatible base URL
-    model_urls: Mapping[str, str] = field(default_factory=dict)  # model -> base URL, overrides the route's
-    concurrency: int = 64
-    families: Mapping[str, Family] = field(default_factory=dict)
-    default_family: Family = "qwen3"
-    escalate_below: float | None = None  # direct answers less confident than this are escalated; None: never
-    escalate_topic: str = ""  # where escalated requests go (the reasoning topic)
-    escalate_model: str | None = None  # the stronger model of the second attempt; None: the same model
-    # commit at most this often while running (always at drain and before a rebalance): each commit is a
-    # broker round trip the loop waits for; a crash redelivers at most this much more, skipped as recorded
-    commit_interval_s: float = 0.1
+FETCH_WAIT_MS = 200  # longest one fetch waits for records
+SLOT_WAIT_S = 0.5  # longest the loop waits for a free slot before it looks at stop and the commit interval
 
 
 @dataclass
@@ -69,7 +56,7 @@ class InferenceStats:
 class InferenceWorker:
     def __init__(
         self,
-        cfg: InferenceConfig,
+        s: Settings,
         consumer: AIOKafkaConsumer,
         producer: AIOKafkaProducer,
         llm: LLMClient,
@@ -77,67 +64,77 @@ class InferenceWorker:
         crash: CrashPoints | None = None,
         metrics: WorkerMetrics | None = None,
     ) -> None:
-        self.cfg = cfg
+        self.s = s
+        self.cfg = s.inference
         self.metrics = metrics or WorkerMetrics("inference", "")
         self.crash = crash or CrashPoints()
         self.consumer = consumer
         self.producer = producer
         self.llm = llm
         self.store = store
-        self.tracker: OffsetTracker[TopicPartition] = OffsetTracker()
+        self.checkpoint = Checkpoint(
+            consumer,
+            # each commit is a broker round trip the loop waits for; a crash redelivers at most this much more,
+            # skipped as recorded (always committed at drain and before a rebalance)
+            interval_s=self.cfg.commit_interval_s,
+            on_commit=self.metrics.committed,
+            on_forget=self.metrics.forget,
+        )
         self.stats = InferenceStats()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._failure: BaseException | None = None
+        self._slots = asyncio.Semaphore(self.cfg.concurrency)
+        self._busy = 0  # requests in flight (slots taken)
+        self._idle = asyncio.Event()  # set while none is
+        self._idle.set()
         self._paused = False
-        self._last_commit = 0.0
 
     def rebalance_listener(self) -> ConsumerRebalanceListener:
-        return _DrainOnRevoke(self)
+        return DrainOnRevoke("inference", self.checkpoint, self.quiesce)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Process until ``stop`` is set; then stop fetching, finish what is in flight and commit."""
-        while not stop.is_set():
-            free = self.cfg.concurrency - len(self._tasks)
-            if free <= 0:
-                self._pause(True)
-                await asyncio.wait(self._tasks, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
-            else:
-                self._pause(False)
-                fetched = await self.consumer.getmany(timeout_ms=200, max_records=free)
-                if fetched:
-                    self.metrics.batch_size.observe(sum(len(v) for v in fetched.values()))
-                for tp, records in fetched.items():
-                    for record in records:
-                        self._start(tp, record)
-            self._raise_failure()
-            now = time.monotonic()
-            if now - self._last_commit >= self.cfg.commit_interval_s:
-                self._last_commit = now
-                await self.commit()
-        await self.drain()
+        async with task_group() as tg:
+            while not stop.is_set():
+                if self._slots.locked():  # every slot busy: fetch nothing (no unbounded buffering)
+                    self._pause(True)
+                    await self._slot_freed(SLOT_WAIT_S)
+                else:
+                    self._pause(False)
+                    free = self.cfg.concurrency - self._busy
+                    fetched = await self.consumer.getmany(timeout_ms=FETCH_WAIT_MS, max_records=free)
+                    if fetched:
+                        self.metrics.batch_size.observe(sum(len(v) for v in fetched.values()))
+                    for tp, records in fetched.items():
+                        for record in records:
+                            await self._spawn(tg, tp, record)
+                await self.checkpoint.commit_due()
+            if self._busy:
+                log.info("draining %d requests in flight", self._busy)
+        await self.checkpoint.commit()
 
-    async def drain(self) -> None:
-        if self._tasks:
-            log.info("draining %d requests in flight", len(self._tasks))
-            await asyncio.wait(set(self._tasks))
-        self._raise_failure()
-        await self.commit()
+    async def quiesce(self, revoked: Collection[TopicPartition] = ()) -> None:
+        """Before partitions move: finish every request in flight (the consumer fetches nothing meanwhile)."""
+        await self._idle.wait()
+        self._paused = False  # the next assignment starts unpaused
 
-    def _start(self, tp: TopicPartition, record: Record) -> None:
-        self.tracker.begin(tp, record.offset)
+    async def _spawn(self, tg: asyncio.TaskGroup, tp: TopicPartition, record: Record) -> None:
+        await self._slots.acquire()  # never waits: no more were fetched than slots are free
+        self._busy += 1
+        self._idle.clear()
+        self.checkpoint.begin(tp, record.offset)
         self.metrics.consumed(record.topic)
-        task = asyncio.create_task(self._handle(tp, record))
-        self._tasks.add(task)
-        task.add_done_callback(self._finished)
+        tg.create_task(self._handle(tp, record)).add_done_callback(self._release)
 
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None and self._failure is None:
-            self._failure = task.exception()
+    def _release(self, _: asyncio.Task[None]) -> None:
+        self._slots.release()
+        self._busy -= 1
+        if not self._busy:
+            self._idle.set()
 
-    def _raise_failure(self) -> None:
-        if self._failure is not None:
-            raise self._failure
+    async def _slot_freed(self, timeout_s: float) -> None:
+        with suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._slots.acquire()
+                self._slots.release()
 
     def _pause(self, pause: bool) -> None:
         if pause == self._paused:
@@ -149,45 +146,29 @@ class InferenceWorker:
             self.consumer.resume(*parts)
         self._paused = pause
 
-    async def commit(self) -> None:
-        offsets = self.tracker.committable()
-        assigned = self.consumer.assignment()
-        offsets = {tp: o for tp, o in offsets.items() if tp in assigned}
-        if not offsets:
-            return
-        try:
-            await self.consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()})
-            self.tracker.mark_committed(offsets)
-            self.metrics.committed(offsets)
-        except CommitFailedError as exc:
-            log.warning("commit of %s failed after a rebalance: %s", sorted(offsets), exc)
-        except KafkaError as exc:
-            if not exc.retriable:
-                raise
-            log.warning("commit of %s failed (%s); retrying on the next round", sorted(offsets), exc)
-
     async def _handle(self, tp: TopicPartition, record: Record) -> None:
+        with self.checkpoint.finishing(tp, record.offset):  # done when the answer ends without an error
+            await self._answer(record)
+
+    async def _answer(self, record: Record) -> None:
         where = f"{record.topic}[{record.partition}]@{record.offset}"
         try:
             msg = RoutedMessage.model_validate_json(record.value or b"")
         except ValidationError as exc:
             log.warning("dead-lettering %s: not a routed message", where)
             await self._dead(record, f"invalid routed message: {exc.errors()[0]['msg']}", exc, None, None)
-            self.tracker.done(tp, record.offset)
             return
         prompt, route = msg.prompt, msg.route
-        verdict = await self._store_call(self.store.admit, prompt)  # one round trip; the MAC checked here
+        verdict = await self.store.admit(prompt)  # one round trip; the MAC checked here
         if verdict.rejected:  # not a request its job's submitter registered and signed: never answered
             log.warning("dead-lettering %s: %s", where, verdict.value)
             rejected = RejectedRequest(verdict)
             await self._dead(record, str(rejected), rejected, prompt.request_id, prompt.job_id)
-            self.tracker.done(tp, record.offset)
             return
         if verdict is Verdict.DONE:
             self.stats.duplicates += 1
             self.metrics.skipped_duplicate(route.route)
             log.debug("%s: request already recorded, skipping", where)
-            self.tracker.done(tp, record.offset)
             return
         family = family_for(route.model, self.cfg.families, self.cfg.default_family)
         body = prompt.body.model_dump(exclude_none=True)
@@ -196,18 +177,16 @@ class InferenceWorker:
         if threshold is not None:
             payload.setdefault("logprobs", True)
         try:
-            url = self.cfg.model_urls.get(route.model) or self.cfg.base_urls[route.route]
-            completion = await self.llm.complete(url, payload)
+            completion = await self.llm.complete(self.s.llm_url(route.route, route.model), payload)
             self.crash.hit("after_llm")
             result = completed(msg, completion)
             if threshold is not None and await self._escalated(record, msg, result, completion, threshold):
-                self.tracker.done(tp, record.offset)
                 return
         except LLMFailed as exc:
             log.warning("%s: request failed after %d attempts: %s", where, exc.attempts, exc)
             result = failed(msg, exc)
             await self._dead(record, f"LLM request failed: {exc}", exc, prompt.request_id, prompt.job_id)
-        written = bool(await self._store_call(self.store.write_result, result))
+        written = await self.store.write_result(result)
         self.metrics.result(result, written)
         if written:
             if result.status == "completed":
@@ -217,7 +196,6 @@ class InferenceWorker:
         else:
             self.stats.duplicates += 1
         self.crash.hit("after_store")
-        self.tracker.done(tp, record.offset)
 
     def _escalation_threshold(self, msg: RoutedMessage) -> float | None:
         """The threshold when this message's answer may be escalated: direct route, first attempt."""
@@ -234,7 +212,7 @@ class InferenceWorker:
             return False
         attempt = attempt_summary(result, confidence, threshold)
         p = msg.prompt
-        await self._store_call(self.store.write_escalation, p.job_id, p.request_id, attempt)
+        await self.store.write_escalation(p.job_id, p.request_id, attempt)
         self.crash.hit("after_escalation_store")
         out = RoutedMessage(
             prompt=p,
@@ -242,7 +220,7 @@ class InferenceWorker:
             routed_at=time.time(),
             previous_attempt=attempt,
         )
-        topic = self.cfg.escalate_topic
+        topic = self.s.escalation_topic
         fut = await self.producer.send(topic, out.model_dump_json().encode(), key=record.key)
         await fut
         self.metrics.produced(topic)
@@ -254,38 +232,8 @@ class InferenceWorker:
         self, record: Record, reason: str, exc: BaseException, request_id: str | None, job_id: str | None
     ) -> None:
         letter = dead_letter("inference", record, reason, exc, request_id=request_id, job_id=job_id)
-        fut = await self.producer.send(self.cfg.dead_topic, letter.model_dump_json().encode(), key=record.key)
+        dead = self.s.topics.dead
+        fut = await self.producer.send(dead, letter.model_dump_json().encode(), key=record.key)
         await fut
         self.stats.dead += 1
-        self.metrics.dead_letter(self.cfg.dead_topic)
-
-    async def _store_call(self, fn: Any, *args: Any) -> Any:
-        """Redis calls ride out short outages (restart, failover) with backoff, then give up loudly."""
-        for attempt in range(1, STORE_ATTEMPTS + 1):
-            try:
-                return await fn(*args)
-            except (RedisConnectionError, RedisTimeoutError) as exc:
-                if attempt == STORE_ATTEMPTS:
-                    raise
-                delay = min(0.2 * 2 ** (attempt - 1), 5.0)
-                log.warning("Redis unavailable (%s); attempt %d, retrying in %.1fs", exc, attempt, delay)
-                await asyncio.sleep(delay)
-        raise AssertionError("unreachable")
-
-
-class _DrainOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Before partitions move: finish the requests in flight and commit, so the next owner starts clean."""
-
-    def __init__(self, worker: InferenceWorker) -> None:
-        self.worker = worker
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        if self.worker._tasks:
-            await asyncio.wait(set(self.worker._tasks))
-        await self.worker.commit()
-        self.worker.tracker.forget(set(revoked))
-        self.worker.metrics.forget(revoked)
-        self.worker._paused = False
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        log.info("inference assigned %s", sorted(assigned))
+        self.metrics.dead_letter(dead)

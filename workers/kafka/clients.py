@@ -7,49 +7,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
-from aiokafka.helpers import create_ssl_context
 
 from workers.errors import ConfigError
-from workers.settings import Settings
+from workers.settings import KafkaSettings, Settings
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class KafkaConfig:
-    bootstrap: str
-    security_protocol: str = "PLAINTEXT"
-    sasl_mechanism: str | None = None
-    sasl_username: str | None = None
-    sasl_password: str | None = None
-    ssl_cafile: Path | None = None
-    ssl_certfile: Path | None = None
-    ssl_keyfile: Path | None = None
-    session_timeout_ms: int = 10_000
-
-    def client_kwargs(self) -> dict[str, Any]:
-        kw: dict[str, Any] = {"bootstrap_servers": self.bootstrap, "security_protocol": self.security_protocol}
-        if self.security_protocol in ("SSL", "SASL_SSL"):
-            kw["ssl_context"] = create_ssl_context(
-                cafile=str(self.ssl_cafile) if self.ssl_cafile else None,
-                certfile=str(self.ssl_certfile) if self.ssl_certfile else None,
-                keyfile=str(self.ssl_keyfile) if self.ssl_keyfile else None,
-            )
-        if self.security_protocol.startswith("SASL"):
-            kw["sasl_mechanism"] = self.sasl_mechanism or "PLAIN"
-            kw["sasl_plain_username"] = self.sasl_username
-            kw["sasl_plain_password"] = self.sasl_password
-        return kw
-
-
-def make_producer(cfg: KafkaConfig, *, linger_ms: int = 5) -> AIOKafkaProducer:
+def make_producer(cfg: KafkaSettings, *, linger_ms: int = 5) -> AIOKafkaProducer:
     """acks=all: a publish counts only once the broker has it; offsets are committed after that."""
     return AIOKafkaProducer(
         **cfg.client_kwargs(),
@@ -62,7 +31,7 @@ def make_producer(cfg: KafkaConfig, *, linger_ms: int = 5) -> AIOKafkaProducer:
 
 
 def make_consumer(
-    cfg: KafkaConfig, group: str, *, max_poll_records: int = 500, fetch_max_wait_ms: int = 50
+    cfg: KafkaSettings, group: str, *, max_poll_records: int = 500, fetch_max_wait_ms: int = 50
 ) -> AIOKafkaConsumer:
     """Manual commits only, after processing; new groups start at the earliest offset.
 
@@ -78,14 +47,14 @@ def make_consumer(
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         session_timeout_ms=cfg.session_timeout_ms,
-        heartbeat_interval_ms=max(cfg.session_timeout_ms // 4, 250),
+        heartbeat_interval_ms=cfg.heartbeat_interval_ms,
         max_poll_records=max_poll_records,
         fetch_max_wait_ms=fetch_max_wait_ms,
         isolation_level="read_uncommitted",
     )
 
 
-async def ensure_topics(cfg: KafkaConfig, names: Iterable[str], partitions: int) -> None:
+async def ensure_topics(cfg: KafkaSettings, names: Iterable[str], partitions: int) -> None:
     """Create the topics that do not exist yet, with their final partition count."""
     admin = AIOKafkaAdminClient(**cfg.client_kwargs())
     await admin.start()
@@ -105,18 +74,8 @@ async def ensure_topics(cfg: KafkaConfig, names: Iterable[str], partitions: int)
         await admin.close()
 
 
-def kafka_config(s: Settings) -> KafkaConfig:
+def kafka_config(s: Settings) -> KafkaSettings:
+    """The settings' Kafka model, or a ConfigError when no broker is configured."""
     if not s.kafka_bootstrap:
         raise ConfigError("THINKROUTE_KAFKA_BOOTSTRAP is not set")
-    k = s.kafka
-    return KafkaConfig(
-        bootstrap=s.kafka_bootstrap,
-        security_protocol=k.security_protocol,
-        sasl_mechanism=k.sasl_mechanism,
-        sasl_username=k.sasl_username,
-        sasl_password=k.sasl_password.get_secret_value() if k.sasl_password else None,
-        ssl_cafile=k.ssl_cafile,
-        ssl_certfile=k.ssl_certfile,
-        ssl_keyfile=k.ssl_keyfile,
-        session_timeout_ms=s.session_timeout_ms,
-    )
+    return s.kafka_settings()

@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from workers.errors import NotFound, ThinkRouteError
-from workers.kafka.clients import KafkaConfig
+from workers.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def _rate(history: Sequence[GroupLag]) -> float | None:
     return done / dt if done >= 0 else None  # negative: offsets were reset; no meaningful rate
 
 
-async def measure(kc: KafkaConfig, groups: Mapping[str, Sequence[str]], timeout_s: float = 15.0) -> list[GroupLag]:
+async def measure(kc: KafkaSettings, groups: Mapping[str, Sequence[str]], timeout_s: float = 15.0) -> list[GroupLag]:
     """Lag of each group on its topics (``{group: [topic, ...]}``), one admin and one consumer for all."""
     admin = AIOKafkaAdminClient(**kc.client_kwargs(), request_timeout_ms=int(timeout_s * 1000))
     consumer = AIOKafkaConsumer(

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from workers.kafka.clients import KafkaConfig, ensure_topics
+from workers.kafka.clients import ensure_topics, kafka_config
 from workers.local.redis_conf import REDIS_USER
 from workers.local.services import (
     Service,
@@ -33,7 +33,7 @@ from workers.local.services import (
     wait_port_async,
 )
 from workers.local.workdir import clean_stale, disown, make_workdir
-from workers.settings import Settings
+from workers.settings import KafkaSecurity, Settings
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +93,9 @@ class EmbeddedStack:
             "THINKROUTE_CACHE_DIR": str(self.settings.cache_dir),
         }
         t = self.settings.topics
-        await ensure_topics(
-            KafkaConfig(broker.address), [t.prompts, t.reasoning, t.direct, t.dead], self.settings.partitions
-        )
+        embedded = {"kafka_bootstrap": broker.address, "kafka": KafkaSecurity()}  # Tansu here: plaintext
+        kc = kafka_config(self.settings.model_copy(update=embedded))
+        await ensure_topics(kc, [t.prompts, t.reasoning, t.direct, t.dead], self.settings.partitions)
         for i in range(self.routers):
             self.workers.append(self._worker("router", i))
         for i in range(self.inference_workers):

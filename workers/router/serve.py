@@ -11,7 +11,7 @@ from workers.classifier.cache import ensure_artifact
 from workers.classifier.model import Classifier
 from workers.kafka.clients import kafka_config, make_consumer, make_producer
 from workers.router.policy import load_policy
-from workers.router.worker import RouterConfig, RouterWorker
+from workers.router.worker import RouterWorker
 from workers.runtime.crashpoints import CrashPoints
 from workers.runtime.metrics import WorkerMetrics
 from workers.runtime.process import install_stop_signals, serve_metrics
@@ -38,28 +38,13 @@ async def serve_router(s: Settings, stop: asyncio.Event | None = None, artifact:
     policy = load_policy(s.router.policy_path, classifier.labels)
     kc = kafka_config(s)
     t = s.topics
-    cfg = RouterConfig(
-        prompts_topic=t.prompts,
-        reasoning_topic=t.reasoning,
-        direct_topic=t.direct,
-        dead_topic=t.dead,
-        batch_max=s.router.batch_max,
-        batch_wait_s=s.router.batch_wait_ms / 1000,
-        depth=s.router.depth,
-        max_pending=s.router.max_pending,
-        default_model=s.default_model,
-        max_prompt_chars=s.max_prompt_chars,
-        max_tokens=s.max_tokens,
-    )
     producer = make_producer(kc)
     consumer = make_consumer(
-        kc, s.router.group, max_poll_records=max(s.router.batch_max, 500), fetch_max_wait_ms=s.router.fetch_max_wait_ms
+        kc, s.router.group, max_poll_records=s.router.max_poll_records, fetch_max_wait_ms=s.router.fetch_max_wait_ms
     )
     metrics = WorkerMetrics("router", s.router.group)
     metrics.watch(consumer)
-    worker = RouterWorker(
-        cfg, consumer, producer, classifier, policy, crash=CrashPoints(s.crash_points), metrics=metrics
-    )
+    worker = RouterWorker(s, consumer, producer, classifier, policy, crash=CrashPoints(s.crash_points), metrics=metrics)
     consumer.subscribe([t.prompts], listener=worker.rebalance_listener())
     async with AsyncExitStack() as stack:
         stack.callback(classifier.close)
@@ -73,7 +58,7 @@ async def serve_router(s: Settings, stop: asyncio.Event | None = None, artifact:
             t.prompts,
             t.reasoning,
             t.direct,
-            cfg.batch_max,
+            s.router.batch_max,
             s.router.batch_wait_ms,
             policy.version,
             classifier.version,

@@ -1,19 +1,24 @@
 """The router loop: consume -> micro-batch -> classify -> decide -> publish -> commit, as a pipeline.
 
-Three stages run at once, so the classifier never waits for the broker:
+Four stages run at once in one task group (a failing stage cancels the others and ends ``run`` with its
+error), in order from one to the next, so the classifier never waits for the broker:
 
-- the fetch loop (``run``) fills the batcher and dispatches batches to the classifier: when one is full, when
-  its oldest prompt waited ``batch_wait_s``, or at once while the classifier has a free slot (self-clocking:
-  small batches and low latency under light load, full batches under a backlog); at most ``depth`` batches
-  are classified at a time, and at most ``max_pending`` records are held between fetch and commit;
-- the publisher takes classified batches in dispatch order and hands each message to the producer (one
-  producer batch per topic partition, no await per message);
-- the committer waits for the broker's acks (acks=all) of each published batch, in order, and commits the
-  offsets of every batch acked so far in one commit.
+- fetch: records go from the consumer into the batcher while fewer than ``pending_limit`` records are held
+  between fetch and commit, and not while a due batch waits for the classifier;
+- dispatch: a batch goes to the classifier when it is full, when its oldest prompt waited ``batch_wait_s``,
+  or at once while the classifier has a free thread (self-clocking: small batches and low latency under
+  light load, full batches under a backlog); at most ``depth`` batches are classified at a time; every batch
+  joins the publish queue in dispatch order;
+- publish: classified batches, in dispatch order, go to the producer message by message, keyed (no await
+  per ack; the producer fills one batch per topic partition);
+- commit: waits for the broker's acks (acks=all) of each published batch, in order, and commits every
+  batch acked so far in one commit (`workers.kafka.commit.Checkpoint`).
 
-Offsets are committed only after the broker acknowledged every publish of their batch and of every earlier
-batch, so a crash re-routes what was not committed (at least once); downstream writes are idempotent by
-request id.
+The queues between the stages hold at most ``pending_limit`` batches (each holds a record or more), so the
+record budget is what applies backpressure. Offsets are committed only after the broker acknowledged every
+publish of their batch and of every earlier batch, so a crash re-routes what was not committed (at least
+once); downstream writes are idempotent by request id. Before a rebalance, ``quiesce`` lets everything in
+flight through and drops what is buffered for the revoked partitions.
 """
 
 from __future__ import annotations
@@ -21,45 +26,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter, deque
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
-from aiokafka.partitioner import DefaultPartitioner
-from aiokafka.structs import OffsetAndMetadata
 
 from schemas.messages import DeadLetter, PromptMessage, RoutedMessage
 from workers.classifier.model import Classifier
+from workers.kafka.commit import Checkpoint, DrainOnRevoke
 from workers.router.batcher import Batcher
 from workers.router.intake import Record, parse
 from workers.router.policy import Policy
 from workers.router.text import prompt_text
 from workers.runtime.crashpoints import CrashPoints
 from workers.runtime.metrics import WorkerMetrics
+from workers.runtime.tasks import task_group, wait_event
+from workers.settings import Settings
 
 log = logging.getLogger(__name__)
 
-IDLE_POLL_S = 0.2
-_PARTITIONER = DefaultPartitioner()  # what make_producer's producers use for keyed sends
+FETCH_WAIT_S = 0.2  # longest one fetch waits for records, and so the longest a stop waits for the fetcher
 
 Routed = list[tuple[Record, RoutedMessage]]
-
-
-@dataclass(frozen=True)
-class RouterConfig:
-    prompts_topic: str
-    reasoning_topic: str
-    direct_topic: str
-    dead_topic: str
-    batch_max: int = 64
-    batch_wait_s: float = 0.02
-    default_model: str = "Qwen/Qwen3-30B-A3B"
-    max_prompt_chars: int = 200_000
-    max_tokens: int | None = None
-    depth: int = 2  # batches being classified at once
-    max_pending: int = 0  # records held between fetch and commit; 0: 4 x batch_max
 
 
 @dataclass
@@ -73,15 +62,14 @@ class RouterStats:
 class _Batch:
     records: list[Record]
     dead: list[tuple[Record, DeadLetter]]
-    size: int  # prompts being classified
-    routed: asyncio.Future[Routed]
+    routed: asyncio.Future[Routed]  # the classification (a task of the group), or [] when all are dead letters
     acks: list[asyncio.Future[object]] = field(default_factory=list)
 
 
 class RouterWorker:
     def __init__(
         self,
-        cfg: RouterConfig,
+        s: Settings,
         consumer: AIOKafkaConsumer,
         producer: AIOKafkaProducer,
         classifier: Classifier,
@@ -90,176 +78,143 @@ class RouterWorker:
         crash: CrashPoints | None = None,
         metrics: WorkerMetrics | None = None,
     ) -> None:
-        self.cfg = cfg
+        self.s = s
+        self.cfg = s.router
         self.metrics = metrics or WorkerMetrics("router", "")
         self.crash = crash or CrashPoints()
         self.consumer = consumer
         self.producer = producer
         self.classifier = classifier
         self.policy = policy
-        self.batcher: Batcher[Record] = Batcher(cfg.batch_max, cfg.batch_wait_s, clock)
+        self.batcher: Batcher[Record] = Batcher(self.cfg.batch_max, self.cfg.batch_wait_s, clock)
+        self.checkpoint = Checkpoint(consumer, on_commit=self.metrics.committed, on_forget=self.metrics.forget)
         self.stats = RouterStats()
-        self.max_pending = cfg.max_pending or 4 * cfg.batch_max
-        self._to_publish: deque[_Batch] = deque()  # dispatched, in order
-        self._to_commit: deque[_Batch] = deque()  # published, in order
-        self._pending = 0  # records dispatched and not yet committed
+        limit = self.cfg.pending_limit
+        self._to_publish: asyncio.Queue[_Batch | None] = asyncio.Queue(limit)  # dispatched, in order
+        self._to_commit: asyncio.Queue[_Batch | None] = asyncio.Queue(limit)  # published, in order
+        self._held = 0  # records fetched and not yet committed (in the batcher or dispatched)
         self._classifying = 0  # prompts being classified
         self._batches_classifying = 0
-        self._hold = False  # set while partitions are revoked: nothing new is dispatched
-        self._progress = asyncio.Event()  # something moved: a batch classified, published or committed
-        self._stages: list[asyncio.Task[None]] = []
+        self._holds = 0  # quiesce calls under way: nothing new is dispatched
+        self._running = self._stopping = False
+        self._fetching = True
+        self._wake_fetch = asyncio.Event()  # room freed, a batch dispatched, stop
+        self._wake_dispatch = asyncio.Event()  # records fetched, a classification ended, a hold lifted
+        self._wake_quiesce = asyncio.Event()  # a commit, the end of run
 
     def rebalance_listener(self) -> ConsumerRebalanceListener:
-        return _DrainOnRevoke(self)
+        return DrainOnRevoke("router", self.checkpoint, self.quiesce)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Route until ``stop`` is set, then flush what was fetched and return (the caller closes clients)."""
-        self._stages = [asyncio.create_task(self._publisher()), asyncio.create_task(self._committer())]
+        """Route until ``stop`` is set, then flush what was fetched and return once it is committed (the
+        caller closes the clients); a stage's failure cancels the others and is raised here."""
+        self._running = True
         try:
-            while not stop.is_set():
-                self._raise_failure()
-                room = self.max_pending - self._pending - len(self.batcher)
-                if room <= 0 or self._blocked():
-                    # backpressure: nothing more is taken (the fetcher's own buffer is bounded) until a
-                    # classification, publish or commit frees room
-                    await self._wait_progress(IDLE_POLL_S)
-                    continue
-                wait = self.batcher.time_left()
-                timeout_ms = int(1000 * (IDLE_POLL_S if wait is None else wait))
-                fetched = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=min(room, self.cfg.batch_max))
-                for records in fetched.values():
-                    self.batcher.extend(records)
-                self._dispatch()
-            self._dispatch(flush=True)
-            await self.settle()
+            async with task_group() as tg:
+                tg.create_task(self._watch(stop))
+                tg.create_task(self._fetch())
+                tg.create_task(self._dispatch(tg))
+                tg.create_task(self._publish())
+                tg.create_task(self._commit())
         finally:
-            for task in self._stages:
-                task.cancel()
-            await asyncio.gather(*self._stages, return_exceptions=True)
+            self._running = False
+            self._wake_quiesce.set()
 
-    async def settle(self) -> None:
-        """Wait until everything dispatched is published, acked and committed; raise a stage's failure."""
-        while self._pending:
-            self._raise_failure()
-            await self._wait_progress(IDLE_POLL_S)
-        self._raise_failure()
+    async def quiesce(self, revoked: Collection[TopicPartition] = ()) -> None:
+        """Before partitions move: dispatch nothing new, wait until every batch in flight is classified,
+        published, acked and committed, and drop what is buffered for ``revoked`` (its next owner routes it)."""
+        self._holds += 1
+        try:
+            while True:
+                self._wake_quiesce.clear()
+                if not self._running or self._held == len(self.batcher):  # nothing dispatched is uncommitted
+                    break
+                await self._wake_quiesce.wait()
+            dropped = self.batcher.discard(lambda r: TopicPartition(r.topic, r.partition) not in revoked)
+            self._held -= dropped
+        finally:
+            self._holds -= 1
+            self._wake_dispatch.set()
+            self._wake_fetch.set()
+        if dropped:
+            log.info("partitions %s revoked: %d buffered prompts left for their next owner", sorted(revoked), dropped)
+
+    async def _watch(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._stopping = True
+        self._wake_fetch.set()
 
     def _blocked(self) -> bool:
         """A batch is due but the classifier takes no more now: wait for it instead of polling the broker."""
-        return self.batcher.ready() and (self._hold or self._batches_classifying >= self.cfg.depth)
+        return self.batcher.ready() and (self._holds > 0 or self._batches_classifying >= self.cfg.depth)
 
-    def _dispatch(self, flush: bool = False) -> None:
-        """Hand due batches to the classifier (called after a fetch and whenever a classification ends)."""
-        while len(self.batcher) and not self._hold:
-            if not flush:
-                if self._batches_classifying >= self.cfg.depth:
+    async def _fetch(self) -> None:
+        """Consumer -> batcher, within the record budget, until stop."""
+        try:
+            while True:
+                self._wake_fetch.clear()
+                if self._stopping:
                     return
-                if not self.batcher.ready(idle=self._classifying < self.classifier.parallelism):
-                    return
-            self._start(self.batcher.take())
+                room = self.cfg.pending_limit - self._held
+                if room <= 0 or self._blocked():
+                    # backpressure: nothing more is taken (the consumer's own buffer is bounded) until a
+                    # dispatch or a commit frees room
+                    await self._wake_fetch.wait()
+                    continue
+                wait = self.batcher.time_left()
+                timeout_ms = int(1000 * (FETCH_WAIT_S if wait is None else min(wait, FETCH_WAIT_S)))
+                fetched = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=min(room, self.cfg.batch_max))
+                for records in fetched.values():
+                    self.batcher.extend(records)
+                    self._held += len(records)
+                if fetched:
+                    self._wake_dispatch.set()
+        finally:
+            self._fetching = False
+            self._wake_dispatch.set()
 
-    def _start(self, records: list[Record]) -> None:
-        prompts, dead = parse(records, self.cfg.max_prompt_chars, self.cfg.max_tokens)
+    def _due(self) -> bool:
+        if self._holds or self._batches_classifying >= self.cfg.depth:
+            return False
+        return self.batcher.ready(idle=self._classifying < self.classifier.parallelism)
+
+    async def _dispatch(self, tg: asyncio.TaskGroup) -> None:
+        """Batcher -> classifier -> publish queue; once fetching stopped, the rest is flushed."""
+        while self._fetching:
+            self._wake_dispatch.clear()
+            while self._due():
+                await self._start(tg, self.batcher.take())
+            busy = self._holds or self._batches_classifying >= self.cfg.depth
+            await wait_event(self._wake_dispatch, None if busy else self.batcher.time_left())
+        while len(self.batcher) and not self._holds:
+            await self._start(tg, self.batcher.take())
+        await self._to_publish.put(None)
+
+    async def _start(self, tg: asyncio.TaskGroup, records: list[Record]) -> None:
+        prompts, dead = parse(records, self.s.max_prompt_chars, self.s.max_tokens)
         self.metrics.batch_size.observe(len(records))
         for topic, n in Counter(r.topic for r in records).items():
             self.metrics.consumed(topic, n)
+        for r in records:
+            self.checkpoint.begin(TopicPartition(r.topic, r.partition), r.offset)
         routed: asyncio.Future[Routed]
         if prompts:
-            routed = asyncio.ensure_future(self._classify(prompts))
             self._classifying += len(prompts)
             self._batches_classifying += 1
+            routed = tg.create_task(self._classify_batch(prompts))
         else:
             routed = asyncio.get_running_loop().create_future()
             routed.set_result([])
-        batch = _Batch(records, dead, len(prompts), routed)
-        routed.add_done_callback(lambda _: self._classified(batch))
-        self._pending += len(records)
-        self._to_publish.append(batch)
-        self._progress.set()
+        self._wake_fetch.set()  # the due batch is gone: fetching may go on
+        await self._to_publish.put(_Batch(records, dead, routed))
 
-    def _classified(self, batch: _Batch) -> None:
-        if batch.size:
-            self._classifying -= batch.size
-            self._batches_classifying -= 1
-        self._progress.set()
-        self._dispatch()
-
-    async def _publisher(self) -> None:
-        while True:
-            if not self._to_publish:
-                await self._wait_progress(None)
-                continue
-            batch = self._to_publish[0]
-            routed = await batch.routed  # the classifier's failure ends the worker: nothing of it is committed
-            self.crash.hit("after_classify")
-            batch.acks = await self._publish(routed, batch.dead)
-            self._to_publish.popleft()
-            self._to_commit.append(batch)
-            self._progress.set()
-
-    async def _committer(self) -> None:
-        while True:
-            if not self._to_commit:
-                await self._wait_progress(None)
-                continue
-            done: list[_Batch] = []
-            while self._to_commit:  # every batch published so far, in order: one commit for all of them
-                batch = self._to_commit.popleft()
-                await asyncio.gather(*batch.acks)  # raises if the broker did not take them: nothing is committed
-                self.crash.hit("after_publish")
-                done.append(batch)
-            await self._commit([r for b in done for r in b.records])
-            self.stats.batches += len(done)
-            self._pending -= sum(len(b.records) for b in done)
-            self._progress.set()
-
-    async def _wait_progress(self, timeout_s: float | None) -> None:
-        self._progress.clear()
+    async def _classify_batch(self, prompts: list[tuple[Record, PromptMessage]]) -> Routed:
         try:
-            await asyncio.wait_for(self._progress.wait(), timeout_s)
-        except TimeoutError:
-            pass
-
-    def _raise_failure(self) -> None:
-        for task in self._stages:
-            if task.done() and not task.cancelled() and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
-
-    async def _publish(self, routed: Routed, dead: list[tuple[Record, DeadLetter]]) -> list[asyncio.Future[object]]:
-        """Enqueue every message of the batch, one producer batch per topic partition (no await per message)."""
-        out: dict[str, list[tuple[bytes | None, bytes]]] = {}
-        for record, msg in routed:
-            topic = self.cfg.reasoning_topic if msg.route.route == "reasoning" else self.cfg.direct_topic
-            out.setdefault(topic, []).append((record.key, msg.model_dump_json().encode()))
-            self.stats.routed[msg.route.route] += 1
-            self.metrics.decided(msg.route)
-        for record, letter in dead:
-            out.setdefault(self.cfg.dead_topic, []).append((record.key, letter.model_dump_json().encode()))
-            self.stats.dead += 1
-            self.metrics.dead_letter(self.cfg.dead_topic)
-        acks: list[asyncio.Future[object]] = []
-        for topic, items in out.items():
-            acks += await self._send_keyed(topic, items)
-            if topic != self.cfg.dead_topic:
-                self.metrics.produced(topic, len(items))
-        return acks
-
-    async def _send_keyed(self, topic: str, items: list[tuple[bytes | None, bytes]]) -> list[asyncio.Future[object]]:
-        """Partition by key as the producer's default partitioner does, then one ``send_batch`` per batch."""
-        parts = sorted(await self.producer.partitions_for(topic))
-        by_part: dict[int, list[tuple[bytes | None, bytes]]] = {}
-        for key, value in items:
-            by_part.setdefault(_PARTITIONER(key, parts, parts), []).append((key, value))
-        acks: list[asyncio.Future[object]] = []
-        for partition, msgs in by_part.items():
-            batch = self.producer.create_batch()
-            for key, value in msgs:
-                if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it, start another
-                    acks.append(await self.producer.send_batch(batch, topic, partition=partition))
-                    batch = self.producer.create_batch()
-                    batch.append(key=key, value=value, timestamp=None)  # an empty batch takes any one message
-            acks.append(await self.producer.send_batch(batch, topic, partition=partition))
-        return acks
+            return await self._classify(prompts)
+        finally:
+            self._classifying -= len(prompts)
+            self._batches_classifying -= 1
+            self._wake_dispatch.set()
 
     async def _classify(self, prompts: list[tuple[Record, PromptMessage]]) -> Routed:
         texts = [prompt_text(p.body) for _, p in prompts]
@@ -268,53 +223,59 @@ class RouterWorker:
         now = time.time()
         out = []
         for (record, prompt), c in zip(prompts, classes, strict=True):
-            decision = self.policy.decide(c, prompt.body.model, self.cfg.default_model, self.classifier.version)
+            decision = self.policy.decide(c, prompt.body.model, self.s.default_model, self.classifier.version)
             out.append((record, RoutedMessage(prompt=prompt, route=decision, routed_at=now)))
         return out
 
-    async def _commit(self, records: list[Record]) -> None:
-        offsets: dict[TopicPartition, int] = {}
-        for r in records:
-            tp = TopicPartition(r.topic, r.partition)
-            offsets[tp] = max(offsets.get(tp, -1), r.offset + 1)
-        assigned = self.consumer.assignment()
-        to_commit = {tp: OffsetAndMetadata(o, "") for tp, o in offsets.items() if tp in assigned}
-        if not to_commit:
-            return
-        try:
-            await self.consumer.commit(to_commit)
-            self.metrics.committed({tp: o.offset for tp, o in to_commit.items()})
-        except CommitFailedError as exc:
-            # The group rebalanced under us: the new owner re-routes these; the sink deduplicates.
-            log.warning("commit of %s failed after a rebalance: %s", sorted(to_commit), exc)
-        except KafkaError as exc:
-            if not exc.retriable:
-                raise
-            # The broker is briefly away: a later commit of the same partitions supersedes this one, and
-            # whatever stays uncommitted is re-routed after a restart (and deduplicated downstream).
-            log.warning("commit of %s failed (%s); it will be superseded", sorted(to_commit), exc)
+    async def _publish(self) -> None:
+        """Classified batches, in dispatch order -> producer -> commit queue."""
+        while (batch := await self._to_publish.get()) is not None:
+            routed = await batch.routed  # the classifier's failure ends the worker: nothing of it is committed
+            self.crash.hit("after_classify")
+            batch.acks = await self._send(routed, batch.dead)
+            await self._to_commit.put(batch)
+        await self._to_commit.put(None)
 
+    async def _send(self, routed: Routed, dead: list[tuple[Record, DeadLetter]]) -> list[asyncio.Future[object]]:
+        """Every message of the batch to the producer, keyed: no await per ack. ``producer.send`` rather than
+        partitioning here and one ``send_batch`` per partition: 2.1-3.5x the messages/s, half the broker CPU,
+        the same client CPU (20,000 messages of 2 KB, ``python -m loadgen.keyed_send``)."""
+        t = self.s.topics
+        acks: list[asyncio.Future[object]] = []
+        sent: Counter[str] = Counter()
+        for record, msg in routed:
+            topic = t.for_route(msg.route.route)
+            acks.append(await self.producer.send(topic, msg.model_dump_json().encode(), key=record.key))
+            sent[topic] += 1
+            self.stats.routed[msg.route.route] += 1
+            self.metrics.decided(msg.route)
+        for record, letter in dead:
+            acks.append(await self.producer.send(t.dead, letter.model_dump_json().encode(), key=record.key))
+            self.stats.dead += 1
+            self.metrics.dead_letter(t.dead)
+        for topic, n in sent.items():
+            self.metrics.produced(topic, n)
+        return acks
 
-class _DrainOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Before partitions move: dispatch nothing new, finish every batch in flight (classified, published, acked,
-    committed), drop what is buffered for revoked partitions."""
-
-    def __init__(self, worker: RouterWorker) -> None:
-        self.worker = worker
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        w = self.worker
-        w._hold = True
-        try:
-            while w._pending and not any(t.done() for t in w._stages):
-                await w._wait_progress(IDLE_POLL_S)  # a stage's failure, if any, is raised by the loop
-            w.metrics.forget(revoked)
-            dropped = w.batcher.discard(lambda r: TopicPartition(r.topic, r.partition) not in revoked)
-        finally:
-            w._hold = False
-        if dropped:
-            log.info("partitions %s revoked: %d buffered prompts left for their next owner", sorted(revoked), dropped)
-        w._dispatch()
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        log.info("router assigned %s", sorted(assigned))
+    async def _commit(self) -> None:
+        """Published batches, in order: await their acks, then one commit for every batch acked so far."""
+        while True:
+            batch = await self._to_commit.get()
+            acked: list[_Batch] = []
+            while batch is not None:
+                await asyncio.gather(*batch.acks)  # raises if the broker did not take them: nothing is committed
+                self.crash.hit("after_publish")
+                acked.append(batch)
+                if self._to_commit.empty():
+                    break
+                batch = self._to_commit.get_nowait()
+            if acked:
+                for r in (r for b in acked for r in b.records):
+                    self.checkpoint.done(TopicPartition(r.topic, r.partition), r.offset)
+                await self.checkpoint.commit()
+                self.stats.batches += len(acked)
+                self._held -= sum(len(b.records) for b in acked)
+                self._wake_fetch.set()
+                self._wake_quiesce.set()
+            if batch is None:
+                return

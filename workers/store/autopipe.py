@@ -4,8 +4,9 @@ The inference worker has up to ``concurrency`` requests in flight, each of which
 request is already recorded and later writes its result. Sent one by one, every call costs a round trip
 and a pass through the connection pool; here each call queues its commands and the first caller of an
 event-loop turn starts a flush that sends everything queued by then as one non-transactional pipeline.
-Each command keeps its own result or error (``raise_on_error=False``); a connection failure fails every
-caller of that flush, whose own retry policy then applies. Lua scripts stay atomic one by one.
+Each command keeps its own result or error (``raise_on_error=False``). The client's Retry
+(`workers.store.jobstore.redis_client`) replays a flush whose connection failed; past it, the failure
+fails every caller of that flush. Lua scripts stay atomic one by one.
 """
 
 from __future__ import annotations

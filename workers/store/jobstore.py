@@ -42,8 +42,12 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
-from redis.exceptions import ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from schemas.messages import AttemptSummary, PromptMessage
 from schemas.records import JobMeta, JobTotals, RequestResult, RouteTotals
@@ -131,7 +135,12 @@ class Store:
             pipe.scripts.add(script)  # type: ignore[arg-type]  # redis-py types it as the sync Script
             pipe.evalsha(script.sha, len(keys), *keys, *args)
 
-        return await self.pipeline.call(queue)
+        try:
+            return await self.pipeline.call(queue)
+        except NoScriptError:
+            # Redis restarted (empty script cache) after the pipeline checked its scripts, and the client's
+            # Retry replayed it there: the script did not run; the next pipeline loads it again
+            return await self.pipeline.call(queue)
 
     async def register_job(
         self, meta: JobMeta, request_ids: Sequence[str], secret: bytes, lease_s: float = LEASE_S
@@ -294,9 +303,22 @@ class Store:
         return [r.decode() if isinstance(r, bytes) else str(r) for r in raw]
 
 
+# Transient Redis errors (a restart, a failover) are retried by redis-py itself, on every command and pipeline
+# (the autopipeline's included): 8 attempts, 0.2 s doubling to 5 s between them (0.2, 0.4, ... 3.2, 5, 5), so
+# a caller gives up only after Redis was unreachable for about 16 s plus the attempts' own timeouts.
+REDIS_RETRIES = 7
+REDIS_BACKOFF = ExponentialBackoff(cap=5.0, base=0.1)  # redis-py waits base * 2**failures: 0.2 s first
+
+
 def redis_client(s: Settings) -> Redis:
+    """The Redis client of the workers and the CLI, retrying connection errors and timeouts (see above)."""
     if s.redis_url is None:
         raise ConfigError("THINKROUTE_REDIS_URL is not set")
     return Redis.from_url(
-        s.redis_url.get_secret_value(), socket_timeout=10, socket_connect_timeout=5, health_check_interval=15
+        s.redis_url.get_secret_value(),
+        socket_timeout=10,
+        socket_connect_timeout=5,
+        health_check_interval=15,
+        retry=Retry(REDIS_BACKOFF, retries=REDIS_RETRIES),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
