@@ -43,11 +43,10 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
+from redis.backoff import EqualJitterBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from schemas.messages import AttemptSummary, PromptMessage
 from schemas.records import JobMeta, JobTotals, RequestResult, RouteTotals
@@ -304,14 +303,16 @@ class Store:
 
 
 # Transient Redis errors (a restart, a failover) are retried by redis-py itself, on every command and pipeline
-# (the autopipeline's included): 8 attempts, 0.2 s doubling to 5 s between them (0.2, 0.4, ... 3.2, 5, 5), so
-# a caller gives up only after Redis was unreachable for about 16 s plus the attempts' own timeouts.
-REDIS_RETRIES = 7
-REDIS_BACKOFF = ExponentialBackoff(cap=5.0, base=0.1)  # redis-py waits base * 2**failures: 0.2 s first
+# (the autopipeline's included): up to 9 retries with exponential backoff and equal jitter (nominal 0.2 s
+# doubling to 5 s: 0.2, 0.4, ... 3.2, 5, 5, 5, 5; each wait between half and all of it), so a caller gives up
+# only after Redis refused or dropped connections for 13-26 s. A timeout is not retried: a Redis that accepts
+# and never answers (socket_timeout, 10 s) is reported at once instead of after every retry's full timeout.
+REDIS_RETRIES = 9
+REDIS_BACKOFF = EqualJitterBackoff(cap=5.0, base=0.1)  # nominal base * 2**failures: 0.2 s first
 
 
 def redis_client(s: Settings) -> Redis:
-    """The Redis client of the workers and the CLI, retrying connection errors and timeouts (see above)."""
+    """The Redis client of the workers and the CLI, retrying connection errors (see above)."""
     if s.redis_url is None:
         raise ConfigError("THINKROUTE_REDIS_URL is not set")
     return Redis.from_url(
@@ -320,5 +321,5 @@ def redis_client(s: Settings) -> Redis:
         socket_connect_timeout=5,
         health_check_interval=15,
         retry=Retry(REDIS_BACKOFF, retries=REDIS_RETRIES),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        retry_on_error=[RedisConnectionError],
     )
