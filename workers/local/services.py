@@ -113,29 +113,33 @@ def _listening(svc: Service) -> bool:
         return False
 
 
+def _up(svc: Service) -> bool:
+    """True once ``svc`` listens; ServiceError if it exited."""
+    if not svc.alive():
+        raise svc.failed(f"{svc.name} exited with code {svc.proc.returncode} at start")
+    return _listening(svc)
+
+
+def _never_up(svc: Service, timeout: float) -> ServiceError:
+    svc.stop()
+    return svc.failed(f"{svc.name} did not listen on {svc.address} within {timeout:.0f}s")
+
+
 def wait_port(svc: Service, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not svc.alive():
-            raise svc.failed(f"{svc.name} exited with code {svc.proc.returncode} at start")
-        if _listening(svc):
-            return
+    while not _up(svc):
+        if time.monotonic() >= deadline:
+            raise _never_up(svc, timeout)
         time.sleep(0.02)
-    svc.stop()
-    raise svc.failed(f"{svc.name} did not listen on {svc.address} within {timeout:.0f}s")
 
 
 async def wait_port_async(svc: Service, timeout: float = 15.0) -> None:
     """`wait_port` that lets the event loop run meanwhile (its signal handlers too)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not svc.alive():
-            raise svc.failed(f"{svc.name} exited with code {svc.proc.returncode} at start")
-        if _listening(svc):
-            return
+    while not _up(svc):
+        if time.monotonic() >= deadline:
+            raise _never_up(svc, timeout)
         await asyncio.sleep(0.02)
-    svc.stop()
-    raise svc.failed(f"{svc.name} did not listen on {svc.address} within {timeout:.0f}s")
 
 
 def _child_setup(parent: int, death_signal: int) -> None:
