@@ -320,6 +320,6 @@ def redis_client(s: Settings) -> Redis:
         socket_timeout=10,
         socket_connect_timeout=5,
         health_check_interval=15,
-        retry=Retry(REDIS_BACKOFF, retries=REDIS_RETRIES),
+        retry=Retry(REDIS_BACKOFF, retries=REDIS_RETRIES, supported_errors=(RedisConnectionError,)),
         retry_on_error=[RedisConnectionError],
     )
