@@ -18,16 +18,19 @@ class FakeConsumer:
     """The part of ``AIOKafkaConsumer`` the workers and their metrics use.
 
     Hands out what the test feeds it, in order, at most ``max_records`` at a time (a fetch with nothing to
-    hand out waits up to its timeout for a feed, as a broker holds a fetch); records each fetch's
+    hand out waits up to its timeout for a feed, as a broker holds a fetch, and returns without yielding to
+    the event loop when its timeout is 0, as aiokafka's does); records each fetch's
     ``max_records`` (``asked``), pauses, and commits (``commits``: one ``{partition: offset}`` per commit);
-    ``highwater`` answers from the given high watermarks. The assignment is fixed.
+    ``highwater`` answers from the given high watermarks. The assignment (``assignment`` and the partitions
+    with a high watermark) is fixed.
     """
 
     def __init__(
         self,
+        highwater: Mapping[TopicPartition, int | None] | None = None,
+        *,
         assignment: Iterable[TopicPartition] = (),
         records: Iterable[Record] = (),
-        highwater: Mapping[TopicPartition, int | None] | None = None,
     ) -> None:
         self.hw = dict(highwater or {})
         self.assigned = set(assignment) | set(self.hw)
@@ -58,7 +61,7 @@ class FakeConsumer:
     async def getmany(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[TopicPartition, list[Record]]:
         assert not self.paused, "fetched while paused"
         self.asked.append(max_records or 0)
-        if not self.buffer:
+        if not self.buffer and timeout_ms > 0:  # as aiokafka's: with no timeout it returns at once, not yielding
             self._fed.clear()
             await wait_event(self._fed, timeout_ms / 1000)
         n = max_records or 1

@@ -38,7 +38,7 @@ def samples(m: WorkerMetrics) -> Samples:
 def test_lag_per_partition_from_highwater_minus_commit() -> None:
     a, b, c = TopicPartition("t", 0), TopicPartition("t", 1), TopicPartition("u", 0)
     m = WorkerMetrics("router", "g")
-    m.watch(FakeConsumer(highwater={a: 100, b: 40, c: None}))  # type: ignore[arg-type]
+    m.watch(FakeConsumer({a: 100, b: 40, c: None}))  # type: ignore[arg-type]
     m.committed({a: 70, b: 40})
     got = samples(m)
     t0 = (("consumergroup", "g"), ("partition", "0"), ("topic", "t"))

@@ -10,6 +10,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, cast
 
+import pytest
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
@@ -173,6 +174,27 @@ async def test_backlog_fills_batches_and_bounds_what_is_held() -> None:
     assert sum(clf.calls) == 40 and clf.max_running <= 2
     assert max(clf.calls) == 4  # under a backlog batches are full
     assert len(producer.sent["reasoning"]) == 40
+
+
+@pytest.mark.timeout(60)  # a fetcher that never yields blocks the loop, and the test's own timeouts with it
+async def test_a_partial_batch_goes_when_its_wait_is_over_while_the_classifier_is_busy() -> None:
+    consumer, producer, clf = FakeConsumer(assignment=ASSIGNED), GatedProducer(), GatedClassifier()
+    producer.open = True
+    s = settings(batch_max=8, batch_wait_ms=30, depth=2)
+    worker = RouterWorker(s, cast(Any, consumer), cast(Any, producer), cast(Any, clf), load_policy())
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    consumer.feed([record(0, 0), record(0, 1)])
+    await until(lambda: clf.calls == [2])  # both classifier threads busy with one batch; a second slot is free
+    consumer.feed([record(0, 2)])
+    await until(lambda: len(worker.batcher) == 1)
+    # not full and no idle thread: it waits out its 30 ms, then takes the free slot
+    await until(lambda: clf.calls == [2, 1])
+    clf.gate.release()
+    clf.gate.release()
+    await until(lambda: consumer.by_partition()[-1:] == [{0: 3}])
+    stop.set()
+    await task
 
 
 async def test_quiesce_drains_what_is_in_flight_then_drops_what_is_buffered_for_revoked_partitions() -> None:

@@ -46,7 +46,7 @@ from workers.settings import Settings
 
 log = logging.getLogger(__name__)
 
-FETCH_WAIT_S = 0.2  # longest one fetch waits for records, and so the longest a stop waits for the fetcher
+FETCH_WAIT_MS = 200  # longest one fetch waits for records, and so the longest a stop waits for the fetcher
 
 Routed = list[tuple[Record, RoutedMessage]]
 
@@ -161,9 +161,11 @@ class RouterWorker:
                     # dispatch or a commit frees room
                     await self._wake_fetch.wait()
                     continue
-                wait = self.batcher.time_left()
-                timeout_ms = int(1000 * (FETCH_WAIT_S if wait is None else min(wait, FETCH_WAIT_S)))
-                fetched = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=min(room, self.cfg.batch_max))
+                # never timeout 0: aiokafka's getmany then returns without yielding, and the stages that
+                # would free room or take the due batch never run
+                fetched = await self.consumer.getmany(
+                    timeout_ms=FETCH_WAIT_MS, max_records=min(room, self.cfg.batch_max)
+                )
                 for records in fetched.values():
                     self.batcher.extend(records)
                     self._held += len(records)
