@@ -9,7 +9,8 @@ from pydantic import BaseModel
 
 from schemas.batch import BatchOutputLine, BatchRequestLine, SimplePromptLine
 from schemas.messages import DeadLetter, PromptMessage, RoutedMessage
-from schemas.records import JobMeta, JobTotals, RequestResult
+from schemas.outcomes import OutcomeRecord
+from schemas.records import ExplorationRecord, JobMeta, JobTotals, RequestResult
 
 JSON_DIR = Path(__file__).resolve().parent / "json"
 
@@ -23,6 +24,8 @@ MODELS: dict[str, type[BaseModel]] = {
     "request_result": RequestResult,
     "job_meta": JobMeta,
     "job_totals": JobTotals,
+    "exploration_record": ExplorationRecord,
+    "outcome_record": OutcomeRecord,
 }
 
 

@@ -13,6 +13,27 @@ Route = Literal["reasoning", "direct"]
 Effort = Literal["low", "medium", "high"]
 
 
+class PromptPlan(Strict):
+    """What the job's planning pass (``workers.router.plan``, at submit) fixed for one prompt; covered by the MAC.
+
+    With a budget (or a forced arm) the plan decides the route and the router follows it; without one only
+    ``explore`` may be set and the router's policy decides.
+    """
+
+    route: Route | None = Field(default=None, description="the planned route; None: the router's policy decides")
+    priority: float | None = Field(
+        default=None, description="the prompt's predicted gain (per expected token, for a token budget)"
+    )
+    threshold: float | None = Field(
+        default=None, description="the job's threshold: planned to reasoning when priority >= threshold"
+    )
+    budget: str | None = Field(
+        default=None, description="what the job asked: share=S, tokens=N, always or never", max_length=64
+    )
+    explore: bool = Field(default=False, description="answered by both arms (the other one stored beside it)")
+    policy_version: str | None = Field(default=None, description="the policy version the plan was made with")
+
+
 class PromptMessage(Strict):
     """Topic ``thinkroute.prompts``; key = request_id.
 
@@ -27,6 +48,7 @@ class PromptMessage(Strict):
     line: int = Field(ge=1, description="line number in the submitted file")
     body: ChatBody
     submitted_at: float = Field(description="unix time the job was submitted")
+    plan: PromptPlan | None = Field(default=None, description="set by the job's planning pass (budget, exploration)")
     mac: str | None = Field(
         default=None,
         pattern="^[0-9a-f]{64}$",
@@ -51,6 +73,12 @@ class RouteDecision(Strict):
     reasoning_score: float | None = Field(
         default=None, description="per-prompt reasoning score (predicted difficulty) when the classifier gives one"
     )
+    priority: float | None = Field(
+        default=None, description="the predicted gain the decision ranked by (the policy's gain model, else the score)"
+    )
+    job_threshold: float | None = Field(default=None, description="the job's planned threshold (a budgeted job)")
+    budget: str | None = Field(default=None, description="the job's budget when the plan decided", max_length=64)
+    explore: bool = Field(default=False, description="this prompt is in the job's exploration sample")
 
 
 class AttemptSummary(Strict):
@@ -77,6 +105,11 @@ class RoutedMessage(Strict):
     routed_at: float
     previous_attempt: AttemptSummary | None = Field(
         default=None, description="set on an escalated message: the first attempt it replaces"
+    )
+    shadow: bool = Field(
+        default=False,
+        description="an exploration copy: answered by the arm the router did not choose, stored as the request's "
+        "exploration record, never counted in the job's results or routed totals",
     )
 
 

@@ -16,6 +16,18 @@ class Usage(Strict):
     reasoning_tokens: int = Field(default=0, ge=0)
 
 
+GradeMethod = Literal["exact", "choice", "numeric"]
+
+
+class Grade(Strict):
+    """An answer graded against the request's reference (``metadata.reference``), ``workers.grading``."""
+
+    method: GradeMethod
+    correct: bool
+    extracted: str | None = Field(default=None, description="the final answer the extractor found, normalised")
+    reference: str = Field(description="the reference, normalised the same way")
+
+
 class RequestResult(Strict):
     """Key ``tr:{job}:req:<request_id>``: the outcome of one request, written once."""
 
@@ -47,6 +59,48 @@ class RequestResult(Strict):
     escalated_from: AttemptSummary | None = Field(
         default=None, description="the first attempt when this result is an escalation (its tokens are counted too)"
     )
+    grade: Grade | None = Field(default=None, description="graded when the request carries a reference")
+    final_answer: str | None = Field(
+        default=None, description="the answer's final answer, normalised (what agreement between arms compares)"
+    )
+
+
+class ExplorationRecord(Strict):
+    """Key ``tr:{job}:explore:<request_id>``: the answer of the arm the router did not choose, for a prompt of
+    the job's exploration sample; written once, its tokens counted in the job's ``exploration`` bucket only."""
+
+    v: Literal[1] = Field(default=1, description="schema version")
+    request_id: str
+    job_id: str
+    custom_id: str
+    line: int
+    status: Literal["completed", "failed"]
+    route: RouteDecision = Field(description="the shadow decision: the other arm than the routed result's")
+    model: str
+    usage: Usage
+    answer: str | None = None
+    finish_reason: str | None = None
+    error: str | None = None
+    grade: Grade | None = None
+    final_answer: str | None = None
+    attempts: int = Field(ge=0)
+    llm_latency_s: float = Field(ge=0)
+    finished_at: float
+
+
+class JobPlan(Strict):
+    """What the planning pass fixed for a whole job (in ``JobMeta``): its budget, threshold and exploration."""
+
+    budget: str | None = Field(default=None, description="share=S, tokens=N, always or never; None: the policy")
+    policy_version: str | None = None
+    threshold: float | None = Field(default=None, description="reasoning when priority >= threshold")
+    planned_reasoning: int = Field(default=0, ge=0, description="prompts planned to reasoning")
+    expected_reasoning_tokens: float | None = Field(
+        default=None, description="the token model's expected reasoning tokens of the planned prompts"
+    )
+    explore: float = Field(default=0.0, ge=0, le=1, description="the share of the job asked to be explored")
+    explore_seed: int = 0
+    explore_total: int = Field(default=0, ge=0, description="prompts in the exploration sample")
 
 
 JobState = Literal["submitting", "running", "failed", "done"]
@@ -67,6 +121,7 @@ class JobMeta(Strict):
     submitted_at: float
     state: JobState = "submitting"
     failed_reason: str | None = None
+    plan: JobPlan | None = Field(default=None, description="the planning pass's budget and exploration, if any")
 
 
 class RouteTotals(Strict):
@@ -86,4 +141,8 @@ class JobTotals(Strict):
     routes: dict[str, RouteTotals] = Field(default_factory=dict)
     escalations: RouteTotals = Field(
         default_factory=RouteTotals, description="first attempts escalated (requests) and their tokens"
+    )
+    exploration: dict[str, RouteTotals] = Field(
+        default_factory=dict,
+        description="per route: the exploration sample's shadow answers and their tokens, never in ``routes``",
     )

@@ -52,6 +52,7 @@ class Classification:
     truncated: bool
     n_tokens: int  # length before truncation, special tokens included
     reasoning_score: float | None = None  # per-prompt score (predicted difficulty), when the model has one
+    probs: tuple[float, ...] | None = None  # every label's probability, in the order of ``Classifier.labels``
 
 
 def head_tail(ids: Sequence[int], max_length: int, head_fraction: float = HEAD_FRACTION) -> list[int]:
@@ -309,6 +310,7 @@ class Classifier:
                 truncated=bool(truncated[i]),
                 n_tokens=int(lengths[i]),
                 reasoning_score=None if scores is None else float(scores[i]),
+                probs=tuple(probs[i].tolist()),
             )
             for i, k in enumerate(best)
         ]

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from schemas.messages import Effort, Route, RouteDecision
+from workers.classifier.gain import GainModel
 from workers.classifier.model import Classification
 from workers.errors import ConfigError
 
@@ -41,6 +42,19 @@ class ScoreRule(BaseModel):
     calibration: dict[str, Any] = Field(default_factory=dict)  # how the threshold was derived (recorded)
 
 
+class TokenModel(BaseModel):
+    """Expected reasoning tokens of a prompt sent to reasoning, per category (``"*"``: any other), from recorded
+    outcomes; what a token budget (``--reasoning-tokens``) is planned against."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    reasoning: dict[str, float] = Field(default_factory=lambda: {"*": 1394.0})
+    data: str = ""
+
+    def expected(self, category: str) -> float:
+        return self.reasoning.get(category, self.reasoning.get("*", 1394.0))
+
+
 class Policy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -51,6 +65,14 @@ class Policy(BaseModel):
     categories: dict[str, Rule] = Field(default_factory=dict)
     models: dict[Route, str] = Field(default_factory=dict)
     reasoning: ScoreRule | None = None
+    gain: GainModel | None = Field(default=None, description="the fitted gain head (`thinkroute fit`), if any")
+    tokens: TokenModel = Field(default_factory=TokenModel)
+
+    def priority(self, c: Classification) -> float | None:
+        """What a budget ranks prompts by: the gain model's predicted gain, else the reasoning score."""
+        if self.gain is not None:
+            return self.gain.priority(c)
+        return c.reasoning_score
 
     def wants_reasoning(self, rule: Rule, score: float | None) -> tuple[bool, bool]:
         """(use reasoning, decided by the score) for a rule and a prompt's score."""

@@ -18,7 +18,7 @@ import secrets
 from enum import StrEnum
 
 from schemas.batch import ChatBody
-from schemas.messages import PromptMessage
+from schemas.messages import PromptMessage, PromptPlan
 from workers.errors import PermanentError
 
 SECRET_BYTES = 32
@@ -40,25 +40,44 @@ def canonical_body(body: ChatBody) -> bytes:
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
-def prompt_mac(secret: bytes, job_id: str, custom_id: str, line: int, submitted_at: float, body: ChatBody) -> str:
-    """HMAC-SHA256 (hex) of one prompt of a job; any change of a covered field changes it."""
+def prompt_mac(
+    secret: bytes,
+    job_id: str,
+    custom_id: str,
+    line: int,
+    submitted_at: float,
+    body: ChatBody,
+    plan: PromptPlan | None = None,
+) -> str:
+    """HMAC-SHA256 (hex) of one prompt of a job; any change of a covered field changes it.
+
+    The plan (route, budget, exploration) is covered when there is one, so nobody on the topic can move a
+    prompt to the other arm or into the exploration sample; a prompt without a plan has the MAC it always had.
+    """
     digest = hashlib.sha256(canonical_body(body)).hexdigest()
-    framed = json.dumps([_DOMAIN, job_id, custom_id, line, submitted_at, digest], separators=(",", ":"))
+    fields: list[object] = [_DOMAIN, job_id, custom_id, line, submitted_at, digest]
+    if plan is not None:
+        fields.append(plan.model_dump(mode="json"))
+    framed = json.dumps(fields, separators=(",", ":"), sort_keys=True, allow_nan=False)
     return hmac.new(secret, framed.encode(), hashlib.sha256).hexdigest()
+
+
+def _mac_of(prompt: PromptMessage, secret: bytes) -> str:
+    p = prompt
+    return prompt_mac(secret, p.job_id, p.custom_id, p.line, p.submitted_at, p.body, p.plan)
 
 
 def sign(prompt: PromptMessage, secret: bytes) -> PromptMessage:
     """The prompt with its ``mac`` set (everything else unchanged)."""
-    mac = prompt_mac(secret, prompt.job_id, prompt.custom_id, prompt.line, prompt.submitted_at, prompt.body)
-    return prompt.model_copy(update={"mac": mac})
+    return prompt.model_copy(update={"mac": _mac_of(prompt, secret)})
 
 
 def mac_matches(prompt: PromptMessage, secret: bytes) -> bool:
     if prompt.mac is None:
         return False
     try:
-        want = prompt_mac(secret, prompt.job_id, prompt.custom_id, prompt.line, prompt.submitted_at, prompt.body)
-    except UnicodeEncodeError:  # cannot have been signed
+        want = _mac_of(prompt, secret)
+    except (UnicodeEncodeError, ValueError):  # cannot have been signed
         return False
     return hmac.compare_digest(want, prompt.mac)
 
