@@ -49,7 +49,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
 from schemas.messages import AttemptSummary, PromptMessage
-from schemas.records import JobMeta, JobTotals, RequestResult, RouteTotals
+from schemas.records import ExplorationRecord, JobMeta, JobTotals, RequestResult, RouteTotals
 from workers.errors import ConfigError, InvalidInput
 from workers.settings import Settings
 from workers.store.autopipe import AutoPipeline
@@ -98,7 +98,17 @@ def attempt_key(job_id: str, request_id: str, attempt: int = 1) -> str:
     return f"tr:{{{job_id}}}:req:{request_id}:attempt:{attempt}"
 
 
+def explored_key(job_id: str) -> str:
+    """The set of request ids whose exploration (shadow) answer is recorded."""
+    return f"tr:{{{job_id}}}:explored"
+
+
+def exploration_key(job_id: str, request_id: str) -> str:
+    return f"tr:{{{job_id}}}:explore:{request_id}"
+
+
 ESCALATION = "escalation"  # totals bucket of first attempts that were escalated
+EXPLORATION = "explore"  # totals bucket prefix of shadow answers: ``explore:<route>:<field>``
 
 _REFUSED = {-1: "not a registered request of its job", -2: "its job failed at submit"}
 
@@ -296,6 +306,17 @@ class Store:
             for raw in await self.redis.mget(keys):
                 if raw:
                     yield RequestResult.model_validate_json(raw)
+
+    async def explorations(self, job_id: str, chunk: int = 500) -> AsyncIterator[ExplorationRecord]:
+        """Every recorded exploration (shadow) answer of a job (unordered)."""
+        ids: list[str] = []
+        async for rid in self.redis.sscan_iter(explored_key(job_id), count=chunk):
+            ids.append(_text(rid))
+        for i in range(0, len(ids), chunk):
+            keys = [exploration_key(job_id, rid) for rid in ids[i : i + chunk]]
+            for raw in await self.redis.mget(keys):
+                if raw:
+                    yield ExplorationRecord.model_validate_json(raw)
 
     async def recent_jobs(self, limit: int = 20) -> list[str]:
         raw: list[Any] = await self.redis.zrevrange(JOBS_INDEX, 0, limit - 1)
