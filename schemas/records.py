@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, JsonValue
 
 from schemas.base import Strict
+from schemas.chat import ChatBody
 from schemas.messages import AttemptSummary, RouteDecision
 
 
@@ -76,6 +77,7 @@ class ExplorationRecord(Strict):
     line: int
     status: Literal["completed", "failed"]
     route: RouteDecision = Field(description="the shadow decision: the other arm than the routed result's")
+    body: ChatBody = Field(description="the prompt (what `thinkroute fit --from-job` learns from)")
     model: str
     usage: Usage
     answer: str | None = None
