@@ -4,7 +4,8 @@
   from each of the 14 categories (15 for the four largest), in a seeded random order. The computer-science
   ones are drawn from the 205 questions with recorded Qwen3 outputs, so the replay server answers them
   from real records; questions whose text and options occur twice in MMLU-Pro are skipped, so each line
-  maps back to exactly one question id.
+  maps back to exactly one question id. Each line carries its answer letter as ``metadata.reference`` (kept by
+  ThinkRoute, never sent to the LLM), so results are graded and a job's savings report gives accuracy.
 * ``prompts_20.jsonl``: 20 ``{"id", "prompt"}`` lines, 8 MMLU-Pro questions (4 bare question texts, 4 with
   their options) and 12 free-form prompts that are not in the data, shuffled.
 
@@ -76,6 +77,7 @@ def _request_line(row: Mapping[str, Any]) -> dict[str, Any]:
             "model": MODEL,
             "messages": [{"role": "user", "content": format_mcq_prompt(row["question"], row["options"])}],
             "max_tokens": MAX_TOKENS,
+            "metadata": {"reference": row["answer"]},
         },
     }
 
