@@ -6,8 +6,10 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from schemas.chat import ChatBody
 from schemas.messages import RoutedMessage
-from schemas.records import RequestResult, Usage
+from schemas.records import Grade, RequestResult, Usage
+from workers.grading import final_answer, grade, reference_of
 from workers.inference.client import Completion, LLMFailed
 
 
@@ -37,21 +39,36 @@ def result_of(msg: RoutedMessage, **outcome: Any) -> RequestResult:
     )
 
 
+def graded(body: ChatBody, answer: str | None) -> tuple[Grade | None, str | None]:
+    """The answer's grade (when the prompt carries a reference) and its final answer, normalised: by the
+    reference's method when graded, else the automatic extractor (``workers.grading``). ``answer`` is the
+    content only, never the thinking. For routed results and exploration records alike."""
+    ref = reference_of(body)
+    if ref is None:
+        return None, final_answer(answer)
+    g = grade(answer, *ref)
+    return g, g.extracted
+
+
 def completed(msg: RoutedMessage, c: Completion) -> RequestResult:
     choice = c.body["choices"][0]
     message = choice.get("message") or {}
+    answer = message.get("content")
+    verdict, final = graded(msg.prompt.body, answer if isinstance(answer, str) else None)
     return result_of(
         msg,
         status="completed",
         model=str(c.body.get("model") or msg.route.model),
         usage=usage_of(c.body),
-        answer=message.get("content"),
+        answer=answer,
         reasoning=message.get("reasoning_content") or message.get("reasoning"),
         finish_reason=choice.get("finish_reason"),
         http_status=c.status_code,
         response_body=c.body,
         attempts=c.attempts,
         llm_latency_s=c.latency_s,
+        grade=verdict,
+        final_answer=final,
     )
 
 
