@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from schemas.chat import ChatBody
 from schemas.messages import RouteDecision
+from schemas.records import ExplorationRecord, Grade, RequestResult, Usage
 
 
 def route_decision(route: str = "direct", **overrides: Any) -> RouteDecision:
@@ -21,3 +23,51 @@ def route_decision(route: str = "direct", **overrides: Any) -> RouteDecision:
         "truncated": False,
     }
     return RouteDecision(**(fields | overrides))
+
+
+BODY = ChatBody.model_validate({"messages": [{"role": "user", "content": "q"}]})
+
+
+def _grade(correct: bool | None) -> Grade | None:
+    return None if correct is None else Grade(method="choice", correct=correct, extracted="B", reference="B")
+
+
+def explored_pair(
+    i: int,
+    category: str,
+    routed_route: str,
+    routed: tuple[int, bool | None, str | None],
+    shadow: tuple[int, bool | None, str | None],
+    shadow_status: str = "completed",
+    job: str = "job-1",
+) -> tuple[RequestResult, ExplorationRecord]:
+    """An explored request: its routed result and the other arm's record; (tokens, correct, final answer) each."""
+    other = "direct" if routed_route == "reasoning" else "reasoning"
+    common: dict[str, Any] = {"request_id": f"{job}/q-{i}", "job_id": job, "custom_id": f"q-{i}", "line": i}
+    r = RequestResult(
+        **common,
+        status="completed",
+        route=route_decision(routed_route, category=category, explore=True),
+        model="m",
+        usage=Usage(completion_tokens=routed[0]),
+        attempts=1,
+        llm_latency_s=0.1,
+        latency_s=0.2,
+        finished_at=1.0,
+        grade=_grade(routed[1]),
+        final_answer=routed[2],
+    )
+    e = ExplorationRecord(
+        **common,
+        status=shadow_status,  # type: ignore[arg-type]
+        route=route_decision(other, category=category, explore=True),
+        body=BODY,
+        model="m",
+        usage=Usage(completion_tokens=shadow[0]),
+        attempts=1,
+        llm_latency_s=0.1,
+        finished_at=1.0,
+        grade=_grade(shadow[1]),
+        final_answer=shadow[2],
+    )
+    return r, e

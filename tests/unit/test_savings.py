@@ -8,56 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.chat import ChatBody
-from schemas.records import ExplorationRecord, Grade, JobTotals, RequestResult, RouteTotals, Usage
-from tests.factories import route_decision
+from schemas.records import ExplorationRecord, JobTotals, RequestResult, RouteTotals
+from tests.factories import explored_pair as pair
 from workers.submit.savings import B, report
-
-BODY = ChatBody.model_validate({"messages": [{"role": "user", "content": "q"}]})
-
-
-def _grade(correct: bool | None) -> Grade | None:
-    return None if correct is None else Grade(method="choice", correct=correct, extracted="B", reference="B")
-
-
-def pair(
-    i: int,
-    category: str,
-    routed_route: str,
-    routed: tuple[int, bool | None, str | None],
-    shadow: tuple[int, bool | None, str | None],
-    shadow_status: str = "completed",
-) -> tuple[RequestResult, ExplorationRecord]:
-    other = "direct" if routed_route == "reasoning" else "reasoning"
-    common: dict[str, Any] = {"request_id": f"job-1/q-{i}", "job_id": "job-1", "custom_id": f"q-{i}", "line": i}
-    r = RequestResult(
-        **common,
-        status="completed",
-        route=route_decision(routed_route, category=category, explore=True),
-        model="m",
-        usage=Usage(completion_tokens=routed[0]),
-        attempts=1,
-        llm_latency_s=0.1,
-        latency_s=0.2,
-        finished_at=1.0,
-        grade=_grade(routed[1]),
-        final_answer=routed[2],
-    )
-    e = ExplorationRecord(
-        **common,
-        status=shadow_status,  # type: ignore[arg-type]
-        route=route_decision(other, category=category, explore=True),
-        body=BODY,
-        model="m",
-        usage=Usage(completion_tokens=shadow[0]),
-        attempts=1,
-        llm_latency_s=0.1,
-        finished_at=1.0,
-        grade=_grade(shadow[1]),
-        final_answer=shadow[2],
-    )
-    return r, e
-
 
 # p1, p2: math, routed to reasoning; p3, p4: law, routed direct. Correct: router 1,1,1,0; reasoning arm 1,1,1,1;
 # direct arm 0,1,1,0. Tokens (routed, shadow): (100,10) (200,20) (10,50) (30,150).

@@ -129,5 +129,52 @@ def print_summary(summary: dict[str, Any], as_json: bool) -> None:
         )
     lat = summary["latency_s"]
     out.print(f"latency (submit -> stored): p50 {lat['p50']:.2f}s  p95 {lat['p95']:.2f}s  p99 {lat['p99']:.2f}s")
+    print_savings(summary)
     if "output" in summary:
         out.print(f"results: {summary['output']['lines']} lines in {summary['output']['path']}")
+
+
+def _ci(pair: list[float] | None, fmt: str) -> str:
+    return f"[{fmt.format(pair[0])}, {fmt.format(pair[1])}]" if pair else ""
+
+
+def _n(x: float | None) -> str:
+    return "?" if x is None else f"{x:,.0f}"
+
+
+def print_savings(summary: dict[str, Any]) -> None:
+    """The savings report (``workers.submit.savings``): router / always / never, accuracy (or agreement) with
+    its 95% interval, completion tokens (always and never estimated) and what routing saved; per category."""
+    if "savings" not in summary:
+        return
+    s = summary["savings"]
+    if s is None:
+        out.print(f"savings: {summary.get('savings_hint') or 'no exploration sample'}", style="dim", markup=False)
+        return
+    ex, ci, metric = s["explored"], s["ci95"], s["metric"]
+    title = f"routing value: {ex['pairs']} explored pairs ({ex['graded']} graded), {metric}, 95% intervals"
+    table = Table("arm", metric, "95% interval", "completion tokens", "saved vs always", title=title)
+    saved = "?" if s["tokens_saved"] is None else f"{_n(s['tokens_saved'])} ({s['tokens_saved_pct']:.1f}%)"
+    saved_ci = _ci(ci.get("tokens_saved_pct"), "{:.1f}%")
+    for arm in ("router", "always", "never"):
+        tokens = _n(s["tokens"][arm]) + ("" if arm == "router" else " (est.)")
+        table.add_row(
+            arm,
+            f"{s['est_accuracy'][arm]:.3f}",
+            _ci(ci.get(arm), "{:.3f}"),
+            tokens,
+            f"{saved} {saved_ci}" if arm == "router" else "",
+        )
+    out.print(table)
+    if s.get("note"):
+        out.print(s["note"], style="dim", markup=False)
+    per = s.get("per_category") or {}
+    if len(per) > 1:
+        cats = Table("category", "pairs", "router", "always", "never", "saved (sample)", title="per category")
+        for name, c in per.items():
+            acc = c["est_accuracy"]
+            pct = "?" if c["tokens_saved_pct"] is None else f"{c['tokens_saved_pct']:.1f}%"
+            cats.add_row(
+                name, str(c["pairs"]), *(f"{acc[a]:.2f}" for a in ("router", "always", "never")), pct, style=None
+            )
+        out.print(cats)

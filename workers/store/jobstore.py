@@ -307,6 +307,14 @@ class Store:
                 if raw:
                     yield RequestResult.model_validate_json(raw)
 
+    async def results_of(self, job_id: str, request_ids: Sequence[str], chunk: int = 500) -> list[RequestResult]:
+        """The recorded results of these requests of a job (those not recorded are left out)."""
+        out: list[RequestResult] = []
+        for i in range(0, len(request_ids), chunk):
+            keys = [result_key(job_id, rid) for rid in request_ids[i : i + chunk]]
+            out.extend(RequestResult.model_validate_json(raw) for raw in await self.redis.mget(keys) if raw)
+        return out
+
     async def explorations(self, job_id: str, chunk: int = 500) -> AsyncIterator[ExplorationRecord]:
         """Every recorded exploration (shadow) answer of a job (unordered)."""
         ids: list[str] = []

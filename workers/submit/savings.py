@@ -111,17 +111,22 @@ def _ratio(num: Any, den: Any) -> NDArray[np.float64]:
         return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 
 
-def _interval(samples: NDArray[np.float64], digits: int = 4) -> list[float] | None:
+def _interval(samples: NDArray[np.float64], digits: int = 4) -> list[float] | list[int] | None:
     """The 2.5th and 97.5th percentiles, rounded as the point they go with."""
     finite = samples[np.isfinite(samples)]
     if finite.size == 0:
         return None
     lo, hi = np.percentile(finite, [2.5, 97.5])
+    if digits == 0:
+        return [round(float(lo)), round(float(hi))]
     return [round(float(lo), digits), round(float(hi), digits)]
 
 
 def _round(x: float | None, digits: int = 4) -> float | None:
-    return None if x is None or not np.isfinite(x) else round(float(x), digits)
+    """Rounded (an int at 0 digits); None when unknown (NaN)."""
+    if x is None or not np.isfinite(x):
+        return None
+    return round(float(x)) if digits == 0 else round(float(x), digits)
 
 
 def _resamples(n: int, seed: int) -> NDArray[np.int64]:
