@@ -244,3 +244,28 @@ def test_dockerfile_builds_from_this_repo_as_non_root() -> None:
     from workers.classifier.cache import ensure_artifact  # the build step's import still resolves
 
     assert callable(ensure_artifact)
+
+
+def test_the_routing_value_row_shows_grades_savings_and_exploration_tokens() -> None:
+    panels = dashboard()["panels"]
+    row = next(i for i, p in enumerate(panels) if p["type"] == "row" and p["title"] == "Routing value")
+    below = {p["title"]: p for p in panels[row + 1 : row + 4]}
+    assert set(below) == {
+        "Graded accuracy per route (range)",
+        "Estimated tokens saved vs always-reasoning (range)",
+        "Exploration tokens vs routed tokens",
+    }
+    names = {t: set().union(*(queried_names(x["expr"]) for x in p["targets"])) for t, p in below.items()}
+    assert names["Graded accuracy per route (range)"] == {
+        "thinkroute_graded_results_total",
+        "thinkroute_graded_shadow_answers_total",
+    }
+    saved = below["Estimated tokens saved vs always-reasoning (range)"]
+    assert names[saved["title"]] == {"thinkroute_tokens_total", "thinkroute_explored_tokens_total"}
+    (expr,) = (t["expr"] for t in saved["targets"])
+    assert expr.startswith("100 * (1 - ") and 'arm="shadow", route="reasoning"' in expr
+    assert 'arm="routed", route="direct"' in expr
+    assert "ratio" in saved["description"] and "always_est" in saved["description"]  # the expression, in words
+    tokens = {"thinkroute_tokens_total", "thinkroute_explored_tokens_total"}
+    assert names["Exploration tokens vs routed tokens"] == tokens
+    assert all(p["description"] for p in below.values())

@@ -179,3 +179,29 @@ async def test_collection_runs_on_the_worker_loop_and_signals_stay_the_workers()
     finally:
         await server.close()
     assert {sig: signal.getsignal(sig) for sig in before} == before
+
+
+def test_grades_and_the_exploration_samples_tokens_are_counted_apart_from_the_routed_ones() -> None:
+    from tests.factories import explored_pair
+
+    m = WorkerMetrics("inference", "g")
+    routed, shadow = explored_pair(1, "law", "direct", (30, True, "B"), (150, False, "C"))
+    plain, _ = explored_pair(2, "law", "reasoning", (70, False, "A"), (5, None, None))
+    plain = plain.model_copy(update={"route": plain.route.model_copy(update={"explore": False})})
+    m.result(routed, written=True)
+    m.result(plain, written=True)
+    m.result(plain, written=False)  # a duplicate counts nothing
+    m.explored(shadow, written=True)
+    m.explored(shadow, written=False)
+    got = samples(m)
+    graded = "thinkroute_graded_results_total"
+    assert got[(graded, (("correct", "true"), ("route", "direct")))] == 1
+    assert got[(graded, (("correct", "false"), ("route", "reasoning")))] == 1
+    assert got[("thinkroute_graded_shadow_answers_total", (("correct", "false"), ("route", "reasoning")))] == 1
+    tokens = "thinkroute_explored_tokens_total"
+    assert got[(tokens, (("arm", "routed"), ("kind", "completion"), ("route", "direct")))] == 30
+    assert got[(tokens, (("arm", "shadow"), ("kind", "completion"), ("route", "reasoning")))] == 150
+    assert not any(n == tokens and ("route", "reasoning") in ls and ("arm", "routed") in ls for n, ls in got)
+    # the routed series hold the routed results only: 30 + 70, never the shadow's 150
+    assert got[("thinkroute_tokens_total", (("kind", "completion"), ("route", "direct")))] == 30
+    assert got[("thinkroute_tokens_total", (("kind", "completion"), ("route", "reasoning")))] == 70

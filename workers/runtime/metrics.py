@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     from schemas.messages import RouteDecision
-    from schemas.records import RequestResult
+    from schemas.records import ExplorationRecord, RequestResult
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 CLASSIFIER_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -106,6 +106,25 @@ class WorkerMetrics:
             buckets=REQUEST_BUCKETS,
             registry=r,
         )
+        # routing value (#14): grades, and the tokens of both answers of each explored request (the savings panel)
+        self.graded = Counter(
+            "thinkroute_graded_results",
+            "recorded results graded against their reference (metadata.reference), by route and correct",
+            ["route", "correct"],
+            registry=r,
+        )
+        self.graded_shadow = Counter(
+            "thinkroute_graded_shadow_answers",
+            "recorded exploration (shadow) answers graded against their reference, by the shadow's route and correct",
+            ["route", "correct"],
+            registry=r,
+        )
+        self.explored_tokens = Counter(
+            "thinkroute_explored_tokens",
+            "tokens of the exploration sample's answers: arm=routed (the result) or shadow (the other arm)",
+            ["arm", "route", "kind"],
+            registry=r,
+        )
         self.retries = Counter("thinkroute_llm_retries", "LLM attempts beyond the first", ["route"], registry=r)
         self.dead = Counter("thinkroute_dead_letters", "records sent to the dead-letter topic", ["stage"], registry=r)
         self.dead.labels(stage)
@@ -145,6 +164,21 @@ class WorkerMetrics:
         u = r.usage
         for kind, n in zip(TOKEN_KINDS, (u.prompt_tokens, u.completion_tokens, u.reasoning_tokens), strict=True):
             self.tokens.labels(route, kind).inc(n)
+            if r.route.explore:
+                self.explored_tokens.labels("routed", route, kind).inc(n)
+        if r.grade is not None:
+            self.graded.labels(route, "true" if r.grade.correct else "false").inc()
+
+    def explored(self, e: ExplorationRecord, written: bool) -> None:
+        """An exploration (shadow) answer was stored (``written``: first time): its grade and its tokens, never in
+        the routed series (``thinkroute_tokens_total``, ``thinkroute_graded_results_total``)."""
+        if not written:
+            return
+        route, u = e.route.route, e.usage
+        for kind, n in zip(TOKEN_KINDS, (u.prompt_tokens, u.completion_tokens, u.reasoning_tokens), strict=True):
+            self.explored_tokens.labels("shadow", route, kind).inc(n)
+        if e.grade is not None:
+            self.graded_shadow.labels(route, "true" if e.grade.correct else "false").inc()
 
     def skipped_duplicate(self, route: str) -> None:
         self.requests.labels(route, "duplicate").inc()
