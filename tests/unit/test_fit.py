@@ -205,8 +205,13 @@ def test_atomic_write_leaves_the_old_file_when_the_rename_fails(
         write_policy_atomic(result.policy, out)
     assert out.read_text() == "old" and list(tmp_path.iterdir()) == [out]  # no temp file left either
     monkeypatch.undo()
+    out.chmod(0o640)
     write_policy_atomic(result.policy, out)
     assert load_policy(out).version == result.policy.version and list(tmp_path.iterdir()) == [out]
+    assert out.stat().st_mode & 0o777 == 0o640  # the mode of the file it replaced
+    fresh = tmp_path / "fresh.yaml"
+    write_policy_atomic(result.policy, fresh)
+    assert fresh.stat().st_mode & 0o777 == 0o644  # readable by a router running as another user
 
 
 def test_reader_names_the_bad_line_and_texts_follow_the_router(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from workers.evaluation.curve import SHARES
 F = npt.NDArray[np.float64]
 I = npt.NDArray[np.int64]  # noqa: E741
 
-LAMBDAS: tuple[float, ...] = tuple(float(10.0**k) for k in np.arange(-1.0, 5.01, 0.5))
+LAMBDAS: tuple[float, ...] = tuple(float(10.0**k) for k in np.arange(-1.0, 7.01, 0.5))
 INNER_FOLDS = 4
 BOOTSTRAP = 1000
 
