@@ -260,3 +260,29 @@ def test_cpu_and_cuda_models_differ_only_where_cpu_kernels_are_slow(artefact: Pa
     assert sims and "MatMul" not in sims
     # CUDA: fp32 with ONNX Runtime's fused kernels
     assert gpu.count("SkipLayerNormalization") == 12 and gpu.count("Attention") == 6 and "QAttention" not in gpu
+
+
+def test_embedding_output_is_the_pooled_embedding_the_heads_read(artefact: Path, classifier: Classifier) -> None:
+    """``embeddings=True``: unit-norm 384-dim vectors, deterministic, the other outputs unchanged, and the
+    score head applied to them gives the model's own reasoning score (so it is the tensor the heads read)."""
+    import onnx
+    from onnx import numpy_helper
+
+    texts = [q for q, _ in KNOWN[:3]] + ["a prompt of a few words"]
+    with Classifier.load(artefact, providers="cpu", embeddings=True) as clf:
+        with_emb = clf.classify(texts)
+        again = clf.classify(texts[::-1])[::-1]
+    plain = classifier.classify(texts)
+    emb = np.array([c.embedding for c in with_emb])
+    assert emb.shape == (4, 384) and np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    assert [c.embedding for c in again] == [c.embedding for c in with_emb]
+    assert all(c.embedding is None for c in plain)
+    assert [(c.category, c.probs, c.reasoning_score) for c in plain] == [
+        (c.category, c.probs, c.reasoning_score) for c in with_emb
+    ]
+    inits = {i.name: i for i in onnx.load(str(artefact / "model.onnx")).graph.initializer}
+    w = numpy_helper.to_array(inits["thinkroute_head/score_W"]).astype(np.float64)
+    b = numpy_helper.to_array(inits["thinkroute_head/score_b"]).astype(np.float64)
+    scores = np.array([c.reasoning_score for c in with_emb])
+    assert np.allclose((emb @ w + b).reshape(-1), scores, atol=1e-5)
+    assert [o.name for o in onnx.load(str(artefact / "model.onnx")).graph.output] == ["probs", "reasoning_score"]

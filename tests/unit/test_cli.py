@@ -78,6 +78,8 @@ def test_the_app_has_every_command() -> None:
             ("calibrate",),
             ("eval",),
             ("eval-cascade",),
+            ("fit",),
+            ("eval-learning",),
             ("worker", "router"),
             ("worker", "inference"),
             ("stack", "up"),

@@ -4,6 +4,8 @@ how much the expensive arm gains over the cheap one on a prompt, from the classi
 Features (``FEATURES``):
 
 * ``signals-v1``: the reasoning score, the confidence, log(1 + tokens), and the category probabilities.
+* ``embedding-v1``: signals-v1, then the classifier's pooled, L2-normalised sentence embedding (384 values);
+  the classifier must be loaded with ``Classifier.load(..., embeddings=True)`` (``GainModel.needs_embeddings``).
 
 A model is stored in the policy file (``workers.router.policy.Policy.gain``), standardised weights included,
 so a router needs nothing but the policy to apply it. ``priority`` is the predicted gain (higher: send to the
@@ -21,8 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from workers.classifier.model import Classification
 
-FeatureSet = Literal["signals-v1"]
-FEATURES: tuple[str, ...] = ("signals-v1",)
+FeatureSet = Literal["signals-v1", "embedding-v1"]
+FEATURES: tuple[str, ...] = ("signals-v1", "embedding-v1")
 
 
 def feature_vector(
@@ -33,7 +35,12 @@ def feature_vector(
     if c.probs is not None:
         probs = [float(p) for p in c.probs]
     score = 0.0 if c.reasoning_score is None else float(c.reasoning_score)
-    return np.array([score, float(c.confidence), math.log1p(c.n_tokens), *probs], dtype=np.float64)
+    signals = [score, float(c.confidence), math.log1p(c.n_tokens), *probs]
+    if features == "signals-v1":
+        return np.array(signals, dtype=np.float64)
+    if c.embedding is None:
+        raise ValueError(f"features {features} need the embedding: load the classifier with embeddings=True")
+    return np.array([*signals, *c.embedding], dtype=np.float64)
 
 
 class GainModel(BaseModel):
@@ -57,6 +64,11 @@ class GainModel(BaseModel):
         if not len(self.weights) == len(self.center) == len(self.scale):
             raise ValueError("weights, center and scale must have the same length")
         return self
+
+    @property
+    def needs_embeddings(self) -> bool:
+        """Whether the classifier that feeds this model must be loaded with ``embeddings=True``."""
+        return self.features == "embedding-v1"
 
     def priority(self, c: Classification) -> float:
         x = feature_vector(c, self.labels, self.features)

@@ -162,3 +162,14 @@ def compose(
     )
     onnx.checker.check_model(model)
     return model
+
+
+def with_embedding_output(path: Path) -> bytes:
+    """A built model's bytes with its pooled, L2-normalised embedding (``EMBEDDING``, fp32 in both the
+    float and the int8 graph) added to the outputs; the file itself is not changed."""
+    model = onnx.load(str(path))
+    if EMBEDDING not in {out for node in model.graph.node for out in node.output}:
+        raise ValueError(f"{path} has no {EMBEDDING} tensor: this artefact cannot give embeddings")
+    batch = model.graph.input[0].type.tensor_type.shape.dim[0].dim_param or "batch"
+    model.graph.output.append(helper.make_tensor_value_info(EMBEDDING, TensorProto.FLOAT, [batch, None]))
+    return bytes(model.SerializeToString())

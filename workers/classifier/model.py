@@ -27,6 +27,9 @@ import numpy.typing as npt
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
+from workers.classifier.graph import EMBEDDING as EMBEDDING_OUTPUT
+from workers.classifier.graph import with_embedding_output
+
 log = logging.getLogger(__name__)
 
 IntArray = npt.NDArray[np.int64]
@@ -53,6 +56,7 @@ class Classification:
     n_tokens: int  # length before truncation, special tokens included
     reasoning_score: float | None = None  # per-prompt score (predicted difficulty), when the model has one
     probs: tuple[float, ...] | None = None  # every label's probability, in the order of ``Classifier.labels``
+    embedding: tuple[float, ...] | None = None  # the pooled, L2-normalised sentence embedding (``embeddings=True``)
 
 
 def head_tail(ids: Sequence[int], max_length: int, head_fraction: float = HEAD_FRACTION) -> list[int]:
@@ -177,6 +181,10 @@ def create_session(
     return session
 
 
+def _source(path: Path, embeddings: bool) -> Path | bytes:
+    return with_embedding_output(path) if embeddings else path
+
+
 class Classifier:
     """Blocking classifier over one artefact dir; call ``classify`` from a worker thread."""
 
@@ -202,6 +210,9 @@ class Classifier:
         self._output = "probs" if "probs" in outputs else outputs[0]
         self._score = SCORE_OUTPUT if SCORE_OUTPUT in outputs else None
         self._names = [self._output] if self._score is None else [self._output, self._score]
+        self._embedding = EMBEDDING_OUTPUT if EMBEDDING_OUTPUT in outputs else None
+        if self._embedding is not None:
+            self._names.append(self._embedding)
         self.workers = workers
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="classifier") if workers > 0 else None
 
@@ -226,11 +237,19 @@ class Classifier:
         return self.encoder.max_length
 
     @classmethod
-    def load(cls, artifact_dir: Path, providers: str = "auto", intra_op_threads: int | None = None) -> Classifier:
+    def load(
+        cls,
+        artifact_dir: Path,
+        providers: str = "auto",
+        intra_op_threads: int | None = None,
+        embeddings: bool = False,
+    ) -> Classifier:
         """The artefact's classifier: CUDA (fp32 model, batches) when usable, else CPU (int8 model).
 
         ``intra_op_threads``: CPU threads (one prompt per thread; default one per core) or, on CUDA,
-        ONNX Runtime's own intra-op threads.
+        ONNX Runtime's own intra-op threads. ``embeddings``: also return each prompt's pooled sentence
+        embedding (the graph's internal tensor, made an output of the model held in memory; the artefact
+        on disk and its cache key are unchanged).
         """
         artifact_dir = Path(artifact_dir)
         card: dict[str, Any] = json.loads((artifact_dir / "card.json").read_text(encoding="utf-8"))
@@ -242,12 +261,14 @@ class Classifier:
         float_model = artifact_dir / "model_float.onnx"
         if providers == "cuda" or (providers == "auto" and CUDA in ort.get_available_providers()):
             session = create_session(
-                float_model if float_model.is_file() else artifact_dir / "model.onnx", providers, intra_op_threads
+                _source(float_model if float_model.is_file() else artifact_dir / "model.onnx", embeddings),
+                providers,
+                intra_op_threads,
             )
             if CUDA not in session.get_providers():
                 session = None  # fell back: the int8 model is the faster one on CPU
         if session is None:
-            session = create_session(artifact_dir / "model.onnx", "cpu", 1)
+            session = create_session(_source(artifact_dir / "model.onnx", embeddings), "cpu", 1)
             workers = intra_op_threads or os.cpu_count() or 1
         n_out = session.get_outputs()[0].shape[-1]
         if isinstance(n_out, int) and n_out != len(labels):
@@ -261,23 +282,29 @@ class Classifier:
         ids, mask = self.encoder.pad(seqs)
         return ids, mask, truncated, lengths
 
-    def _run(self, seqs: list[list[int]]) -> tuple[FloatArray, FloatArray | None]:
-        """Class probabilities [N, K] and reasoning scores [N] (None when the model has no score head)."""
-        out = np.zeros((len(seqs), len(self.labels)), dtype=np.float32)
-        scores = np.zeros(len(seqs), dtype=np.float32) if self._score is not None else None
+    def _run(self, seqs: list[list[int]]) -> tuple[FloatArray, FloatArray | None, FloatArray | None]:
+        """Class probabilities [N, K], reasoning scores [N] (None without a score head) and embeddings
+        [N, D] (None unless loaded with ``embeddings=True``)."""
+        outs: list[FloatArray | None] = [None] * len(self._names)
         if self._pool is not None:
-            for i, results in enumerate(self._pool.map(self._run_one, seqs)):
-                out[i] = results[0][0]
-                if scores is not None:
-                    scores[i] = float(np.asarray(results[1]).reshape(-1)[0])
-            return out, scores
-        for idx in length_batches([len(s) for s in seqs], self.batch_size, self.max_batch_tokens):
-            ids, mask = self.encoder.pad([seqs[i] for i in idx])
-            results = self.session.run(self._names, encoder_feed(self.session, ids, mask))
-            out[idx] = results[0]
-            if scores is not None:
-                scores[idx] = np.asarray(results[1]).reshape(-1)
-        return out, scores
+            parts: list[tuple[IntArray, list[Any]]] = [
+                (np.array([i]), r) for i, r in enumerate(self._pool.map(self._run_one, seqs))
+            ]
+        else:
+            parts = []
+            for idx in length_batches([len(s) for s in seqs], self.batch_size, self.max_batch_tokens):
+                ids, mask = self.encoder.pad([seqs[i] for i in idx])
+                parts.append((idx, list(self.session.run(self._names, encoder_feed(self.session, ids, mask)))))
+        for idx, results in parts:
+            for j, value in enumerate(results):
+                arr = np.asarray(value, dtype=np.float32).reshape(len(idx), -1)
+                if outs[j] is None:
+                    outs[j] = np.zeros((len(seqs), arr.shape[1]), dtype=np.float32)
+                outs[j][idx] = arr  # type: ignore[index]
+        probs = outs[0] if outs[0] is not None else np.zeros((0, len(self.labels)), dtype=np.float32)
+        scores = outs[1].reshape(-1) if self._score is not None and outs[1] is not None else None
+        embs = outs[-1] if self._embedding is not None else None
+        return probs, scores, embs
 
     def _run_one(self, seq: list[int]) -> list[Any]:
         ids, mask = self.encoder.pad([seq])
@@ -301,7 +328,7 @@ class Classifier:
         if not texts:
             return []
         seqs, truncated, lengths = self.encoder.tokenize(texts)
-        probs, scores = self._run(seqs)
+        probs, scores, embs = self._run(seqs)
         best = probs.argmax(axis=1)
         return [
             Classification(
@@ -311,6 +338,7 @@ class Classifier:
                 n_tokens=int(lengths[i]),
                 reasoning_score=None if scores is None else float(scores[i]),
                 probs=tuple(probs[i].tolist()),
+                embedding=None if embs is None else tuple(embs[i].tolist()),
             )
             for i, k in enumerate(best)
         ]
