@@ -21,8 +21,13 @@ log = logging.getLogger(__name__)
 
 
 def load_classifier(s: Settings) -> Classifier:
+    """The router's classifier, its sentence embedding exposed: a policy with an ``embedding-v1`` gain head (one
+    `thinkroute fit` writes, and a running router may swap to) needs it; it costs about 5% of classify time
+    (400 prompts, int8 CPU: 2.53 s vs 2.40 s, medians of 5 alternating runs)."""
     artifact = s.router.artifact_dir or ensure_artifact(s.cache_dir, progress=False)
-    return Classifier.load(artifact, providers=s.router.providers, intra_op_threads=s.router.intra_op_threads)
+    return Classifier.load(
+        artifact, providers=s.router.providers, intra_op_threads=s.router.intra_op_threads, embeddings=True
+    )
 
 
 async def serve_router(s: Settings, stop: asyncio.Event | None = None, artifact: Path | None = None) -> None:
@@ -31,7 +36,9 @@ async def serve_router(s: Settings, stop: asyncio.Event | None = None, artifact:
         stop = asyncio.Event()
         install_stop_signals(stop)
     classifier = (
-        Classifier.load(artifact, providers=s.router.providers, intra_op_threads=s.router.intra_op_threads)
+        Classifier.load(
+            artifact, providers=s.router.providers, intra_op_threads=s.router.intra_op_threads, embeddings=True
+        )
         if artifact
         else await asyncio.to_thread(load_classifier, s)
     )
