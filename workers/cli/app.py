@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from workers.cli import cascade, jobs, lag, replay, routing, stack, workers
+from workers.cli import cascade, jobs, lag, records, replay, routing, stack, workers
 
 HELP = (
     "Route each prompt of a batch job to a reasoning or a direct LLM call, over Kafka: run, submit, status, "
@@ -62,6 +62,7 @@ replay.register(app)  # replay-server
 lag.register(app)  # lag
 routing.register(app)  # train, classify, calibrate, eval
 cascade.register(app)  # eval-cascade
+records.register(app)  # records convert
 
 
 def main() -> None:
