@@ -68,7 +68,8 @@ def oracle_ranking(cheap: Floats, expensive: Floats, extra: Floats) -> npt.NDArr
 def oracle_takes(cheap: Floats, expensive: Floats, extra: Floats) -> Floats:
     """1 where the oracle may send a prompt to the expensive arm (it gains, or costs less and loses nothing)."""
     d = expensive - cheap
-    return ((d > 0) | ((d == 0) & (extra < 0))).astype(np.float64)
+    takes: Floats = ((d > 0) | ((d == 0) & (extra < 0))).astype(np.float64)
+    return takes
 
 
 class _Prefix:
