@@ -78,6 +78,7 @@ def test_the_app_has_every_command() -> None:
             ("calibrate",),
             ("eval",),
             ("eval-cascade",),
+            ("records", "convert"),
             ("worker", "router"),
             ("worker", "inference"),
             ("stack", "up"),
