@@ -63,7 +63,18 @@ def test_eval_records_json(qwen3: Path) -> None:
     assert {"router", "random", "oracle"} <= set(r["cost_to_95"])
     text = CliRunner().invoke(app, [*argv, "--resamples", "20", "--cost", "share"])
     assert text.exit_code == 0, text.output
-    assert "cost is the share of prompts sent to the expensive arm" in text.stdout
+    assert "cost: share of prompts sent to the expensive arm (--cost share" in text.stdout
+    no_tokens = [
+        r.model_copy(update={"outcomes": {a: o.model_copy(update={"tokens": None}) for a, o in r.outcomes.items()}})
+        for r in read_outcomes(qwen3)
+    ]
+    bare = qwen3.with_name("bare.jsonl")
+    write_outcomes(bare, no_tokens)
+    text = CliRunner().invoke(
+        app, ["eval", "--records", str(bare), "--cheap", "direct", "--expensive", "reasoning", "--resamples", "20"]
+    )
+    assert text.exit_code == 0, text.output
+    assert "no token counts on both arms: cost is the share of prompts sent to the expensive arm" in text.stdout
 
 
 def test_eval_records_needs_both_arms_and_known_ones(qwen3: Path) -> None:

@@ -94,6 +94,8 @@ def evaluate_records(
     if cost == "share":
         ct = et = None
     result = report(prio, pair.cheap, pair.expensive, ct, et, resamples, seed)
+    if cost == "share" and pair.cheap_tokens is not None:
+        result["cost"] = "share of prompts sent to the expensive arm (--cost share; the records have tokens)"
     decided = np.array([policy.decide(c, None, expensive, classifier.version).use_reasoning for c in classes])
     chosen_acc = np.where(decided, pair.expensive, pair.cheap)
     decisions: dict[str, Any] = {

@@ -100,6 +100,6 @@ def records_table(result: Mapping[str, Any]) -> str:
         share, cost = reach[p]["share"], reach[p]["cost"]
         extra = f", cost {_v(cost, cf)}" if tokens else ""
         lines.append(f"  {p:<7} share {_v(share, '.1%')}{extra}")
-    if not tokens:
+    if "no token counts" in result["cost"]:
         lines.append("\nno token counts on both arms: cost is the share of prompts sent to the expensive arm")
     return "\n".join(lines)
