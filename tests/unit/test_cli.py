@@ -80,6 +80,7 @@ def test_the_app_has_every_command() -> None:
             ("eval-cascade",),
             ("fit",),
             ("eval-learning",),
+            ("records", "convert"),
             ("worker", "router"),
             ("worker", "inference"),
             ("stack", "up"),

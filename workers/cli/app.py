@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from workers.cli import cascade, jobs, lag, learn, replay, routing, stack, workers
+from workers.cli import cascade, jobs, lag, learn, records, replay, routing, stack, workers
 
 HELP = (
     "Route each prompt of a batch job to a reasoning or a direct LLM call, over Kafka: run, submit, status, "
@@ -63,6 +63,7 @@ lag.register(app)  # lag
 routing.register(app)  # train, classify, calibrate, eval
 cascade.register(app)  # eval-cascade
 learn.register(app)  # fit, eval-learning
+records.register(app)  # records convert
 
 
 def main() -> None:

@@ -7,10 +7,15 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from workers.cli.common import JsonOpt, guarded, out, print_json
+from workers.cli.common import JsonOpt, fail, guarded, out, print_json
 from workers.evaluation.cascade import DEFAULT_CHEAP, DEFAULT_EXPENSIVE, THRESHOLDS, run
 
 DEFAULT_THRESHOLDS = ",".join(f"{x:g}" for x in THRESHOLDS)
+NO_RECORDS = (
+    "eval-cascade cannot read outcome records: a cascade escalates when the cheap answer's confidence "
+    "(a letter log-probability) is low, and outcome records carry only correctness and tokens per arm; "
+    "it runs on the shipped 29-model and Qwen3 records, where the confidence is modelled"
+)
 
 
 def eval_cascade(
@@ -20,9 +25,17 @@ def eval_cascade(
         float | None, typer.Option(help="cost of an expensive token in cheap tokens; default: parameter ratio")
     ] = None,
     thresholds: Annotated[str, typer.Option(help="comma-separated confidence thresholds")] = DEFAULT_THRESHOLDS,
+    records: Annotated[
+        str | None, typer.Option("--records", help="outcome records: refused (they carry no confidence; see help)")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Accuracy vs tokens, cost and modelled latency: route-only, cascade, route+cascade, always, oracle."""
+    """Accuracy vs tokens, cost and modelled latency: route-only, cascade, route+cascade, always, oracle.
+
+    Not on outcome records (--records): a cascade escalates on the cheap answer's confidence (here modelled
+    from the other recorded models' answers), which an outcome record does not carry."""
+    if records is not None:
+        fail(NO_RECORDS)
     from workers.replay.records import load_default
 
     ts = [float(x) for x in thresholds.split(",") if x.strip()]

@@ -14,6 +14,9 @@ from workers.settings import Settings
 
 log = logging.getLogger(__name__)
 
+RecordsOpt = Annotated[str | None, typer.Option("--records", help="outcome records (.jsonl/.jsonl.xz)")]
+CheapOpt = Annotated[str | None, typer.Option(help="--records: the cheap arm (e.g. direct, or a model)")]
+ExpensiveOpt = Annotated[str | None, typer.Option(help="--records: the expensive arm (e.g. reasoning)")]
 PolicyOpt = Annotated[
     Path | None, typer.Option("--policy", exists=True, dir_okay=False, help="policy YAML (default: settings)")
 ]
@@ -86,32 +89,50 @@ def classify(
 
 
 def calibrate(
-    output: Annotated[Path, typer.Option("--output", "-o", help="write the calibrated policy YAML here")],
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="write the calibrated policy YAML here (required but with --records)"),
+    ] = None,
     share: Annotated[float | None, typer.Option(help="target share of prompts sent to reasoning")] = None,
     mean_tokens: Annotated[float | None, typer.Option(help="token budget: mean tokens per prompt")] = None,
     token_ratio: Annotated[float | None, typer.Option(help="token budget: fraction of reasoning-always tokens")] = None,
     replay: Annotated[str | None, typer.Option(help="Qwen3-format records (.jsonl/.xz, or `qwen3`)")] = None,
-    split: Annotated[str, typer.Option(help="records used: calibration (default), report or all")] = "calibration",
+    split: Annotated[
+        str | None,
+        typer.Option(help="--replay: calibration (default), report or all; --records: heldout, train or all (default)"),
+    ] = None,
+    records: RecordsOpt = None,
+    cheap: CheapOpt = None,
+    expensive: ExpensiveOpt = None,
     policy: PolicyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Derive the reasoning-score threshold for a target share or token budget; write the policy file."""
+    """Derive the reasoning-score threshold for a target share or token budget; write the policy file.
+
+    With --records FILE --cheap ARM --expensive ARM --share S: the threshold of the policy's priority that
+    sends the top S of those records to the expensive arm, and what that achieves on them."""
     from workers.evaluation.calibrate import calibrate as do_calibrate
     from workers.evaluation.calibrate import dump_policy
     from workers.evaluation.replay import read_records, select
 
     s = settings("WARNING")
+    if records is not None:
+        _calibrate_records(s, records, cheap, expensive, share, split or "all", policy, output, as_json)
+        return
+    if output is None:
+        fail("--output is required (except with --records)")
+    split = split or "calibration"
     try:
         classifier, pol = _load(s, policy)
-        records = select(read_records(replay), split) if replay else None
-        name = f"{replay} ({split} split, {len(records)} records)" if replay and records is not None else ""
+        recs = select(read_records(replay), split) if replay else None
+        name = f"{replay} ({split} split, {len(recs)} records)" if replay and recs is not None else ""
         new, info = do_calibrate(
             pol,
             classifier,
             share=share,
             mean_tokens=mean_tokens,
             token_ratio=token_ratio,
-            records=records,
+            records=recs,
             data_name=name,
         )
     except ValueError as exc:
@@ -127,24 +148,47 @@ def calibrate(
 
 def evaluate(
     replay: Annotated[str | None, typer.Option(help="Qwen3-format records (.jsonl/.xz, or `qwen3`)")] = None,
-    split: Annotated[str, typer.Option(help="records reported: report (default), calibration or all")] = "report",
+    split: Annotated[
+        str | None,
+        typer.Option(
+            help="--replay: report (default), calibration or all; --records: heldout, train or all "
+            "(default: heldout for the 29-model records, else all)"
+        ),
+    ] = None,
     models: Annotated[str | None, typer.Option(help="SMALL,LARGE: model-routing curve on the 29-model records")] = None,
+    records: RecordsOpt = None,
+    cheap: CheapOpt = None,
+    expensive: ExpensiveOpt = None,
+    resamples: Annotated[int, typer.Option(min=0, help="--records: bootstrap resamples (paired)")] = 1000,
+    seed: Annotated[int, typer.Option(help="--records: bootstrap seed")] = 0,
+    cost: Annotated[
+        str,
+        typer.Option(help="--records: tokens, share (to the expensive arm), or auto: tokens when both arms have them"),
+    ] = "auto",
     policy: PolicyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Replay recorded outcomes: router vs always / never / oracle (or a small/large model-routing curve)."""
+    """Replay recorded outcomes: router vs always / never / oracle (or a small/large model-routing curve).
+
+    With --records FILE --cheap ARM --expensive ARM: the policy's priority on outcome records, the
+    accuracy/cost curve, accuracy at 10..90%, the cost to reach 95% of the expensive arm, random and oracle
+    at the same cost, with paired bootstrap 95% intervals."""
     from workers.evaluation import tables
 
     s = settings("WARNING")
-    if (replay is None) == (models is None):
-        fail("give either --replay FILE or --models SMALL,LARGE")
+    if sum(x is not None for x in (replay, models, records)) != 1:
+        fail("give either --replay FILE or --models SMALL,LARGE or --records FILE --cheap ARM --expensive ARM")
+    if records is not None:
+        _eval_records(s, records, cheap, expensive, split, resamples, seed, cost, policy, as_json)
+        return
+    split = split or "report"
     try:
         classifier, pol = _load(s, policy)
         if replay is not None:
             from workers.evaluation.replay import evaluate_replay, read_records, select
 
-            records = select(read_records(replay), split)
-            result = evaluate_replay(records, classifier, pol)
+            replayed = select(read_records(replay), split)
+            result = evaluate_replay(replayed, classifier, pol)
             result["data"] = {"file": replay, "split": split}
             text = tables.replay_table(result)
         else:
@@ -157,6 +201,77 @@ def evaluate(
     except (ValueError, KeyError, OSError) as exc:
         fail(str(exc))
     typer.echo(json.dumps(result, indent=1) if as_json else text)
+
+
+def _records_pair(cheap: str | None, expensive: str | None) -> tuple[str, str]:
+    if cheap is None or expensive is None:
+        fail("--records needs --cheap ARM and --expensive ARM")
+    return cheap, expensive
+
+
+def _eval_records(
+    s: Settings,
+    path: str,
+    cheap: str | None,
+    expensive: str | None,
+    split: str | None,
+    resamples: int,
+    seed: int,
+    cost: str,
+    policy: Path | None,
+    as_json: bool,
+) -> None:
+    from workers.evaluation import tables
+    from workers.evaluation.outcomes import read_outcomes
+    from workers.evaluation.report import default_split, evaluate_records
+
+    lo, hi = _records_pair(cheap, expensive)
+    recs = read_outcomes(path)
+    chosen = split or default_split(recs)
+    classifier, pol = _load(s, policy)
+    result = evaluate_records(recs, lo, hi, classifier, pol, split=chosen, resamples=resamples, seed=seed, cost=cost)
+    result["file"] = path
+    if as_json:
+        print_json(result)
+    else:
+        typer.echo(tables.records_table(result))
+
+
+def _calibrate_records(
+    s: Settings,
+    path: str,
+    cheap: str | None,
+    expensive: str | None,
+    share: float | None,
+    split: str,
+    policy: Path | None,
+    output: Path | None,
+    as_json: bool,
+) -> None:
+    from workers.evaluation.calibrate import calibrate_records, dump_policy
+    from workers.evaluation.outcomes import read_outcomes
+
+    lo, hi = _records_pair(cheap, expensive)
+    if share is None:
+        fail("--records calibrates a share: give --share S")
+    classifier, pol = _load(s, policy)
+    if output is not None and pol.gain is not None:
+        fail("the policy ranks by its gain model: a gain threshold is a job's (--reasoning-share), not a policy field")
+    new, info = calibrate_records(read_outcomes(path), lo, hi, classifier, pol, share=share, split=split, name=path)
+    if output is not None:
+        output.write_text(dump_policy(new), encoding="utf-8")
+    if as_json:
+        print_json({"path": None if output is None else str(output), **info})
+        return
+    a = info["achieved"]
+    err.print(
+        f"threshold {info['threshold']} ({info['priority']}) on {info['n']} records ({split} split): expensive share "
+        f"{a['expensive_share']:.1%}, accuracy {a['accuracy']:.3f}",
+        highlight=False,
+        markup=False,
+    )
+    if output is not None:
+        err.print(f"wrote {output}", highlight=False, markup=False)
 
 
 def register(app: typer.Typer) -> None:

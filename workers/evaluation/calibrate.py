@@ -17,7 +17,9 @@ from typing import Any
 
 import yaml
 
+from schemas.outcomes import OutcomeRecord
 from workers.classifier.model import Classification, Classifier
+from workers.errors import InvalidInput
 from workers.evaluation.replay import outcome, record_text
 from workers.router.policy import Policy, ScoreRule
 
@@ -146,3 +148,73 @@ def dump_policy(policy: Policy) -> str:
     data = policy.model_dump(mode="json", exclude_defaults=False)
     header = "# Routing policy; reasoning.threshold was derived by `thinkroute calibrate` (see calibration).\n"
     return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+def priority_threshold(priority: Sequence[float], share: float) -> float:
+    """A threshold sending the top ``round(share * N)`` priorities to the expensive arm: midway between the
+    last priority in and the first one out (ties may move the realised share; it is reported)."""
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"target share must be in [0, 1], got {share}")
+    p = sorted((v for v in priority if not math.isnan(v)), reverse=True)
+    if not p:
+        raise ValueError("no priorities")
+    k = round(share * len(p))
+    if k == 0:
+        return p[0] + 1.0
+    if k == len(p):
+        return p[-1] - 1.0
+    return (p[k - 1] + p[k]) / 2
+
+
+def calibrate_records(
+    records: Sequence[OutcomeRecord],
+    cheap: str,
+    expensive: str,
+    classifier: Classifier,
+    policy: Policy,
+    *,
+    share: float,
+    split: str = "all",
+    name: str = "",
+) -> tuple[Policy, dict[str, Any]]:
+    """The priority threshold for ``share`` on outcome records, what it achieves there, and (when the priority is
+    the reasoning score) a copy of ``policy`` with that ``reasoning.threshold``."""
+    from workers.evaluation.report import classify_arms, select_split
+
+    chosen = select_split(records, split)
+    if not chosen:
+        raise InvalidInput(f"no records in the {split} split")
+    pair, _, prio = classify_arms(chosen, cheap, expensive, classifier, policy)
+    try:
+        t = priority_threshold(prio, share)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+    up = [p >= t for p in prio]
+    acc = [e if u else c for u, c, e in zip(up, pair.cheap, pair.expensive, strict=True)]
+    achieved: dict[str, Any] = {
+        "expensive_share": round(sum(up) / len(up), 4),
+        "accuracy": round(sum(acc) / len(acc), 4),
+    }
+    if pair.cheap_tokens is not None and pair.expensive_tokens is not None:
+        tok = [e if u else c for u, c, e in zip(up, pair.cheap_tokens, pair.expensive_tokens, strict=True)]
+        achieved["mean_tokens"] = round(sum(tok) / len(tok), 1)
+    info: dict[str, Any] = {
+        "threshold": round(t, 6),
+        "priority": "gain model " + policy.gain.version if policy.gain is not None else "reasoning score",
+        "target": {"expensive_share": share},
+        "achieved": achieved,
+        "achieved_on": "the calibration records themselves (not a held-out figure)",
+        "data": f"{name} ({split} split, {pair.n} records with both {cheap} and {expensive})",
+        "skipped_missing_arm": pair.skipped,
+        "n": pair.n,
+        "classifier_version": classifier.version,
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    if policy.gain is not None:
+        return policy, info  # a gain threshold is a job's (its plan), not a policy field
+    base = policy.reasoning or ScoreRule(threshold=0.5)
+    calibration = {k: info[k] for k in ("target", "achieved", "data", "n", "classifier_version", "at")}
+    new = policy.model_copy(
+        update={"reasoning": base.model_copy(update={"threshold": round(t, 6), "calibration": calibration})}
+    )
+    return new, info

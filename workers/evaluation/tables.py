@@ -51,3 +51,55 @@ def curve_table(result: Mapping[str, Any]) -> str:
             f"{m['router_50']['accuracy']:>7.3f} {m['oracle']['accuracy']:>7.3f}"
         )
     return "\n".join(lines)
+
+
+def _v(stat: Mapping[str, Any], fmt: str = ".3f") -> str:
+    value, ci = stat.get("value"), stat.get("ci95")
+    if value is None:
+        return "not reached"
+    text = f"{value:{fmt}}" + (f" [{ci[0]:{fmt}}, {ci[1]:{fmt}}]" if ci else "")
+    if "resamples_reached" in stat:
+        text += f" (reached in {stat['resamples_reached']:.0%} of resamples)"
+    return text
+
+
+def records_table(result: Mapping[str, Any]) -> str:
+    """The ``eval --records`` report: arms, accuracy at 10..90% (router, random, oracle), cost to 95%."""
+    rec = result["records"]
+    tokens = result["cost"].startswith("mean tokens")
+    cf = ".0f" if tokens else ".1%"
+    lines = [
+        f"records: {result['cheap']} -> {result['expensive']}, {result['split']} split: {rec['used']} used of "
+        f"{rec['in_split']} in the split ({rec['in_file']} in the file; {rec['skipped_missing_arm']} skipped: "
+        "missing an arm)",
+        f"priority: {result['priority']} (policy {result['policy_version']}, "
+        f"classifier {result['classifier_version']})",
+        f"cost: {result['cost']}; 95% intervals: {result['bootstrap']['resamples']} paired bootstrap resamples",
+        "",
+    ]
+    for arm in ("cheap", "expensive"):
+        m = result["arms"][arm]
+        lines.append(f"always {arm:<9} accuracy {_v(m['accuracy'])}  cost {_v(m['cost'], cf)}")
+    d = result.get("policy_decisions")
+    if d:
+        cost = f"{d['cost']:.0f} tokens" if "cost" in d else f"{d['expensive_share']:.1%}"
+        lines.append(
+            f"policy decisions  accuracy {d['accuracy']:.3f}  expensive {d['expensive_share']:.1%}  cost {cost}"
+        )
+    head = f"{'share':>5} {'router cost':>22} {'router':>22} {'random':>22} {'oracle':>22} {'router-random':>24}"
+    lines += ["", "accuracy at equal cost (random and oracle at the router's cost)", head]
+    for p in result["at_shares"]:
+        lines.append(
+            f"{p['share']:>5.0%} {_v(p['router']['cost'], cf):>22} {_v(p['router']['accuracy']):>22} "
+            f"{_v(p['random']['accuracy']):>22} {_v(p['oracle']['accuracy']):>22} "
+            f"{_v(p['router_minus_random'], '+.3f'):>24}"
+        )
+    reach = result["cost_to_95"]
+    lines += ["", f"cost to reach 95% of the expensive arm's accuracy ({reach['target_accuracy']:.3f}):"]
+    for p in ("router", "random", "oracle"):
+        share, cost = reach[p]["share"], reach[p]["cost"]
+        extra = f", cost {_v(cost, cf)}" if tokens else ""
+        lines.append(f"  {p:<7} share {_v(share, '.1%')}{extra}")
+    if "no token counts" in result["cost"]:
+        lines.append("\nno token counts on both arms: cost is the share of prompts sent to the expensive arm")
+    return "\n".join(lines)
