@@ -23,7 +23,7 @@ from workers.classifier.model import Classification
 from workers.cli.app import app
 from workers.errors import InvalidInput
 from workers.evaluation.curve import mean_accuracy
-from workers.evaluation.fit import _read_records, fit, record_text, write_policy_atomic
+from workers.evaluation.fit import fit, read_records, record_text, write_policy_atomic
 from workers.evaluation.learning import Arrays, learning_table, simulate
 from workers.evaluation.ridge import auc, choose_lambda, fit_ridge, fold_of, mean_accuracy_fast
 from workers.router.policy import Policy, load_policy
@@ -219,7 +219,7 @@ def test_reader_names_the_bad_line_and_texts_follow_the_router(tmp_path: Path) -
     bad = tmp_path / "bad.jsonl"
     bad.write_text(good + "\n\n" + '{"prompt": "p", "outcomes": {}}\n')
     with pytest.raises(InvalidInput, match=r"bad.jsonl:3"):
-        _read_records([bad])
+        read_records([bad])
     mcq = OutcomeRecord(question="Q?", options=["a", "b"], outcomes={"x": ArmOutcome(correct=1)})
     assert "Q?" in record_text(mcq) and "A. a" in record_text(mcq)
     body = OutcomeRecord.model_validate(

@@ -77,15 +77,15 @@ def fit(
     Test: one-sided paired bootstrap of the held-out difference in mean accuracy (new - current) over
     shares 10..90%; written (atomically) only when its 95% lower bound is above 0, else exit 1.
     """
-    from workers.evaluation.fit import _read_records, write_policy_atomic
     from workers.evaluation.fit import fit as run_fit
+    from workers.evaluation.fit import read_records, write_policy_atomic
     from workers.router.policy import load_policy
 
     s = settings("WARNING")
     feats = _features(features)
     if not output.parent.is_dir():
         fail(f"cannot write {output}: {output.parent} is not a directory")
-    recs = _read_records(records)
+    recs = read_records(records)
     with _classifier(s, feats == "embedding-v1") as clf:
         current = load_policy(policy or s.router.policy_path, clf.labels)
         result = run_fit(recs, clf, current, cheap, expensive, feats, folds, seed, [str(p) for p in records])

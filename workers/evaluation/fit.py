@@ -26,31 +26,27 @@ with the numbers. The written model is then fitted on all records (penalty by in
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
-import lzma
 import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
-from pydantic import ValidationError
 
 from schemas.outcomes import OutcomeRecord
 from workers.classifier.gain import FeatureSet, GainModel, feature_vector
 from workers.classifier.model import Classification
 from workers.classifier.splits import normalise
-from workers.data.prompts import format_mcq_prompt
 from workers.errors import InvalidInput
 from workers.evaluation.calibrate import dump_policy
+from workers.evaluation.outcomes import read_outcomes, record_text
 from workers.evaluation.ridge import F, fit_cv, fold_of, paired_bootstrap
 from workers.router.policy import Policy
-from workers.router.text import prompt_text
 
 FOLDS = 5
 SEED = 13
@@ -64,43 +60,9 @@ class Labeller(Protocol):
     def classify(self, texts: Sequence[str]) -> list[Classification]: ...
 
 
-def _open(path: Path) -> IO[str]:
-    with path.open("rb") as f:
-        magic = f.read(6)
-    if magic[:2] == b"\x1f\x8b":
-        return gzip.open(path, "rt", encoding="utf-8-sig")
-    if magic == b"\xfd7zXZ\x00":
-        return lzma.open(path, "rt", encoding="utf-8-sig")
-    return path.open(encoding="utf-8-sig")
-
-
-def _read_records(paths: Sequence[Path]) -> list[OutcomeRecord]:
-    """Outcome records, one JSON object a line (plain, gzip or xz); a bad line is InvalidInput (exit 2).
-    Minimal on purpose: ``workers.evaluation.outcomes`` is the full reader."""
-    out: list[OutcomeRecord] = []
-    for path in paths:
-        try:
-            with _open(path) as f:
-                for n, line in enumerate(f, 1):
-                    if line.strip():
-                        try:
-                            out.append(OutcomeRecord.model_validate_json(line))
-                        except ValidationError as exc:
-                            msg = exc.errors()[0]["msg"]
-                            raise InvalidInput(f"{path}:{n}: not an outcome record: {msg}") from None
-        except OSError as exc:
-            raise InvalidInput(f"cannot read records file {path}: {exc}") from exc
-    return out
-
-
-def record_text(rec: OutcomeRecord) -> str:
-    """The text the classifier reads, as the router would: the prompt, the MCQ prompt, or the body's."""
-    if rec.prompt is not None:
-        return rec.prompt
-    if rec.question is not None:
-        return format_mcq_prompt(rec.question, list(rec.options or rec.choices or []))
-    assert rec.body is not None  # the record's own validator: exactly one of the three
-    return prompt_text(rec.body)
+def read_records(paths: Sequence[Path]) -> list[OutcomeRecord]:
+    """Outcome records of every file (``workers.evaluation.outcomes``: plain, xz or gzip; bad line: exit 2)."""
+    return [r for p in paths for r in read_outcomes(p)]
 
 
 @dataclass(frozen=True)

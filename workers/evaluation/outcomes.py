@@ -9,6 +9,7 @@ pipeline would send: ``question`` (+ ``options``/``choices``) rendered by
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import lzma
@@ -27,6 +28,7 @@ from workers.evaluation.curve import Floats
 from workers.router.text import prompt_text
 
 XZ_MAGIC = b"\xfd7zXZ\x00"
+GZIP_MAGIC = b"\x1f\x8b"
 
 
 def _open_read(path: Path) -> IO[str]:
@@ -34,6 +36,8 @@ def _open_read(path: Path) -> IO[str]:
         head = f.read(len(XZ_MAGIC))
     if head == XZ_MAGIC:
         return io.TextIOWrapper(lzma.open(path, "rb"), encoding="utf-8-sig")
+    if head[:2] == GZIP_MAGIC:
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig")
     return path.open("r", encoding="utf-8-sig")
 
 
@@ -58,7 +62,7 @@ def parse_line(line: str, where: str) -> OutcomeRecord:
 
 
 def read_outcomes(path: str | Path) -> list[OutcomeRecord]:
-    """Every record of a .jsonl / .jsonl.xz file (blank lines skipped)."""
+    """Every record of a .jsonl file, plain, xz or gzip (by magic bytes; blank lines skipped)."""
     p = Path(path)
     try:
         f = _open_read(p)
@@ -70,7 +74,7 @@ def read_outcomes(path: str | Path) -> list[OutcomeRecord]:
             for n, line in enumerate(f, 1):
                 if line.strip():
                     out.append(parse_line(line, f"{p}:{n}"))
-        except (UnicodeDecodeError, lzma.LZMAError, EOFError) as exc:
+        except (UnicodeDecodeError, lzma.LZMAError, gzip.BadGzipFile, EOFError) as exc:
             raise InvalidInput(f"{p}: cannot be decoded: {exc}") from None
     if not out:
         raise InvalidInput(f"{p}: no records")
