@@ -21,6 +21,7 @@ from prometheus_client import (
     Counter,
     GCCollector,
     Histogram,
+    Info,
     PlatformCollector,
     ProcessCollector,
     generate_latest,
@@ -109,6 +110,13 @@ class WorkerMetrics:
         self.retries = Counter("thinkroute_llm_retries", "LLM attempts beyond the first", ["route"], registry=r)
         self.dead = Counter("thinkroute_dead_letters", "records sent to the dead-letter topic", ["stage"], registry=r)
         self.dead.labels(stage)
+        self._policy_reloads = Counter(
+            "thinkroute_policy_reloads",
+            "policy file changes seen by the router: loaded, unchanged (same content) or failed (old policy kept)",
+            ["result"],
+            registry=r,
+        )
+        self._policy = Info("thinkroute_policy", "the routing policy version in use (router)", registry=r)
         self._committed: dict[TopicPartition, int] = {}
         self._lag = _ConsumerCollector(self)
         r.register(self._lag)
@@ -145,6 +153,12 @@ class WorkerMetrics:
         u = r.usage
         for kind, n in zip(TOKEN_KINDS, (u.prompt_tokens, u.completion_tokens, u.reasoning_tokens), strict=True):
             self.tokens.labels(route, kind).inc(n)
+
+    def policy_in_use(self, version: str) -> None:
+        self._policy.info({"version": version})
+
+    def policy_reload(self, result: str) -> None:
+        self._policy_reloads.labels(result).inc()
 
     def skipped_duplicate(self, route: str) -> None:
         self.requests.labels(route, "duplicate").inc()
