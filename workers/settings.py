@@ -102,6 +102,9 @@ class RouterSettings(BaseModel):
         default=10, ge=1, le=5_000, description="longest the broker holds a fetch: bounds latency on quiet topics"
     )
     policy_path: Path | None = Field(default=None, description="YAML routing policy; default: the shipped table")
+    policy_poll_s: float = Field(
+        default=2.0, gt=0, le=3600, description="how often the router checks its policy file for a new version"
+    )
     artifact_dir: Path | None = Field(default=None, description="pin a classifier artefact; default: the cached build")
     providers: Literal["auto", "cpu", "cuda"] = "auto"
     intra_op_threads: int | None = Field(default=None, ge=1)

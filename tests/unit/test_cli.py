@@ -68,6 +68,7 @@ def test_the_app_has_every_command() -> None:
     assert ALL == sorted(
         [
             ("run",),
+            ("compare",),
             ("submit",),
             ("status",),
             ("results",),
@@ -98,7 +99,7 @@ def test_every_command_help_lists_its_flags(path: tuple[str, ...]) -> None:
     assert getattr(cmd.callback, "guarded", False), "registered without workers.cli.common.guarded"
 
 
-RESULT_COMMANDS = {"run", "submit", "status", "results", "lag", "train", "classify", "calibrate", "eval"}
+RESULT_COMMANDS = {"run", "compare", "submit", "status", "results", "lag", "train", "classify", "calibrate", "eval"}
 
 
 def test_every_command_that_prints_a_result_has_json() -> None:

@@ -12,22 +12,17 @@ Every exit stops every child it started within a bounded time and removes the st
 from __future__ import annotations
 
 import asyncio
-import os
 import shlex
-import shutil
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import SecretStr
-
 from workers.cli import console
-from workers.cli.common import REDIS_ERRORS, err
-from workers.cli.interrupt import Interrupted, StopSignals, in_daemon_thread
+from workers.cli.common import REDIS_ERRORS
+from workers.cli.interrupt import Interrupted, StopSignals
 from workers.cli.partial import write_output
-from workers.errors import EXIT_INTERRUPTED, ConfigError, ServiceError
+from workers.cli.pipeline import Pipeline, say
 from workers.settings import Settings
 from workers.submit.batchfile import InputRequest
 
@@ -50,78 +45,23 @@ class RunOptions:
     skip_done: Path | None = None
 
 
-def say(message: str) -> None:
-    """A line on stderr that cannot fail the stop (after SIGHUP the terminal may be gone)."""
-    try:
-        err.print(message, highlight=False, markup=False)
-    except (OSError, ValueError):
-        pass
-
-
-def ensure_classifier(cache_dir: Path, progress: bool) -> Path:
-    """The classifier artefact (built on first use); a cache directory it cannot write is a ConfigError."""
-    from workers.classifier.cache import ensure_artifact
-
-    try:
-        return ensure_artifact(cache_dir, progress)
-    except OSError as exc:
-        where = exc.filename or cache_dir
-        raise ConfigError(
-            f"cannot write the classifier cache at {where}: {exc.strerror or exc} "
-            "(set THINKROUTE_CACHE_DIR to a writable directory)"
-        ) from exc
-
-
 async def run_job(
     s: Settings, opts: RunOptions, requests: list[InputRequest], todo: list[InputRequest], earlier: dict[str, str]
 ) -> dict[str, Any]:
     """Run ``todo`` (of ``requests``, the whole input file; ``earlier``: results kept from ``--skip-done``)."""
-    from workers.local.stack import EmbeddedStack
-
-    signals = StopSignals()
-    stack: EmbeddedStack | None = None
-
-    def exit_now() -> None:
-        if stack is not None:
-            stack.kill()
-            shutil.rmtree(stack.workdir, ignore_errors=True)
-
-    def force() -> None:
-        if stack is not None:
-            stack.kill_workers()
-        else:  # nothing of ours to stop: the user wants out
-            os._exit(EXIT_INTERRUPTED)
-
-    signals.on_force = force
-    signals.on_exit = exit_now
-    signals.install()
+    pipe = Pipeline(opts.inference_workers, opts.time_scale, quiet=opts.as_json)
+    pipe.install()
     started = time.time()
     try:
-        if s.embedded:
-            await in_daemon_thread(lambda: ensure_classifier(s.cache_dir, not opts.as_json))
-            stack = EmbeddedStack(s, inference_workers=opts.inference_workers, replay_time_scale=opts.time_scale)
-            with console.status(f"starting the embedded stack (logs in {stack.workdir})", quiet=opts.as_json):
-                env = await stack.start()
-            s = s.model_copy(
-                update={
-                    "kafka_bootstrap": env["THINKROUTE_KAFKA_BOOTSTRAP"],
-                    "redis_url": SecretStr(env["THINKROUTE_REDIS_URL"]),
-                }
-            )
-        result = await _submit_and_wait(s, opts, requests, todo, earlier, stack, signals, started)
+        s = await pipe.start(s)
+        result = await _submit_and_wait(s, opts, requests, todo, earlier, pipe.stack, pipe.signals, started)
     except BaseException as exc:
-        stopped = signals.stopped(exc)
-        if stack is not None:
-            _abort(stack, keep_logs=isinstance(exc, ServiceError))
-        if stopped:
-            raise Interrupted(f"{signals.first}: stopped before the job was submitted; nothing to keep") from None
+        if pipe.abort(exc):
+            raise Interrupted(f"{pipe.signals.first}: stopped before the job was submitted; nothing to keep") from None
         raise
     finally:
-        signals.uninstall()
-    if stack is not None:
-        if "interrupted" in result:  # the results are out: nothing left of the stack is worth a wait
-            stack.kill()
-        stack.stop()
+        pipe.uninstall()
+    pipe.finish(kill="interrupted" in result)  # interrupted: the results are out, nothing left is worth a wait
     return result
 
 
@@ -210,12 +150,3 @@ def tell_stopped(result: dict[str, Any]) -> str:
         say(f"{missing} requests have no result yet; their custom_ids are in {result['missing_ids']}")
     say(f"to continue: {result['continue']}")
     return f"job {result['job_id']} stopped by {result['interrupted']}: {missing} requests without a result"
-
-
-def _abort(stack: EmbeddedStack, keep_logs: bool) -> None:
-    """The job failed or was interrupted: nothing of the embedded stack is worth draining (its broker and
-    Redis hold the job in memory only), and a worker waiting on a slow LLM would hold a graceful stop up.
-    The logs stay when they explain the failure (a service died: the error names its log)."""
-    for svc in stack.children:
-        svc.stop(timeout=10, sig=signal.SIGKILL)
-    stack.stop(keep_logs=keep_logs)

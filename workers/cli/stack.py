@@ -29,7 +29,7 @@ def stack_up(
 
     async def go() -> None:
         from workers.cli.interrupt import in_daemon_thread
-        from workers.cli.runjob import ensure_classifier
+        from workers.cli.pipeline import ensure_classifier
         from workers.local.stack import EmbeddedStack
         from workers.runtime.process import install_stop_signals
 

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from schemas.messages import Effort, Route, RouteDecision
+from schemas.messages import Effort, PromptPlan, Route, RouteDecision
 from workers.classifier.gain import GainModel
 from workers.classifier.model import Classification
 from workers.errors import ConfigError
@@ -94,12 +94,20 @@ class Policy(BaseModel):
         return rule, "category"
 
     def decide(
-        self, c: Classification, request_model: str | None, default_model: str, classifier_version: str
+        self,
+        c: Classification,
+        request_model: str | None,
+        default_model: str,
+        classifier_version: str,
+        plan: PromptPlan | None = None,
     ) -> RouteDecision:
         rule, reason = self.rule_for(c)
-        use, by_score = self.wants_reasoning(rule, c.reasoning_score)
-        if by_score:
-            reason = f"{reason}+score"
+        if plan is not None and plan.route is not None:  # the job's plan fixed the route
+            use, reason = plan.route == "reasoning", f"plan:{plan.budget}"
+        else:
+            use, by_score = self.wants_reasoning(rule, c.reasoning_score)
+            if by_score:
+                reason = f"{reason}+score"
         route: Route = "reasoning" if use else "direct"
         model = rule.model or self.models.get(route) or request_model or default_model
         return RouteDecision(
@@ -114,6 +122,9 @@ class Policy(BaseModel):
             classifier_version=classifier_version,
             reason=reason,
             truncated=c.truncated,
+            job_threshold=plan.threshold if plan is not None else None,
+            budget=plan.budget if plan is not None else None,
+            explore=plan.explore if plan is not None else False,
         )
 
 

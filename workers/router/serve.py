@@ -11,6 +11,7 @@ from workers.classifier.cache import ensure_artifact
 from workers.classifier.model import Classifier
 from workers.kafka.clients import kafka_config, make_consumer, make_producer
 from workers.router.policy import load_policy
+from workers.router.reload import PolicyWatcher
 from workers.router.worker import RouterWorker
 from workers.runtime.crashpoints import CrashPoints
 from workers.runtime.metrics import WorkerMetrics
@@ -42,16 +43,21 @@ async def serve_router(s: Settings, stop: asyncio.Event | None = None, artifact:
         if artifact
         else await asyncio.to_thread(load_classifier, s)
     )
-    policy = load_policy(s.router.policy_path, classifier.labels)
+    metrics = WorkerMetrics("router", s.router.group)
+    path = s.router.policy_path  # a file is watched for new versions; the shipped table has none
+    watcher = None if path is None else PolicyWatcher.open(path, classifier.labels, metrics, s.router.policy_poll_s)
+    policy = load_policy(None, classifier.labels) if watcher is None else watcher.policy
+    metrics.policy_in_use(policy.version)
     kc = kafka_config(s)
     t = s.topics
     producer = make_producer(kc)
     consumer = make_consumer(
         kc, s.router.group, max_poll_records=s.router.max_poll_records, fetch_max_wait_ms=s.router.fetch_max_wait_ms
     )
-    metrics = WorkerMetrics("router", s.router.group)
     metrics.watch(consumer)
-    worker = RouterWorker(s, consumer, producer, classifier, policy, crash=CrashPoints(s.crash_points), metrics=metrics)
+    worker = RouterWorker(
+        s, consumer, producer, classifier, policy, crash=CrashPoints(s.crash_points), metrics=metrics, watcher=watcher
+    )
     consumer.subscribe([t.prompts], listener=worker.rebalance_listener())
     async with AsyncExitStack() as stack:
         stack.callback(classifier.close)

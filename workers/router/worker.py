@@ -38,6 +38,7 @@ from workers.kafka.commit import Checkpoint, DrainOnRevoke
 from workers.router.batcher import Batcher
 from workers.router.intake import Record, parse
 from workers.router.policy import Policy
+from workers.router.reload import PolicyWatcher
 from workers.router.text import prompt_text
 from workers.runtime.crashpoints import CrashPoints
 from workers.runtime.metrics import WorkerMetrics
@@ -77,6 +78,7 @@ class RouterWorker:
         clock: Callable[[], float] = time.monotonic,
         crash: CrashPoints | None = None,
         metrics: WorkerMetrics | None = None,
+        watcher: PolicyWatcher | None = None,
     ) -> None:
         self.s = s
         self.cfg = s.router
@@ -85,7 +87,8 @@ class RouterWorker:
         self.consumer = consumer
         self.producer = producer
         self.classifier = classifier
-        self.policy = policy
+        self.policy = policy  # replaced between batches by ``watcher`` (a new version of the policy file)
+        self.watcher = watcher
         self.batcher: Batcher[Record] = Batcher(self.cfg.batch_max, self.cfg.batch_wait_s, clock)
         self.checkpoint = Checkpoint(consumer, on_commit=self.metrics.committed, on_forget=self.metrics.forget)
         self.stats = RouterStats()
@@ -112,6 +115,8 @@ class RouterWorker:
         try:
             async with task_group() as tg:
                 tg.create_task(self._watch(stop))
+                if self.watcher is not None:
+                    tg.create_task(self.watcher.run(stop, self._swap))
                 tg.create_task(self._fetch())
                 tg.create_task(self._dispatch(tg))
                 tg.create_task(self._publish())
@@ -143,6 +148,9 @@ class RouterWorker:
         await stop.wait()
         self._stopping = True
         self._wake_fetch.set()
+
+    def _swap(self, policy: Policy) -> None:
+        self.policy = policy
 
     def _blocked(self) -> bool:
         """A batch is due but the classifier takes no more now: wait for it instead of polling the broker."""
@@ -222,10 +230,13 @@ class RouterWorker:
         texts = [prompt_text(p.body) for _, p in prompts]
         with self.metrics.classifier_latency.time():
             classes = await asyncio.to_thread(self.classifier.classify, texts)
+        # one policy per batch, read when its decisions are made (no await from here to the last one), so in
+        # routing order (routed_at) no decision of an old version follows one of its replacement
+        policy = self.policy
         now = time.time()
         out = []
         for (record, prompt), c in zip(prompts, classes, strict=True):
-            decision = self.policy.decide(c, prompt.body.model, self.s.default_model, self.classifier.version)
+            decision = policy.decide(c, prompt.body.model, self.s.default_model, self.classifier.version, prompt.plan)
             out.append((record, RoutedMessage(prompt=prompt, route=decision, routed_at=now)))
         return out
 

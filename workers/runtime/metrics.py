@@ -21,6 +21,7 @@ from prometheus_client import (
     Counter,
     GCCollector,
     Histogram,
+    Info,
     PlatformCollector,
     ProcessCollector,
     generate_latest,
@@ -128,6 +129,13 @@ class WorkerMetrics:
         self.retries = Counter("thinkroute_llm_retries", "LLM attempts beyond the first", ["route"], registry=r)
         self.dead = Counter("thinkroute_dead_letters", "records sent to the dead-letter topic", ["stage"], registry=r)
         self.dead.labels(stage)
+        self._policy_reloads = Counter(
+            "thinkroute_policy_reloads",
+            "policy file changes seen by the router: loaded, unchanged (same content) or failed (old policy kept)",
+            ["result"],
+            registry=r,
+        )
+        self._policy = Info("thinkroute_policy", "the routing policy version in use (router)", registry=r)
         self._committed: dict[TopicPartition, int] = {}
         self._lag = _ConsumerCollector(self)
         r.register(self._lag)
@@ -179,6 +187,12 @@ class WorkerMetrics:
             self.explored_tokens.labels("shadow", route, kind).inc(n)
         if e.grade is not None:
             self.graded_shadow.labels(route, "true" if e.grade.correct else "false").inc()
+
+    def policy_in_use(self, version: str) -> None:
+        self._policy.info({"version": version})
+
+    def policy_reload(self, result: str) -> None:
+        self._policy_reloads.labels(result).inc()
 
     def skipped_duplicate(self, route: str) -> None:
         self.requests.labels(route, "duplicate").inc()

@@ -19,7 +19,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from schemas.batch import BatchError, BatchOutputLine, BatchResponse
-from schemas.records import JobMeta, JobTotals, RequestResult
+from schemas.messages import PromptPlan
+from schemas.records import JobMeta, JobPlan, JobTotals, RequestResult
 from workers.errors import EXIT_UNREACHABLE, JobTimeout, TransientError, Unreachable
 from workers.store.integrity import new_secret
 from workers.store.jobstore import LEASE_S, ROUTES, TOKEN_KINDS, Store
@@ -65,6 +66,7 @@ async def submit(
     source: str,
     job_id: str | None = None,
     max_message_bytes: int | None = None,
+    plan: tuple[JobPlan, Sequence[PromptPlan | None]] | None = None,
 ) -> JobMeta:
     """Encode and check every prompt, register the job (its total, request ids and secret), then publish.
 
@@ -77,8 +79,9 @@ async def submit(
     now = time.time()
     secret = new_secret()
     limit = message_limit(producer) if max_message_bytes is None else min(message_limit(producer), max_message_bytes)
-    encoded = encode_prompts(job_id, requests, now, secret, limit)
-    meta = JobMeta(job_id=job_id, total=len(requests), source=source, submitted_at=now)
+    job_plan, plans = plan if plan is not None else (None, None)
+    encoded = encode_prompts(job_id, requests, now, secret, limit, plans)
+    meta = JobMeta(job_id=job_id, total=len(requests), source=source, submitted_at=now, plan=job_plan)
     await store.register_job(meta, [key.decode() for key, _ in encoded], secret)  # before the first publish
     published = False
     try:
