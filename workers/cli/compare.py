@@ -11,7 +11,7 @@ job's plan (`schemas.messages.PromptPlan`, signed with each prompt):
 * ``share=S`` / ``tokens=N``: a job budget, planned by `workers.router.plan` (engineer "budget").
 
 Per arm: accuracy where the requests carry a reference (``metadata.reference``; the result's ``grade`` when
-the inference worker graded it, else the answer's last "answer is (X)" letter; a failed request counts as
+the inference worker graded it, else `workers.grading` on its answer; a failed request counts as
 wrong), with a Wilson 95% interval; tokens (prompt, completion, reasoning; escalated first attempts
 included); latency p50/p95/p99 (submit to stored, `Store.latency_percentiles`); the job's wall time (submit
 to its last result).
@@ -20,7 +20,6 @@ to its last result).
 from __future__ import annotations
 
 import math
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from rich.table import Table
 
 from schemas.messages import PromptPlan, Route
 from schemas.records import JobMeta, JobPlan, RequestResult
+from workers import grading
 from workers.cli import console
 from workers.cli.common import JsonOpt, fail, guarded, out, print_json, settings
 from workers.cli.interrupt import Interrupted
@@ -44,7 +44,6 @@ from workers.submit.batchfile import InputRequest
 
 FORCED: dict[str, Route] = {"always": "reasoning", "never": "direct"}
 BUDGETS = ("share=", "tokens=")
-LETTER = re.compile(r"answer is \(?([A-J])\)?", re.IGNORECASE)
 Z95 = 1.959964
 
 
@@ -83,19 +82,19 @@ def arm_plan(arm: Arm, requests: list[InputRequest]) -> tuple[JobPlan, list[Prom
 
 
 def reference_of(req: InputRequest) -> str | None:
-    md = req.body.metadata or {}
-    ref = md.get("reference")
-    return ref.strip() if ref else None
+    """The request's reference (``metadata.reference``, or ``answer``), as ``workers.grading`` reads it."""
+    found = grading.reference_of(req.body)
+    return found[0].strip() if found else None
 
 
 def correct(result: RequestResult | None, reference: str) -> bool:
-    """Whether a result answers its reference: its grade, else its last "answer is (X)" letter."""
+    """Whether a result answers its reference: the inference worker's grade, else ``workers.grading.grade``
+    of its answer (a result stored before grading existed); a failed or missing result is wrong."""
     if result is None or result.status != "completed":
         return False
     if result.grade is not None:
         return result.grade.correct
-    letters = LETTER.findall(result.answer or "")
-    return bool(letters) and letters[-1].upper() == reference.upper()
+    return grading.grade(result.answer, reference).correct
 
 
 def wilson(k: int, n: int) -> list[float] | None:
