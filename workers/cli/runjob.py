@@ -17,7 +17,7 @@ import shlex
 import shutil
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +27,7 @@ from workers.cli import console
 from workers.cli.common import REDIS_ERRORS, err
 from workers.cli.interrupt import Interrupted, StopSignals, in_daemon_thread
 from workers.cli.partial import write_output
+from workers.cli.planning import Plan, PlanArgs, make_plan
 from workers.errors import EXIT_INTERRUPTED, ConfigError, ServiceError
 from workers.settings import Settings
 from workers.submit.batchfile import InputRequest
@@ -48,6 +49,7 @@ class RunOptions:
     timeout: float
     as_json: bool
     skip_done: Path | None = None
+    plan: PlanArgs = field(default_factory=PlanArgs)
 
 
 def say(message: str) -> None:
@@ -99,6 +101,8 @@ async def run_job(
     try:
         if s.embedded:
             await in_daemon_thread(lambda: ensure_classifier(s.cache_dir, not opts.as_json))
+        plan = await in_daemon_thread(lambda: make_plan(s, todo, opts.plan, opts.as_json))
+        if s.embedded:
             stack = EmbeddedStack(s, inference_workers=opts.inference_workers, replay_time_scale=opts.time_scale)
             with console.status(f"starting the embedded stack (logs in {stack.workdir})", quiet=opts.as_json):
                 env = await stack.start()
@@ -108,7 +112,7 @@ async def run_job(
                     "redis_url": SecretStr(env["THINKROUTE_REDIS_URL"]),
                 }
             )
-        result = await _submit_and_wait(s, opts, requests, todo, earlier, stack, signals, started)
+        result = await _submit_and_wait(s, opts, requests, todo, earlier, stack, signals, started, plan)
     except BaseException as exc:
         stopped = signals.stopped(exc)
         if stack is not None:
@@ -134,6 +138,7 @@ async def _submit_and_wait(
     stack: EmbeddedStack | None,
     signals: StopSignals,
     started: float,
+    plan: Plan | None = None,
 ) -> dict[str, Any]:
     from workers.submit.jobs import submit, summary, wait_for_job
 
@@ -141,7 +146,7 @@ async def _submit_and_wait(
         assert producer is not None
         meta = None
         try:
-            meta = await submit(producer, store, s.topics.prompts, todo, source=opts.file.name)
+            meta = await submit(producer, store, s.topics.prompts, todo, source=opts.file.name, plan=plan)
             with console.progress_bar(meta.total, quiet=opts.as_json) as advance:
                 check = stack.check if stack is not None else None
                 await wait_for_job(store, meta, progress=advance, check=check, timeout_s=opts.timeout)

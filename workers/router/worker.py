@@ -225,7 +225,9 @@ class RouterWorker:
         now = time.time()
         out = []
         for (record, prompt), c in zip(prompts, classes, strict=True):
-            decision = self.policy.decide(c, prompt.body.model, self.s.default_model, self.classifier.version)
+            decision = self.policy.decide(
+                c, prompt.body.model, self.s.default_model, self.classifier.version, prompt.plan
+            )
             out.append((record, RoutedMessage(prompt=prompt, route=decision, routed_at=now)))
         return out
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaProducer
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
-from schemas.messages import PromptMessage
+from schemas.messages import PromptMessage, PromptPlan
 from workers.errors import BadInput
 from workers.store.integrity import request_id, sign
 from workers.submit.batchfile import InputRequest
@@ -25,9 +25,16 @@ def message_limit(producer: AIOKafkaProducer) -> int:
 
 
 def encode_prompts(
-    job_id: str, requests: Sequence[InputRequest], submitted_at: float, secret: bytes, max_bytes: int
+    job_id: str,
+    requests: Sequence[InputRequest],
+    submitted_at: float,
+    secret: bytes,
+    max_bytes: int,
+    plans: Sequence[PromptPlan | None] | None = None,
 ) -> list[tuple[bytes, bytes]]:
     """Every request as its signed prompt message, encoded: (key, value). Nothing is recorded or published.
+
+    ``plans``: each request's plan (same order), signed with it; None: no prompt carries a plan.
 
     Raises BadInput naming the first line that cannot be published (a string pydantic cannot serialise, such
     as a lone surrogate ``"\\ud800"``; a record over ``max_bytes`` less ``ROUTING_HEADROOM``) and how many
@@ -36,12 +43,21 @@ def encode_prompts(
     budget = max_bytes - ROUTING_HEADROOM
     out: list[tuple[bytes, bytes]] = []
     bad: list[tuple[int, str]] = []
-    for req in requests:
+    if plans is not None and len(plans) != len(requests):
+        raise ValueError(f"{len(plans)} plans for {len(requests)} requests")
+    for n, req in enumerate(requests):
+        plan = None if plans is None else plans[n]
         rid = request_id(job_id, req.custom_id)
         cid, line = req.custom_id, req.line
         try:
             msg = PromptMessage(
-                request_id=rid, job_id=job_id, custom_id=cid, line=line, body=req.body, submitted_at=submitted_at
+                request_id=rid,
+                job_id=job_id,
+                custom_id=cid,
+                line=line,
+                body=req.body,
+                submitted_at=submitted_at,
+                plan=plan,
             )
             key, value = rid.encode(), sign(msg, secret).model_dump_json().encode()
         except ValueError:  # pydantic's validation or serialisation error, or UnicodeEncodeError (the MAC's body)

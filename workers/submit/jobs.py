@@ -19,7 +19,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from schemas.batch import BatchError, BatchOutputLine, BatchResponse
-from schemas.records import JobMeta, JobTotals, RequestResult
+from schemas.messages import PromptPlan
+from schemas.records import JobMeta, JobPlan, JobTotals, RequestResult
 from workers.errors import EXIT_UNREACHABLE, JobTimeout, TransientError, Unreachable
 from workers.store.integrity import new_secret
 from workers.store.jobstore import LEASE_S, ROUTES, TOKEN_KINDS, Store
@@ -63,20 +64,24 @@ async def submit(
     source: str,
     job_id: str | None = None,
     max_message_bytes: int | None = None,
+    plan: tuple[JobPlan | None, Sequence[PromptPlan | None]] | None = None,
 ) -> JobMeta:
     """Encode and check every prompt, register the job (its total, request ids and secret), then publish.
 
     All or nothing: a line that cannot be published raises BadInput before anything is recorded; a failure
     once publishing began makes the job ``failed`` in Redis (nothing of it counts) and raises SubmitFailed,
     which names the job. Returns once the broker acknowledged every prompt, with the job ``running`` (or
-    ``done``). ``max_message_bytes``: the broker's record limit if smaller than the producer's.
+    ``done``). ``max_message_bytes``: the broker's record limit if smaller than the producer's. ``plan``: the
+    job's planning pass (``workers.router.plan.plan_job``): its JobPlan goes in the job's meta, each PromptPlan
+    on its prompt (signed with it); ``(None, [None, ...])`` or None: a job without a plan.
     """
     job_id = job_id or new_job_id()
     now = time.time()
     secret = new_secret()
     limit = message_limit(producer) if max_message_bytes is None else min(message_limit(producer), max_message_bytes)
-    encoded = encode_prompts(job_id, requests, now, secret, limit)
-    meta = JobMeta(job_id=job_id, total=len(requests), source=source, submitted_at=now)
+    job_plan, plans = plan if plan is not None else (None, None)
+    encoded = encode_prompts(job_id, requests, now, secret, limit, plans)
+    meta = JobMeta(job_id=job_id, total=len(requests), source=source, submitted_at=now, plan=job_plan)
     await store.register_job(meta, [key.decode() for key, _ in encoded], secret)  # before the first publish
     published = False
     try:
@@ -227,6 +232,30 @@ async def summary(store: Store, meta: JobMeta, wall_s: float | None = None) -> d
         "escalation_tokens": escalation_tokens,
         "latency_s": {k: round(v, 4) for k, v in lat.items()},
         "wall_s": round(wall_s if wall_s is not None else time.time() - meta.submitted_at, 3),
+    } | ({"plan": plan_summary(current.plan, totals, meta.total)} if current.plan is not None else {})
+
+
+def plan_summary(plan: JobPlan, totals: JobTotals, total: int) -> dict[str, Any]:
+    """The job's plan against what was routed: planned and realised reasoning (requests, share, tokens)."""
+    reasoning = totals.routes["reasoning"]  # escalated direct answers count here too (their second attempt)
+    routed = reasoning.requests
+    return {
+        "budget": plan.budget,
+        "policy_version": plan.policy_version,
+        "threshold": plan.threshold,
+        "planned": {
+            "reasoning": plan.planned_reasoning,
+            "share": round(plan.planned_reasoning / total, 6) if total else 0.0,
+            "expected_reasoning_tokens": plan.expected_reasoning_tokens,
+        },
+        "realised": {
+            "reasoning": routed,
+            "share": round(routed / total, 6) if total else 0.0,
+            "reasoning_tokens": reasoning.reasoning_tokens,
+        },
+        "explore": plan.explore,
+        "explore_seed": plan.explore_seed,
+        "explore_total": plan.explore_total,
     }
 
 
