@@ -64,7 +64,10 @@ class Budget:
                 raise InvalidInput(f"budget {self.kind} takes no value")
             return
         v = self.value
-        if v is None or not math.isfinite(v):
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            v = float(v)
+            object.__setattr__(self, "value", v)  # tokens=9000 and tokens=9000.0 are one budget
+        if v is None or not isinstance(v, float) or not math.isfinite(v):
             raise InvalidInput(f"budget {self.kind} needs a finite value, got {v!r}")
         if self.kind == "share" and not 0.0 <= v <= 1.0:
             raise InvalidInput(f"reasoning share must be in [0, 1], got {v:g}")
