@@ -307,3 +307,34 @@ def test_plans_are_signed_with_their_prompts_and_a_job_without_plan_is_unchanged
         assert not mac_matches(flipped, secret)  # moving a prompt to the other arm breaks its MAC
     with pytest.raises(ValueError, match="1 plans for 2 requests"):
         encode_prompts("job-x", reqs, 10.0, secret, MAX_REQUEST_SIZE, plans[:1])
+
+
+async def test_submit_records_the_plan_and_status_shows_it_against_the_routes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from schemas.messages import PromptMessage
+    from tests.unit.test_submit_integrity import SIX, FakeProducer, FakeStore
+    from workers.cli import console
+    from workers.submit.jobs import submit, summary
+
+    store, producer = FakeStore(), FakeProducer()
+    plain = await submit(producer, store, "p", SIX, "f", job_id="job-a")  # type: ignore[arg-type]
+    assert plain.plan is None and "plan" not in await summary(store, plain)  # type: ignore[arg-type]
+    plan = plan_job(None, None, [(r.custom_id, r.body) for r in SIX], Budget("always"), 0.5, 3)
+    store, producer = FakeStore(), FakeProducer()
+    meta = await submit(producer, store, "p", SIX, "f", job_id="job-b", plan=plan)  # type: ignore[arg-type]
+    assert meta.plan == plan[0] and store.meta is not None and store.meta.plan == plan[0]
+    sent = [PromptMessage.model_validate_json(value) for value in producer.sent]
+    assert [m.plan for m in sent] == plan[1]
+    s = await summary(store, meta)  # type: ignore[arg-type]
+    assert s["plan"]["budget"] == "always" and s["plan"]["planned"] == {
+        "reasoning": 6,
+        "share": 1.0,
+        "expected_reasoning_tokens": None,
+    }
+    assert s["plan"]["realised"] == {"reasoning": 0, "share": 0.0, "reasoning_tokens": 0}  # nothing routed yet
+    assert (s["plan"]["explore"], s["plan"]["explore_seed"], s["plan"]["explore_total"]) == (0.5, 3, 3)
+    console.print_summary(s, as_json=False)
+    printed = capsys.readouterr().out
+    assert "plan always" in printed and "6 of 6 planned to reasoning (100.0%)" in printed
+    assert "exploration: 3 of 6 prompts" in printed
