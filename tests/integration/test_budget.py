@@ -11,6 +11,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from loadgen.procs import settings_env
 from schemas.messages import DeadLetter, PromptMessage, RoutedMessage
 from tests.helpers import wait_until
 from tests.integration.helpers import read_topic, running, sample_requests
@@ -157,3 +158,22 @@ def test_budget_flags_are_checked_before_anything_runs() -> None:
     assert both.returncode == 2 and "exclude each other" in both.stderr
     bad = thinkroute("run", str(PROMPTS_20), "--reasoning-share", "1.5", env=embedded_env())
     assert bad.returncode == 2 and "in [0, 1]" in bad.stderr
+
+
+def test_submit_with_a_token_budget_plans_and_status_shows_the_plan(settings: Settings) -> None:
+    env = settings_env(settings)
+    submitted = thinkroute(
+        "submit", str(PROMPTS_20), "--reasoning-tokens", "7000", "--explore", "0.1", "--json", env=env
+    )
+    assert submitted.returncode == 0, submitted.stderr[-2000:]
+    sub = json.loads(submitted.stdout)
+    plan = sub["plan"]
+    assert (plan["budget"], plan["explore_total"], plan["policy_version"]) == ("tokens=7000", 2, "score-v1")
+    assert plan["planned_reasoning"] == 5 and plan["expected_reasoning_tokens"] == 5 * 1394  # the flat model
+    status = thinkroute("status", sub["job_id"], "--json", env=env)
+    assert status.returncode == 0, status.stderr[-2000:]
+    shown = json.loads(status.stdout)["plan"]  # no workers run here: planned, nothing routed yet
+    assert (shown["budget"], shown["threshold"], shown["planned"]["reasoning"]) == ("tokens=7000", plan["threshold"], 5)
+    assert shown["realised"] == {"reasoning": 0, "share": 0.0, "reasoning_tokens": 0}
+    text = thinkroute("status", sub["job_id"], env=env)
+    assert "plan tokens=7000" in text.stdout and "5 of 20 planned to reasoning (25.0%)" in text.stdout
