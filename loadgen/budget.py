@@ -1,4 +1,4 @@
-"""``python -m loadgen budget``: the budget accuracy table (requested vs planned vs realised share and tokens)
+"""``python -m loadgen.budget``: the budget accuracy table (requested vs planned vs realised share and tokens)
 and the submit-side planning cost per 1,000 prompts.
 
 Planned: ``workers.router.plan.plan_job`` with the shipped classifier and policy, on FILE. Realised (``--run``):
@@ -47,7 +47,7 @@ def realised(file: Path, budget: Budget) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m loadgen budget", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m loadgen.budget", description=__doc__)
     ap.add_argument("--file", type=Path, default=DEFAULT_FILE)
     ap.add_argument("--budget", action="append", help=f"a budget (repeatable; default {', '.join(BUDGETS)})")
     ap.add_argument("--run", action="store_true", help="also run each budget on the embedded stack (realised)")
@@ -107,3 +107,7 @@ def main(argv: list[str] | None = None) -> None:
             f"{r['expected_reasoning_tokens']:.0f} | {got.get('share', float('nan')):.1%} | "
             f"{got.get('reasoning_tokens', '')} |"
         )
+
+
+if __name__ == "__main__":
+    main()
