@@ -119,9 +119,7 @@ async def test_an_error_body_that_is_not_json_is_wrapped_in_openais_shape() -> N
     assert line_of(result)["response"] == {
         "status_code": 400,
         "request_id": RID,
-        "body": {
-            "error": {"message": "HTTP 400: <html>bad request</html>", "type": None, "param": None, "code": None}
-        },
+        "body": {"error": {"message": "HTTP 400: <html>bad request</html>", "type": None, "param": None, "code": None}},
     }
 
 

@@ -127,6 +127,8 @@ def print_summary(summary: dict[str, Any], as_json: bool) -> None:
             f"escalations: {summary['escalations']} direct answers below the confidence threshold were re-run "
             f"(their first attempts cost {esc['prompt'] + esc['completion']} tokens, included in 'all')"
         )
+    if summary.get("plan"):
+        print_plan(summary["plan"], summary["total"])
     lat = summary["latency_s"]
     out.print(f"latency (submit -> stored): p50 {lat['p50']:.2f}s  p95 {lat['p95']:.2f}s  p99 {lat['p99']:.2f}s")
     print_savings(summary)
@@ -178,3 +180,27 @@ def print_savings(summary: dict[str, Any]) -> None:
                 name, str(c["pairs"]), *(f"{acc[a]:.2f}" for a in ("router", "always", "never")), pct, style=None
             )
         out.print(cats)
+
+
+def print_plan(plan: dict[str, Any], total: int) -> None:
+    """The job's plan against what was routed: one line for the budget, one for the exploration sample."""
+    planned, realised = plan["planned"], plan["realised"]
+    if plan.get("budget"):
+        threshold = "" if plan.get("threshold") is None else f", threshold {plan['threshold']:.6g}"
+        expected = planned.get("expected_reasoning_tokens")
+        tokens = "" if expected is None else f", expected reasoning tokens {expected:.0f}"
+        out.print(
+            f"plan {plan['budget']} (policy {plan.get('policy_version')}{threshold}): "
+            f"{planned['reasoning']} of {total} planned to reasoning ({planned['share']:.1%}){tokens}; "
+            f"routed {realised['reasoning']} ({realised['share']:.1%}), "
+            f"{realised['reasoning_tokens']} reasoning tokens",
+            highlight=False,
+            markup=False,
+        )
+    if plan.get("explore"):
+        out.print(
+            f"exploration: {plan['explore_total']} of {total} prompts ({plan['explore']:.1%} asked, "
+            f"seed {plan['explore_seed']}) answered by both arms",
+            highlight=False,
+            markup=False,
+        )

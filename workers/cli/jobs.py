@@ -10,6 +10,7 @@ import typer
 
 from workers.cli import console
 from workers.cli.common import JsonOpt, err, fail, guarded, print_json, settings
+from workers.cli.planning import ExploreOpt, SeedOpt, ShareOpt, TokensOpt, plan_args
 from workers.errors import EXIT_FAILED, EXIT_INTERRUPTED, NotFound
 from workers.runtime.eventloop import run_loop
 from workers.settings import Settings
@@ -59,6 +60,10 @@ def run(
     inference_workers: Annotated[int, typer.Option(help="embedded stack: inference processes")] = 1,
     time_scale: Annotated[float, typer.Option(help="embedded stack: replay latency multiplier (0 = instant)")] = 1.0,
     timeout: Annotated[float, typer.Option(help="give up after this many seconds")] = 3600.0,
+    reasoning_share: ShareOpt = None,
+    reasoning_tokens: TokensOpt = None,
+    explore: ExploreOpt = 0.0,
+    explore_seed: SeedOpt = 0,
 ) -> None:
     """Submit FILE, wait for every answer, print the summary (starts the embedded stack if no broker is set).
 
@@ -69,6 +74,7 @@ def run(
     from workers.cli.partial import check_writable, read_done, write_output
     from workers.cli.runjob import RunOptions, run_job, tell_stopped
 
+    planning = plan_args(reasoning_share, reasoning_tokens, explore, explore_seed)
     s = settings("WARNING", client=True)
     requests = read_requests(file, s, skip_invalid)
     earlier = read_done(skip_done) if skip_done is not None else {}
@@ -83,7 +89,7 @@ def run(
         if as_json:
             print_json({"total": 0, "skipped": len(requests), "output": str(output)})
         return
-    opts = RunOptions(file, output, inference_workers, time_scale, timeout, as_json, skip_done)
+    opts = RunOptions(file, output, inference_workers, time_scale, timeout, as_json, skip_done, planning)
     summary = run_loop(run_job(s, opts, requests, todo, earlier))
     console.print_summary(summary, as_json)
     if "interrupted" in summary:
@@ -92,24 +98,42 @@ def run(
         fail(f"job {summary['job_id']}: {summary['failed']} of {summary['total']} requests failed", EXIT_FAILED)
 
 
-def submit(file: FileArg, skip_invalid: SkipOpt = False, as_json: JsonOpt = False) -> None:
-    """Validate and submit FILE to the configured broker; prints the job id."""
+def submit(
+    file: FileArg,
+    skip_invalid: SkipOpt = False,
+    as_json: JsonOpt = False,
+    reasoning_share: ShareOpt = None,
+    reasoning_tokens: TokensOpt = None,
+    explore: ExploreOpt = 0.0,
+    explore_seed: SeedOpt = 0,
+) -> None:
+    """Validate and submit FILE to the configured broker; prints the job id.
+
+    With a budget the prompts are classified here first, with the router's classifier and policy, and each
+    one's route is fixed in the job's plan (signed with the prompt)."""
+    from workers.cli.planning import make_plan
+
+    planning = plan_args(reasoning_share, reasoning_tokens, explore, explore_seed)
     s = settings("WARNING", client=True)
     if s.embedded:
         fail("THINKROUTE_KAFKA_BOOTSTRAP is not set (use `thinkroute run` for the embedded stack)")
     requests = read_requests(file, s, skip_invalid)
+    plan = make_plan(s, requests, planning, quiet=as_json)
 
     async def go() -> tuple[str, int]:
         from workers.submit.jobs import submit as do_submit
 
         async with console.clients(s) as (producer, store):
             assert producer is not None
-            meta = await do_submit(producer, store, s.topics.prompts, requests, source=file.name)
+            meta = await do_submit(producer, store, s.topics.prompts, requests, source=file.name, plan=plan)
             return meta.job_id, meta.total
 
     job_id, total = asyncio.run(go())
     if as_json:
-        print_json({"job_id": job_id, "total": total})
+        out: dict[str, Any] = {"job_id": job_id, "total": total}
+        if plan is not None and plan[0] is not None:
+            out["plan"] = plan[0].model_dump(mode="json")
+        print_json(out)
     else:
         typer.echo(job_id)
 

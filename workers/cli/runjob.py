@@ -14,15 +14,16 @@ from __future__ import annotations
 import asyncio
 import shlex
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from workers.cli import console
 from workers.cli.common import REDIS_ERRORS
-from workers.cli.interrupt import Interrupted, StopSignals
+from workers.cli.interrupt import Interrupted, StopSignals, in_daemon_thread
 from workers.cli.partial import write_output
 from workers.cli.pipeline import Pipeline, say
+from workers.cli.planning import Plan, PlanArgs, make_plan
 from workers.settings import Settings
 from workers.submit.batchfile import InputRequest
 
@@ -43,6 +44,7 @@ class RunOptions:
     timeout: float
     as_json: bool
     skip_done: Path | None = None
+    plan: PlanArgs = field(default_factory=PlanArgs)
 
 
 async def run_job(
@@ -53,8 +55,9 @@ async def run_job(
     pipe.install()
     started = time.time()
     try:
+        plan = await in_daemon_thread(lambda: make_plan(s, todo, opts.plan, opts.as_json))  # before the stack
         s = await pipe.start(s)
-        result = await _submit_and_wait(s, opts, requests, todo, earlier, pipe.stack, pipe.signals, started)
+        result = await _submit_and_wait(s, opts, requests, todo, earlier, pipe.stack, pipe.signals, started, plan)
     except BaseException as exc:
         if pipe.abort(exc):
             raise Interrupted(f"{pipe.signals.first}: stopped before the job was submitted; nothing to keep") from None
@@ -74,6 +77,7 @@ async def _submit_and_wait(
     stack: EmbeddedStack | None,
     signals: StopSignals,
     started: float,
+    plan: Plan | None = None,
 ) -> dict[str, Any]:
     from workers.submit.jobs import submit, summary, wait_for_job
 
@@ -81,7 +85,7 @@ async def _submit_and_wait(
         assert producer is not None
         meta = None
         try:
-            meta = await submit(producer, store, s.topics.prompts, todo, source=opts.file.name)
+            meta = await submit(producer, store, s.topics.prompts, todo, source=opts.file.name, plan=plan)
             with console.progress_bar(meta.total, quiet=opts.as_json) as advance:
                 check = stack.check if stack is not None else None
                 await wait_for_job(store, meta, progress=advance, check=check, timeout_s=opts.timeout)

@@ -22,6 +22,18 @@ from workers.classifier.model import Classification
 from workers.errors import ConfigError
 
 
+def gain_per_token(priority: float, expected_tokens: float) -> float:
+    """What a token budget ranks by: predicted gain per expected reasoning token.
+
+    A positive priority (a score in [0, 1], or a positive predicted gain) is divided by the expected tokens:
+    cheaper prompts of equal gain first. A priority of 0 or below (reasoning predicted not to help) is
+    multiplied by them instead, so it stays at or below every positive one and, among such prompts, the more
+    tokens the lower. Monotone in the priority for a given cost, decreasing in the cost for a given priority.
+    """
+    e = max(expected_tokens, 1.0)
+    return priority / e if priority > 0 else priority * e
+
+
 class Rule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -101,14 +113,22 @@ class Policy(BaseModel):
         classifier_version: str,
         plan: PromptPlan | None = None,
     ) -> RouteDecision:
+        """The route of one prompt. A planned route (``plan.route``, fixed at submit by the job's budget) wins,
+        reason ``plan:<budget>``; the effort and model are still those of the rule that applies to the prompt.
+        ``priority`` is what a budget ranks by (per expected token for a token budget, on the plan's scale)."""
         rule, reason = self.rule_for(c)
-        if plan is not None and plan.route is not None:  # the job's plan fixed the route
-            use, reason = plan.route == "reasoning", f"plan:{plan.budget}"
+        priority = self.priority(c)
+        if plan is not None and plan.route is not None:
+            route: Route = plan.route
+            use = route == "reasoning"
+            reason = f"plan:{plan.budget}"
+            if priority is not None and plan.budget is not None and plan.budget.startswith("tokens"):
+                priority = gain_per_token(priority, self.tokens.expected(c.category))
         else:
             use, by_score = self.wants_reasoning(rule, c.reasoning_score)
             if by_score:
                 reason = f"{reason}+score"
-        route: Route = "reasoning" if use else "direct"
+            route = "reasoning" if use else "direct"
         model = rule.model or self.models.get(route) or request_model or default_model
         return RouteDecision(
             route=route,
@@ -122,9 +142,10 @@ class Policy(BaseModel):
             classifier_version=classifier_version,
             reason=reason,
             truncated=c.truncated,
-            job_threshold=plan.threshold if plan is not None else None,
-            budget=plan.budget if plan is not None else None,
-            explore=plan.explore if plan is not None else False,
+            priority=None if priority is None else float(priority),
+            job_threshold=None if plan is None else plan.threshold,
+            budget=None if plan is None else plan.budget,
+            explore=plan is not None and plan.explore,
         )
 
 

@@ -34,6 +34,8 @@ def encode_prompts(
 ) -> list[tuple[bytes, bytes]]:
     """Every request as its signed prompt message, encoded: (key, value). Nothing is recorded or published.
 
+    ``plans``: each request's plan (same order), signed with it; None: no prompt carries a plan.
+
     Raises BadInput naming the first line that cannot be published (a string pydantic cannot serialise, such
     as a lone surrogate ``"\\ud800"``; a record over ``max_bytes`` less ``ROUTING_HEADROOM``) and how many
     more there are.
@@ -41,8 +43,10 @@ def encode_prompts(
     budget = max_bytes - ROUTING_HEADROOM
     out: list[tuple[bytes, bytes]] = []
     bad: list[tuple[int, str]] = []
-    for i, req in enumerate(requests):
-        plan = plans[i] if plans is not None else None
+    if plans is not None and len(plans) != len(requests):
+        raise ValueError(f"{len(plans)} plans for {len(requests)} requests")
+    for n, req in enumerate(requests):
+        plan = None if plans is None else plans[n]
         rid = request_id(job_id, req.custom_id)
         cid, line = req.custom_id, req.line
         try:

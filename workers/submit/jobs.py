@@ -26,8 +26,6 @@ from workers.store.integrity import new_secret
 from workers.store.jobstore import LEASE_S, ROUTES, TOKEN_KINDS, Store
 from workers.submit.batchfile import InputRequest
 from workers.submit.encode import encode_prompts, message_limit
-from workers.submit.savings import NO_EXPLORATION, NO_PAIRS
-from workers.submit.savings import report as savings_report
 
 log = logging.getLogger(__name__)
 ProgressFn = Callable[[int, int], None]
@@ -66,14 +64,16 @@ async def submit(
     source: str,
     job_id: str | None = None,
     max_message_bytes: int | None = None,
-    plan: tuple[JobPlan, Sequence[PromptPlan | None]] | None = None,
+    plan: tuple[JobPlan | None, Sequence[PromptPlan | None]] | None = None,
 ) -> JobMeta:
     """Encode and check every prompt, register the job (its total, request ids and secret), then publish.
 
     All or nothing: a line that cannot be published raises BadInput before anything is recorded; a failure
     once publishing began makes the job ``failed`` in Redis (nothing of it counts) and raises SubmitFailed,
     which names the job. Returns once the broker acknowledged every prompt, with the job ``running`` (or
-    ``done``). ``max_message_bytes``: the broker's record limit if smaller than the producer's.
+    ``done``). ``max_message_bytes``: the broker's record limit if smaller than the producer's. ``plan``: the
+    job's planning pass (``workers.router.plan.plan_job``): its JobPlan goes in the job's meta, each PromptPlan
+    on its prompt (signed with it); ``(None, [None, ...])`` or None: a job without a plan.
     """
     job_id = job_id or new_job_id()
     now = time.time()
@@ -232,19 +232,31 @@ async def summary(store: Store, meta: JobMeta, wall_s: float | None = None) -> d
         "escalation_tokens": escalation_tokens,
         "latency_s": {k: round(v, 4) for k, v in lat.items()},
         "wall_s": round(wall_s if wall_s is not None else time.time() - meta.submitted_at, 3),
-    } | await _savings(store, current, totals)
+    } | ({"plan": plan_summary(current.plan, totals, meta.total)} if current.plan is not None else {})
 
 
-async def _savings(store: Store, meta: JobMeta, totals: JobTotals) -> dict[str, Any]:
-    """``savings`` (``workers.submit.savings``) from the job's exploration sample, read only when it has one;
-    else None with a one-line ``savings_hint``."""
-    planned = meta.plan is not None and meta.plan.explore_total > 0
-    if not planned and not any(t.requests for t in totals.exploration.values()):
-        return {"savings": None, "savings_hint": NO_EXPLORATION}
-    explorations = [e async for e in store.explorations(meta.job_id)]
-    results = await store.results_of(meta.job_id, [e.request_id for e in explorations])
-    savings = await asyncio.to_thread(savings_report, totals, results, explorations)  # the bootstrap: off the loop
-    return {"savings": savings, "savings_hint": None if savings is not None else NO_PAIRS}
+def plan_summary(plan: JobPlan, totals: JobTotals, total: int) -> dict[str, Any]:
+    """The job's plan against what was routed: planned and realised reasoning (requests, share, tokens)."""
+    reasoning = totals.routes["reasoning"]  # escalated direct answers count here too (their second attempt)
+    routed = reasoning.requests
+    return {
+        "budget": plan.budget,
+        "policy_version": plan.policy_version,
+        "threshold": plan.threshold,
+        "planned": {
+            "reasoning": plan.planned_reasoning,
+            "share": round(plan.planned_reasoning / total, 6) if total else 0.0,
+            "expected_reasoning_tokens": plan.expected_reasoning_tokens,
+        },
+        "realised": {
+            "reasoning": routed,
+            "share": round(routed / total, 6) if total else 0.0,
+            "reasoning_tokens": reasoning.reasoning_tokens,
+        },
+        "explore": plan.explore,
+        "explore_seed": plan.explore_seed,
+        "explore_total": plan.explore_total,
+    }
 
 
 def output_line(result: RequestResult) -> BatchOutputLine:

@@ -1,0 +1,112 @@
+"""The planning pass of ``thinkroute submit|run``: the budget and exploration flags, and the plan made from
+them with the router's own classifier and policy (``workers.router.plan``) before anything is published."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from schemas.messages import PromptPlan
+from schemas.records import JobPlan
+from workers.cli.common import err
+from workers.errors import InvalidInput
+from workers.router.plan import Budget
+from workers.settings import Settings
+from workers.submit.batchfile import InputRequest
+
+log = logging.getLogger(__name__)
+
+ShareOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--reasoning-share",
+        help="job budget: exactly round(S x N) prompts (highest predicted gain) go to reasoning; S in [0, 1]",
+    ),
+]
+TokensOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--reasoning-tokens",
+        help="job budget: the prompts of highest predicted gain per expected token, up to N expected reasoning "
+        "tokens in all",
+    ),
+]
+ExploreOpt = Annotated[
+    float, typer.Option("--explore", help="share of the job answered by both arms (an exact seeded sample)")
+]
+SeedOpt = Annotated[int, typer.Option("--explore-seed", help="the exploration sample's seed")]
+PROGRESS_FROM = 500  # prompts: a progress bar while classifying jobs at least this large
+
+Plan = tuple[JobPlan | None, list[PromptPlan | None]]
+
+
+@dataclass(frozen=True)
+class PlanArgs:
+    budget: Budget | None = None
+    explore: float = 0.0
+    explore_seed: int = 0
+
+    @property
+    def empty(self) -> bool:
+        return self.budget is None and self.explore == 0.0
+
+    @property
+    def needs_classifier(self) -> bool:
+        return self.budget is not None and self.budget.kind in ("share", "tokens")
+
+
+def plan_args(share: float | None, tokens: float | None, explore: float = 0.0, explore_seed: int = 0) -> PlanArgs:
+    """The flags checked (InvalidInput, exit 2): one budget at most, values in range."""
+    if share is not None and tokens is not None:
+        raise InvalidInput("--reasoning-share and --reasoning-tokens exclude each other: give one budget")
+    if not 0.0 <= explore <= 1.0:
+        raise InvalidInput(f"--explore must be in [0, 1], got {explore:g}")
+    budget = None
+    if share is not None:
+        budget = Budget("share", share)
+    elif tokens is not None:
+        budget = Budget("tokens", tokens)
+    return PlanArgs(budget, explore, explore_seed)
+
+
+@contextmanager
+def _progress(total: int, quiet: bool) -> Iterator[Callable[[int, int], None] | None]:
+    if quiet or total < PROGRESS_FROM:
+        yield None
+        return
+    columns = (TextColumn("planning"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True) as progress:
+        task = progress.add_task("plan", total=total)
+        yield lambda done, total: progress.update(task, completed=done, total=total)
+
+
+def make_plan(s: Settings, requests: Sequence[InputRequest], args: PlanArgs, quiet: bool) -> Plan | None:
+    """The job's plan (None when the flags ask for none). A share or token budget classifies every prompt with
+    the router's classifier artefact and policy (``THINKROUTE_ROUTER__*``), built on first use."""
+    from workers.router.plan import plan_job
+    from workers.router.policy import load_policy
+
+    if args.empty:
+        return None
+    prompts = [(r.custom_id, r.body) for r in requests]
+    if not args.needs_classifier:
+        policy = load_policy(s.router.policy_path)
+        return plan_job(None, policy, prompts, args.budget, args.explore, args.explore_seed)
+    from workers.classifier.model import Classifier
+    from workers.cli.pipeline import ensure_classifier
+
+    artifact = s.router.artifact_dir or ensure_classifier(s.cache_dir, not quiet)
+    started = time.perf_counter()
+    with Classifier.load(artifact, s.router.providers, s.router.intra_op_threads) as classifier:
+        policy = load_policy(s.router.policy_path, classifier.labels)
+        with _progress(len(prompts), quiet) as progress:
+            plan = plan_job(classifier, policy, prompts, args.budget, args.explore, args.explore_seed, progress)
+    log.info("planned %d prompts (%s) in %.2fs", len(prompts), args.budget, time.perf_counter() - started)
+    return plan
