@@ -162,7 +162,7 @@ class InferenceWorker:
         prompt, route = msg.prompt, msg.route
         # one round trip; the MAC checked here. A shadow is admitted against the explored set: its routed
         # result being in does not block it, its own record being in skips it
-        verdict = await self.store.admit(prompt, shadow=msg.shadow)
+        verdict = await (self.store.admit(prompt, shadow=True) if msg.shadow else self.store.admit(prompt))
         if verdict.rejected:  # not a request its job's submitter registered and signed: never answered
             log.warning("dead-lettering %s: %s", where, verdict.value)
             rejected = RejectedRequest(verdict)
