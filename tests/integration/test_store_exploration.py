@@ -4,7 +4,9 @@ condition over results and shadow answers, admission against the explored set, F
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
@@ -13,8 +15,12 @@ from schemas.messages import PromptMessage
 from schemas.records import ExplorationRecord, JobMeta, JobPlan, RequestResult, RouteTotals
 from tests.factories import BODY, explored_pair
 from tests.integration.helpers import register
+from tests.integration.test_cli_run import embedded_env, thinkroute
+from workers.evaluation.outcomes import read_outcomes
+from workers.local.services import Service
 from workers.store.integrity import Verdict, new_secret, sign
 from workers.store.jobstore import Store, exploration_key, explored_key, meta_key
+from workers.submit.outcomes import outcomes_of
 
 pytestmark = pytest.mark.integration
 
@@ -152,3 +158,22 @@ async def test_a_shadow_is_admitted_against_the_explored_set(redis: Redis, uniqu
     assert await store.admit(prompt, shadow=True) is Verdict.DONE
     forged = prompt.model_copy(update={"body": BODY.model_copy(update={"max_tokens": 7})})
     assert await Store(redis).admit(forged, shadow=True) is Verdict.BAD_MAC
+
+
+async def test_export_outcomes_writes_the_jobs_explored_pairs(
+    redis: Redis, redis_server: Service, unique: str, tmp_path: Path
+) -> None:
+    store, job = Store(redis), f"job-eo-{unique}"
+    ps = pairs(job, 3)
+    await register(store, meta(job, 3, 3), [r.request_id for r, _ in ps])
+    for r, e in ps:
+        assert await store.write_result(r) and await store.write_exploration(e)
+    out = tmp_path / "o.jsonl"
+    env = embedded_env(THINKROUTE_REDIS_URL=f"redis://{redis_server.address}/0")
+    proc = await asyncio.to_thread(thinkroute, "export-outcomes", job, "-o", str(out), "--json", env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    stats = json.loads(proc.stdout)
+    assert stats | {"path": ""} == {"path": "", "records": 3, "explored": 3, "graded": 3, "agreement": 0, "skipped": {}}
+    assert read_outcomes(str(out)) == outcomes_of([r for r, _ in ps], [e for _, e in ps])
+    missing = await asyncio.to_thread(thinkroute, "export-outcomes", "job-none", "-o", str(out), env=env, timeout=120)
+    assert missing.returncode != 0 and "no job 'job-none'" in missing.stderr
