@@ -82,6 +82,7 @@ def test_the_app_has_every_command() -> None:
             ("fit",),
             ("eval-learning",),
             ("records", "convert"),
+            ("export-outcomes",),
             ("worker", "router"),
             ("worker", "inference"),
             ("stack", "up"),

@@ -121,7 +121,17 @@ def print_summary(summary: dict[str, Any], as_json: bool) -> None:
         str(tok["reasoning"]),
         style="bold",
     )
+    exploration: dict[str, Any] = summary.get("exploration") or {}
+    for route, t in (exploration.get("routes") or {}).items():
+        if t["requests"]:  # the other arm's answers of the exploration sample: not in 'all'
+            row = [str(t[k]) for k in ("requests", "completed", "failed", "prompt", "completion", "reasoning")]
+            table.add_row(f"explore:{route}", *row, style="italic")
     out.print(table)
+    if exploration.get("total"):
+        out.print(
+            f"exploration: {exploration['total']} prompts answered by both arms, {exploration['pending']} shadow "
+            "answers pending (their tokens are the explore rows, not in 'all')"
+        )
     if summary.get("escalations"):
         out.print(
             f"escalations: {summary['escalations']} direct answers below the confidence threshold were re-run "

@@ -8,7 +8,7 @@ from typing import Any
 
 from schemas.chat import ChatBody
 from schemas.messages import RoutedMessage
-from schemas.records import Grade, RequestResult, Usage
+from schemas.records import ExplorationRecord, Grade, RequestResult, Usage
 from workers.grading import final_answer, grade, reference_of
 from workers.inference.client import Completion, LLMFailed
 
@@ -82,6 +82,52 @@ def failed(msg: RoutedMessage, exc: LLMFailed) -> RequestResult:
         response_body=exc.body,
         error=str(exc),
         error_code=exc.code,
+        attempts=exc.attempts,
+        llm_latency_s=exc.latency_s,
+    )
+
+
+def exploration_of(msg: RoutedMessage, **outcome: Any) -> ExplorationRecord:
+    """An exploration (shadow) answer's record: the prompt (its body too), the shadow's route, the outcome."""
+    p = msg.prompt
+    return ExplorationRecord(
+        request_id=p.request_id,
+        job_id=p.job_id,
+        custom_id=p.custom_id,
+        line=p.line,
+        route=msg.route,
+        body=p.body,
+        finished_at=time.time(),
+        **outcome,
+    )
+
+
+def explored(msg: RoutedMessage, c: Completion) -> ExplorationRecord:
+    """The shadow's completed answer, graded as a routed result is (``graded``)."""
+    choice = c.body["choices"][0]
+    answer = (choice.get("message") or {}).get("content")
+    verdict, final = graded(msg.prompt.body, answer if isinstance(answer, str) else None)
+    return exploration_of(
+        msg,
+        status="completed",
+        model=str(c.body.get("model") or msg.route.model),
+        usage=usage_of(c.body),
+        answer=answer,
+        finish_reason=choice.get("finish_reason"),
+        attempts=c.attempts,
+        llm_latency_s=c.latency_s,
+        grade=verdict,
+        final_answer=final,
+    )
+
+
+def explore_failed(msg: RoutedMessage, exc: LLMFailed) -> ExplorationRecord:
+    return exploration_of(
+        msg,
+        status="failed",
+        model=msg.route.model,
+        usage=Usage(),
+        error=str(exc),
         attempts=exc.attempts,
         llm_latency_s=exc.latency_s,
     )

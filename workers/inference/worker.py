@@ -16,7 +16,7 @@ import time
 from collections.abc import Collection
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
@@ -27,7 +27,7 @@ from schemas.records import RequestResult
 from workers.inference.client import Completion, LLMClient, LLMFailed
 from workers.inference.escalation import answer_confidence, attempt_summary, escalated_decision
 from workers.inference.families import build_request, family_for
-from workers.inference.results import completed, failed
+from workers.inference.results import completed, explore_failed, explored, failed
 from workers.kafka.commit import Checkpoint, DrainOnRevoke
 from workers.kafka.deadletter import dead_letter
 from workers.runtime.crashpoints import CrashPoints
@@ -51,6 +51,7 @@ class InferenceStats:
     duplicates: int = 0
     dead: int = 0
     escalated: int = 0
+    explored: int = 0  # exploration (shadow) answers recorded, completed or failed
 
 
 class InferenceWorker:
@@ -159,7 +160,9 @@ class InferenceWorker:
             await self._dead(record, f"invalid routed message: {exc.errors()[0]['msg']}", exc, None, None)
             return
         prompt, route = msg.prompt, msg.route
-        verdict = await self.store.admit(prompt)  # one round trip; the MAC checked here
+        # one round trip; the MAC checked here. A shadow is admitted against the explored set: its routed
+        # result being in does not block it, its own record being in skips it
+        verdict = await (self.store.admit(prompt, shadow=True) if msg.shadow else self.store.admit(prompt))
         if verdict.rejected:  # not a request its job's submitter registered and signed: never answered
             log.warning("dead-lettering %s: %s", where, verdict.value)
             rejected = RejectedRequest(verdict)
@@ -167,12 +170,16 @@ class InferenceWorker:
             return
         if verdict is Verdict.DONE:
             self.stats.duplicates += 1
-            self.metrics.skipped_duplicate(route.route)
+            if not msg.shadow:  # the routed series count routed requests only
+                self.metrics.skipped_duplicate(route.route)
             log.debug("%s: request already recorded, skipping", where)
             return
         family = family_for(route.model, self.cfg.families, self.cfg.default_family)
         body = prompt.body.model_dump(exclude_none=True)
         payload = build_request(body, route.model, family, route.use_reasoning, route.reasoning_effort)
+        if msg.shadow:
+            await self._explore(msg, payload, where)
+            return
         threshold = self._escalation_threshold(msg)
         if threshold is not None:
             payload.setdefault("logprobs", True)
@@ -197,9 +204,33 @@ class InferenceWorker:
             self.stats.duplicates += 1
         self.crash.hit("after_store")
 
+    async def _explore(self, msg: RoutedMessage, payload: dict[str, Any], where: str) -> None:
+        """An exploration shadow: the LLM call as for a routed message (never escalated), then its record and
+        the job's exploration bucket, once. A failure is a failed record, not a dead letter (not the user's
+        request: the routed one is)."""
+        route = msg.route
+        try:
+            completion = await self.llm.complete(self.s.llm_url(route.route, route.model), payload)
+            self.crash.hit("after_llm")
+            record = explored(msg, completion)
+        except LLMFailed as exc:
+            log.warning("%s: exploration answer failed after %d attempts: %s", where, exc.attempts, exc)
+            record = explore_failed(msg, exc)
+        written = await self.store.write_exploration(record)
+        self.metrics.explored(record, written)
+        if written:
+            self.stats.explored += 1
+        else:
+            self.stats.duplicates += 1
+        self.crash.hit("after_store")
+
     def _escalation_threshold(self, msg: RoutedMessage) -> float | None:
-        """The threshold when this message's answer may be escalated: direct route, first attempt."""
+        """The threshold when this message's answer may be escalated: direct route, first attempt, not in the
+        exploration sample (neither a shadow nor its routed twin: the pair stays one direct and one reasoning
+        answer, what the savings report and `fit --from-job` compare)."""
         if self.cfg.escalate_below is None or msg.route.route != "direct" or msg.previous_attempt is not None:
+            return None
+        if msg.shadow or msg.route.explore:
             return None
         return self.cfg.escalate_below
 

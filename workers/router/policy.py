@@ -148,6 +148,27 @@ class Policy(BaseModel):
             explore=plan is not None and plan.explore,
         )
 
+    def other_arm(
+        self, c: Classification, d: RouteDecision, request_model: str | None, default_model: str
+    ) -> RouteDecision:
+        """The decision for the arm ``d`` did not choose (an exploration shadow), by the rule that decided ``d``:
+        the rule's effort for reasoning; its model when the rule may pick that route (a ``score`` rule, or one
+        fixed to it), else the policy's model for the route, the request's, the default. The rest (category,
+        scores, versions, reason) is ``d``'s, with ``explore`` set."""
+        rule, _ = self.rule_for(c)
+        route: Route = "direct" if d.route == "reasoning" else "reasoning"
+        use = route == "reasoning"
+        owns = rule.use_reasoning == "score" or rule.use_reasoning is use
+        model = (rule.model if owns else None) or self.models.get(route) or request_model or default_model
+        update = {
+            "route": route,
+            "use_reasoning": use,
+            "reasoning_effort": rule.reasoning_effort if use else None,
+            "model": model,
+            "explore": True,
+        }
+        return d.model_copy(update=update)
+
 
 def load_policy(path: Path | None = None, known_categories: list[str] | None = None) -> Policy:
     """Read a policy file (the shipped table when ``path`` is None) and check it against the labels."""

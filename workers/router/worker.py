@@ -56,6 +56,7 @@ Routed = list[tuple[Record, RoutedMessage]]
 class RouterStats:
     batches: int = 0
     routed: dict[str, int] = field(default_factory=lambda: {"reasoning": 0, "direct": 0})
+    shadows: dict[str, int] = field(default_factory=lambda: {"reasoning": 0, "direct": 0})  # exploration copies
     dead: int = 0
 
 
@@ -237,7 +238,13 @@ class RouterWorker:
         out = []
         for (record, prompt), c in zip(prompts, classes, strict=True):
             decision = policy.decide(c, prompt.body.model, self.s.default_model, self.classifier.version, prompt.plan)
+            if prompt.plan is None or not prompt.plan.explore:
+                out.append((record, RoutedMessage(prompt=prompt, route=decision, routed_at=now)))
+                continue
+            # in the job's exploration sample: the other arm answers it too, as a shadow (issue 14 section 3)
+            other = policy.other_arm(c, decision, prompt.body.model, self.s.default_model)
             out.append((record, RoutedMessage(prompt=prompt, route=decision, routed_at=now)))
+            out.append((record, RoutedMessage(prompt=prompt, route=other, routed_at=now, shadow=True)))
         return out
 
     async def _publish(self) -> None:
@@ -252,7 +259,9 @@ class RouterWorker:
     async def _send(self, routed: Routed, dead: list[tuple[Record, DeadLetter]]) -> list[asyncio.Future[object]]:
         """Every message of the batch to the producer, keyed: no await per ack. ``producer.send`` rather than
         partitioning here and one ``send_batch`` per partition: 2.1-3.5x the messages/s, half the broker CPU,
-        the same client CPU (20,000 messages of 2 KB, ``python -m loadgen.keyed_send``)."""
+        the same client CPU (20,000 messages of 2 KB, ``python -m loadgen.keyed_send``). An exploration shadow
+        goes to its own route's topic, keyed the same; its ack gates the commit like the routed one's, and it is
+        counted as ``shadows`` only (never in the routed stats or decision metrics)."""
         t = self.s.topics
         acks: list[asyncio.Future[object]] = []
         sent: Counter[str] = Counter()
@@ -260,6 +269,9 @@ class RouterWorker:
             topic = t.for_route(msg.route.route)
             acks.append(await self.producer.send(topic, msg.model_dump_json().encode(), key=record.key))
             sent[topic] += 1
+            if msg.shadow:
+                self.stats.shadows[msg.route.route] += 1
+                continue
             self.stats.routed[msg.route.route] += 1
             self.metrics.decided(msg.route)
         for record, letter in dead:

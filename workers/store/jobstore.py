@@ -31,6 +31,14 @@ was acknowledged; the last result makes a running job ``done``. ``fail_job`` mak
 ``failed`` in one step that also discards everything already counted (totals, latencies, results), so the
 prompts published before the failure count toward nothing; later writes of its requests are refused. A
 submitter that vanished is failed by the first ``summary`` after its lease expired (Redis' clock).
+
+Exploration (issue 14 section 3). A prompt of the job's exploration sample is answered twice: its routed result
+(``WRITE_RESULT``, the done set) and the other arm's answer (``WRITE_EXPLORATION``: the explored set, the record
+``tr:{job}:explore:<id>``, and the ``explore:<route>:*`` counters of the totals hash, never the routed ones).
+Each is first-writer-wins on its own set, so either may come first and a redelivery of either counts once. A job
+whose plan has an exploration sample holds ``explore_total`` in its meta hash (``register_job``); it is ``done``
+only when every result is in and the explored set holds that many ids (``START``, ``WRITE_RESULT``,
+``WRITE_EXPLORATION`` check both). ``FAIL`` discards the explored set and its records with the rest.
 """
 
 from __future__ import annotations
@@ -54,7 +62,7 @@ from workers.errors import ConfigError, InvalidInput
 from workers.settings import Settings
 from workers.store.autopipe import AutoPipeline
 from workers.store.integrity import Verdict, mac_matches, precheck
-from workers.store.lua import ADMIT, FAIL, REGISTER, RENEW, START, WRITE_ESCALATION, WRITE_RESULT
+from workers.store.lua import ADMIT, FAIL, REGISTER, RENEW, START, WRITE_ESCALATION, WRITE_EXPLORATION, WRITE_RESULT
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +128,8 @@ def _text(value: Any) -> str:
 class Store:
     """Job and result records over one Redis connection pool (opened by the caller, closed by it).
 
-    ``autopipeline``: the per-request calls (``admit``, ``is_done``, ``write_result``, ``write_escalation``) of
+    ``autopipeline``: the per-request calls (``admit``, ``is_done``, ``write_result``, ``write_escalation``,
+    ``write_exploration``) of
     concurrent tasks share round trips (``workers.store.autopipe``); what each call returns is unchanged.
     """
 
@@ -128,6 +137,7 @@ class Store:
         self.redis = redis
         self._write = redis.register_script(WRITE_RESULT)
         self._escalate = redis.register_script(WRITE_ESCALATION)
+        self._explore = redis.register_script(WRITE_EXPLORATION)
         self._admit = redis.register_script(ADMIT)
         self._register = redis.register_script(REGISTER)
         self._renew = redis.register_script(RENEW)
@@ -159,7 +169,9 @@ class Store:
         InvalidInput if the job exists (nothing changes). If Redis fails after the first step, the job stays
         ``submitting`` until its lease expires, then is failed (nothing of it was published)."""
         record = meta.model_copy(update={"state": "submitting", "failed_reason": None}).model_dump_json()
-        if not await self._register(keys=[meta_key(meta.job_id)], args=[record, meta.total, secret.hex(), lease_s]):
+        explore_total = meta.plan.explore_total if meta.plan is not None else 0
+        args: list[str | int | float] = [record, meta.total, secret.hex(), lease_s, explore_total]
+        if not await self._register(keys=[meta_key(meta.job_id)], args=args):
             raise InvalidInput(f"job {meta.job_id} already exists")
         async with self.redis.pipeline(transaction=False) as pipe:
             for i in range(0, len(request_ids), _CHUNK):
@@ -173,17 +185,19 @@ class Store:
 
     async def start_job(self, job_id: str) -> str | None:
         """Every prompt was acknowledged: submitting -> running (done if all results are in). The state after."""
-        state = await self._start(keys=[meta_key(job_id), totals_key(job_id)])
+        state = await self._start(keys=[meta_key(job_id), totals_key(job_id), explored_key(job_id)])
         return _text(state) if state else None
 
     async def fail_job(self, job_id: str, reason: str, only_if_lease_expired: bool = False) -> bool:
         """Make a submitting job failed and discard all it counted; False when it was not submitting."""
         keys = [meta_key(job_id), ids_key(job_id), done_key(job_id), totals_key(job_id), latency_key(job_id)]
-        out = await self._fail(keys=[*keys, escalated_key(job_id)], args=[reason, int(only_if_lease_expired)])
+        keys += [escalated_key(job_id), explored_key(job_id)]
+        out = await self._fail(keys=keys, args=[reason, int(only_if_lease_expired)])
         if out is None:
             return False
-        done, escalated = ([_text(r) for r in ids] for ids in out)
+        done, escalated, explored = ([_text(r) for r in ids] for ids in out)
         orphans = [result_key(job_id, r) for r in done] + [attempt_key(job_id, r) for r in escalated]
+        orphans += [exploration_key(job_id, r) for r in explored]
         for i in range(0, len(orphans), _CHUNK):  # no longer reachable: the sets naming them are gone
             await self.redis.delete(*orphans[i : i + _CHUNK])
         log.warning("job %s failed: %s", job_id, reason)
@@ -200,14 +214,15 @@ class Store:
         fields = {"state": _text(state), "failed_reason": _text(reason) if reason is not None else None}
         return JobMeta.model_validate(JobMeta.model_validate_json(record).model_dump() | fields)
 
-    async def admit(self, prompt: PromptMessage) -> Verdict:
-        """Whether the inference worker may answer ``prompt``: ok, done (skip), or why it is rejected."""
+    async def admit(self, prompt: PromptMessage, shadow: bool = False) -> Verdict:
+        """Whether the inference worker may answer ``prompt``: ok, done (skip), or why it is rejected. ``shadow``:
+        for its exploration answer, ``done`` when that is recorded (the routed result does not block it)."""
         early = precheck(prompt)
         if early is not None:
             return early
         job = prompt.job_id
         secret = self._secrets.get(job)
-        keys = [meta_key(job), ids_key(job), done_key(job)]
+        keys = [meta_key(job), ids_key(job), explored_key(job) if shadow else done_key(job)]
         reply = await self._script(self._admit, keys, [prompt.request_id, int(secret is None)])
         verdict = Verdict(_text(reply[0]))
         if secret is None and len(reply) > 1 and reply[1]:
@@ -233,7 +248,7 @@ class Store:
         keys = [done_key(job), result_key(job, result.request_id), totals_key(job), latency_key(job)]
         written = await self._script(
             self._write,
-            [*keys, ids_key(job), meta_key(job)],
+            [*keys, ids_key(job), meta_key(job), explored_key(job)],
             [
                 result.request_id,
                 result.model_dump_json(),
@@ -263,6 +278,27 @@ class Store:
         )
         return self._counted(int(written), request_id)
 
+    async def write_exploration(self, record: ExplorationRecord) -> bool:
+        """Record a request's exploration (shadow) answer and add its tokens to the job's exploration bucket
+        (``explore:<route>:*``, never the routed counters), once; False if already recorded, or refused (as
+        ``write_result``). The job becomes done when this was the last answer it waited for."""
+        job, rid = record.job_id, record.request_id
+        u = record.usage
+        written = await self._script(
+            self._explore,
+            [explored_key(job), exploration_key(job, rid), totals_key(job), ids_key(job), meta_key(job)],
+            [
+                rid,
+                record.model_dump_json(),
+                record.status,
+                record.route.route,
+                u.prompt_tokens,
+                u.completion_tokens,
+                u.reasoning_tokens,
+            ],
+        )
+        return self._counted(int(written), rid)
+
     @staticmethod
     def _counted(code: int, request_id: str) -> bool:
         if code < 0:
@@ -277,8 +313,16 @@ class Store:
             fields = {f: counts.get(f"{route}:{f}", 0) for f in RouteTotals.model_fields}
             routes[route] = RouteTotals(**fields)
         esc = RouteTotals(**{f: counts.get(f"{ESCALATION}:{f}", 0) for f in RouteTotals.model_fields})
+        explore = {
+            route: RouteTotals(**{f: counts.get(f"{EXPLORATION}:{route}:{f}", 0) for f in RouteTotals.model_fields})
+            for route in ROUTES
+        }
         return JobTotals(
-            completed=counts.get("completed", 0), failed=counts.get("failed", 0), routes=routes, escalations=esc
+            completed=counts.get("completed", 0),
+            failed=counts.get("failed", 0),
+            routes=routes,
+            escalations=esc,
+            exploration=explore,
         )
 
     async def latency_percentiles(self, job_id: str, qs: Iterable[float] = (0.5, 0.95, 0.99)) -> dict[str, float]:

@@ -162,7 +162,8 @@ async def wait_for_job(
     poll_s: float = 0.2,
     timeout_s: float | None = None,
 ) -> JobTotals:
-    """Poll the job's counters until completed + failed reaches the total (``check`` may raise).
+    """Poll the job's counters until completed + failed reaches the total and, for a job with an exploration
+    sample, every exploration answer is in too (what makes the job ``done`` in Redis); ``check`` may raise.
 
     Raises JobTimeout after ``timeout_s``. Redis being briefly away (a restart, a failover) only delays the
     answer: the client retries with backoff (``workers.store.jobstore.redis_client``); once it gives up,
@@ -170,6 +171,7 @@ async def wait_for_job(
     """
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     done = 0
+    sample = explore_total(meta)
     while True:
         try:
             totals = await store.totals(meta.job_id)
@@ -179,13 +181,35 @@ async def wait_for_job(
         done = totals.completed + totals.failed
         if progress:
             progress(done, meta.total)
-        if done >= meta.total:
+        if done >= meta.total and explored(totals) >= sample:
             return totals
         if check:
             check()
         if deadline is not None and time.monotonic() > deadline:
             raise JobTimeout(meta.job_id, done, meta.total, timeout_s or 0.0)
         await asyncio.sleep(poll_s)
+
+
+def explore_total(meta: JobMeta) -> int:
+    """The number of exploration answers the job waits for (its plan's sample), 0 without one."""
+    return meta.plan.explore_total if meta.plan is not None else 0
+
+
+def explored(totals: JobTotals) -> int:
+    """Exploration answers recorded (completed or failed), over both routes."""
+    return sum(t.requests for t in totals.exploration.values())
+
+
+def exploration_summary(meta: JobMeta, totals: JobTotals) -> dict[str, Any]:
+    """``exploration`` of the summary: the sample's size, its answers still pending, and per route the shadow
+    answers (requests, completed, failed) and their tokens, none of them in ``tokens``/``tokens_by_route``."""
+    sample = explore_total(meta)
+    by_route = {
+        r: {"requests": t.requests, "completed": t.completed, "failed": t.failed}
+        | {k.removesuffix("_tokens"): getattr(t, k) for k in TOKEN_KINDS}
+        for r, t in sorted(totals.exploration.items())
+    }
+    return {"total": sample, "pending": max(sample - explored(totals), 0), "routes": by_route}
 
 
 def redis_address(redis: Redis) -> str:
@@ -230,6 +254,7 @@ async def summary(store: Store, meta: JobMeta, wall_s: float | None = None) -> d
         "tokens_by_route": by_route,
         "escalations": esc.requests,
         "escalation_tokens": escalation_tokens,
+        "exploration": exploration_summary(current, totals),
         "latency_s": {k: round(v, 4) for k, v in lat.items()},
         "wall_s": round(wall_s if wall_s is not None else time.time() - meta.submitted_at, 3),
     } | ({"plan": plan_summary(current.plan, totals, meta.total)} if current.plan is not None else {})
