@@ -48,6 +48,11 @@ def test_policies_parse_in_order_with_their_routes() -> None:
     assert [(a.name, a.route) for a in arms] == [("never", "direct"), ("router", None), ("always", "reasoning")]
 
 
+def test_budget_arms_are_planned_budgets() -> None:
+    arms = parse_policies("router,share=0.3,tokens=5000")
+    assert [str(a.budget) for a in arms[1:]] == ["share=0.3", "tokens=5000"] and arms[0].budget is None
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -55,8 +60,8 @@ def test_policies_parse_in_order_with_their_routes() -> None:
         ("router,,never", "comma-separated"),
         ("router,router", "named twice"),
         ("sometimes", "unknown policy 'sometimes'"),
-        ("router,share=0.3", "needs the planner"),
-        ("tokens=1000", "needs the planner"),
+        ("router,share=1.5", "share"),
+        ("tokens=lots", "not a number"),
     ],
 )
 def test_bad_policies_are_input_errors(text: str, message: str) -> None:

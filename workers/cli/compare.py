@@ -8,7 +8,7 @@ job's plan (`schemas.messages.PromptPlan`, signed with each prompt):
 * ``router``: no plan, the router's policy decides each prompt;
 * ``always`` / ``never``: every prompt planned to reasoning / direct (the router still classifies: the
   category, the rule's model and effort for that route);
-* ``share=S`` / ``tokens=N``: a job budget, planned by `workers.router.plan` (engineer "budget").
+* ``share=S`` / ``tokens=N``: a job budget, planned by `workers.router.plan` before the pipeline starts.
 
 Per arm: accuracy where the requests carry a reference (``metadata.reference``; the result's ``grade`` when
 the inference worker graded it, else `workers.grading` on its answer; a failed request counts as
@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -33,10 +34,12 @@ from schemas.records import JobMeta, JobPlan, RequestResult
 from workers import grading
 from workers.cli import console
 from workers.cli.common import JsonOpt, fail, guarded, out, print_json, settings
-from workers.cli.interrupt import Interrupted
+from workers.cli.interrupt import Interrupted, in_daemon_thread
 from workers.cli.jobs import FileArg, SkipOpt, read_requests
 from workers.cli.pipeline import Pipeline, say
+from workers.cli.planning import Plan, PlanArgs, make_plan
 from workers.errors import EXIT_FAILED, InvalidInput
+from workers.router.plan import Budget
 from workers.runtime.eventloop import run_loop
 from workers.settings import Settings
 from workers.store.jobstore import Store
@@ -51,6 +54,7 @@ Z95 = 1.959964
 class Arm:
     name: str  # as given: router, always, never, share=S, tokens=N
     route: Route | None = None  # the route every prompt is planned to (always, never)
+    budget: Budget | None = None  # share=S, tokens=N: planned by the planning pass (`workers.router.plan`)
 
 
 def parse_policies(text: str) -> list[Arm]:
@@ -65,8 +69,7 @@ def parse_policies(text: str) -> list[Arm]:
         if name == "router" or name in FORCED:
             arms.append(Arm(name, FORCED.get(name)))
         elif name.startswith(BUDGETS):
-            # the lead swaps in workers.router.plan (Budget.parse, plan_job) when it is merged
-            raise InvalidInput(f"--policies: {name!r} needs the planner (workers.router.plan), not in this build")
+            arms.append(Arm(name, budget=Budget.parse(name)))  # InvalidInput for a bad value
         else:
             raise InvalidInput(f"--policies: unknown policy {name!r} (router, always, never, share=S, tokens=N)")
     return arms
@@ -148,8 +151,17 @@ async def run_compare(s: Settings, opts: CompareOptions, requests: list[InputReq
     """Start the pipeline once, run one job per arm, one after another; stop the pipeline on every exit."""
     pipe = Pipeline(opts.inference_workers, opts.time_scale, quiet=opts.as_json)
     pipe.install()
-    current = "starting"
+    current = "planning"
     try:
+        plans: dict[str, Plan | None] = {}
+        for arm in opts.arms:  # before the stack starts, as `run` does
+            if arm.budget is None:
+                plans[arm.name] = arm_plan(arm, requests)
+            else:
+                plans[arm.name] = await in_daemon_thread(
+                    partial(make_plan, s, requests, PlanArgs(arm.budget), opts.as_json)
+                )
+        current = "starting"
         s = await pipe.start(s)
         await pipe.ready()  # the first arm's latency is not the workers' start
         rows = []
@@ -161,7 +173,7 @@ async def run_compare(s: Settings, opts: CompareOptions, requests: list[InputReq
                 current = arm.name
                 started = time.time()
                 meta = await submit(
-                    producer, store, s.topics.prompts, requests, source=opts.file.name, plan=arm_plan(arm, requests)
+                    producer, store, s.topics.prompts, requests, source=opts.file.name, plan=plans[arm.name]
                 )
                 if not opts.as_json:
                     say(f"{arm.name}: job {meta.job_id}")

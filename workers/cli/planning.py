@@ -104,7 +104,7 @@ def make_plan(s: Settings, requests: Sequence[InputRequest], args: PlanArgs, qui
 
     artifact = s.router.artifact_dir or ensure_classifier(s.cache_dir, not quiet)
     started = time.perf_counter()
-    with Classifier.load(artifact, s.router.providers, s.router.intra_op_threads) as classifier:
+    with Classifier.load(artifact, s.router.providers, s.router.intra_op_threads, embeddings=True) as classifier:
         policy = load_policy(s.router.policy_path, classifier.labels)
         with _progress(len(prompts), quiet) as progress:
             plan = plan_job(classifier, policy, prompts, args.budget, args.explore, args.explore_seed, progress)
