@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from schemas.chat import ChatBody
 from schemas.messages import PromptMessage
 from schemas.records import ExplorationRecord, JobMeta, JobPlan, RequestResult, RouteTotals
 from tests.factories import BODY, explored_pair
@@ -170,10 +171,36 @@ async def test_export_outcomes_writes_the_jobs_explored_pairs(
         assert await store.write_result(r) and await store.write_exploration(e)
     out = tmp_path / "o.jsonl"
     env = embedded_env(THINKROUTE_REDIS_URL=f"redis://{redis_server.address}/0")
-    proc = await asyncio.to_thread(thinkroute, "export-outcomes", job, "-o", str(out), "--json", env=env, timeout=120)
+    proc = await asyncio.to_thread(thinkroute, "records", "export", job, "-o", str(out), "--json", env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     stats = json.loads(proc.stdout)
     assert stats | {"path": ""} == {"path": "", "records": 3, "explored": 3, "graded": 3, "agreement": 0, "skipped": {}}
     assert read_outcomes(str(out)) == outcomes_of([r for r, _ in ps], [e for _, e in ps])
-    missing = await asyncio.to_thread(thinkroute, "export-outcomes", "job-none", "-o", str(out), env=env, timeout=120)
+    missing = await asyncio.to_thread(thinkroute, "records", "export", "job-none", "-o", str(out), env=env, timeout=120)
     assert missing.returncode != 0 and "no job 'job-none'" in missing.stderr
+
+
+async def test_fit_from_job_learns_from_the_jobs_exploration_sample(
+    redis: Redis, redis_server: Service, unique: str, tmp_path: Path
+) -> None:
+    store, job = Store(redis), f"job-fj-{unique}"
+    ps = []
+    for i, (r, e) in enumerate(pairs(job, 30)):
+        text = f"Question {i}: what is {i} times {i + 3}? Give the number."
+        body = ChatBody.model_validate(
+            BODY.model_dump(exclude_none=True) | {"messages": [{"role": "user", "content": text}]}
+        )
+        ps.append((r, e.model_copy(update={"body": body})))
+    await register(store, meta(job, 30, 30), [r.request_id for r, _ in ps])
+    for r, e in ps:
+        assert await store.write_result(r) and await store.write_exploration(e)
+    out = tmp_path / "policy.yaml"
+    env = embedded_env(THINKROUTE_REDIS_URL=f"redis://{redis_server.address}/0")
+    args = ["fit", "--from-job", job, "-o", str(out), "--features", "signals-v1", "--json"]
+    proc = await asyncio.to_thread(thinkroute, *args, env=env, timeout=300)
+    assert proc.returncode in (0, 1), proc.stderr[-2000:]  # 1: refused (not better), nothing written
+    report = json.loads(proc.stdout)
+    assert report["n"] == 30 and f"job:{job}" in json.dumps(report)
+    assert out.exists() == (proc.returncode == 0) == report["accepted"]
+    none = await asyncio.to_thread(thinkroute, "fit", "--from-job", "job-none", "-o", str(out), env=env, timeout=120)
+    assert none.returncode == 2 and "no job 'job-none'" in none.stderr

@@ -82,7 +82,7 @@ def test_the_app_has_every_command() -> None:
             ("fit",),
             ("eval-learning",),
             ("records", "convert"),
-            ("export-outcomes",),
+            ("records", "export"),
             ("worker", "router"),
             ("worker", "inference"),
             ("stack", "up"),

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from workers.cli import cascade, compare, export, jobs, lag, learn, records, replay, routing, stack, workers
+from workers.cli import cascade, compare, jobs, lag, learn, records, replay, routing, stack, workers
 
 HELP = (
     "Route each prompt of a batch job to a reasoning or a direct LLM call, over Kafka: run, submit, status, "
@@ -64,8 +64,7 @@ lag.register(app)  # lag
 routing.register(app)  # train, classify, calibrate, eval
 cascade.register(app)  # eval-cascade
 learn.register(app)  # fit, eval-learning
-records.register(app)  # records convert
-export.register(app)  # export-outcomes
+records.register(app)  # records convert, records export
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""``thinkroute export-outcomes JOB -o FILE``: a job's exploration sample as outcome records (``schemas.outcomes``),
+"""``thinkroute records export JOB -o FILE``: a job's exploration sample as outcome records (``schemas.outcomes``),
 one per explored request with both arms' outcomes (``workers.submit.outcomes``); what ``fit`` and ``eval`` read
 (``--records FILE``) and ``records convert --from exploration`` merges."""
 
@@ -6,13 +6,29 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from workers.cli import console
 from workers.cli.common import JsonOpt, err, guarded, print_json, settings
 from workers.errors import NotFound
+
+if TYPE_CHECKING:
+    from schemas.outcomes import OutcomeRecord
+    from workers.store.jobstore import Store
+
+
+async def job_outcomes(store: Store, job: str) -> tuple[list[OutcomeRecord], int, dict[str, int]]:
+    """A job's explored requests as outcome records, the number explored, and what was skipped and why."""
+    from workers.submit.outcomes import outcomes_of
+
+    if await store.job_meta(job) is None:
+        raise NotFound(f"no job {job!r} in Redis")
+    explorations = [e async for e in store.explorations(job)]
+    results = await store.results_of(job, [e.request_id for e in explorations])
+    skipped: dict[str, int] = {}
+    return outcomes_of(results, explorations, skipped), len(explorations), skipped
 
 
 def export_outcomes(
@@ -23,25 +39,19 @@ def export_outcomes(
     """Write JOB's explored requests (routed answer + the other arm's) as outcome records to OUTPUT."""
     from workers.cli.partial import check_writable
     from workers.evaluation.outcomes import write_outcomes
-    from workers.submit.outcomes import outcomes_of
 
     s = settings("WARNING")
     check_writable(output)
 
     async def go() -> dict[str, Any]:
         async with console.clients(s, kafka=False) as (_, store):
-            if await store.job_meta(job) is None:
-                raise NotFound(f"no job {job!r} in Redis")
-            explorations = [e async for e in store.explorations(job)]
-            results = await store.results_of(job, [e.request_id for e in explorations])
-        skipped: dict[str, int] = {}
-        records = outcomes_of(results, explorations, skipped)
+            records, explored, skipped = await job_outcomes(store, job)
         n = await asyncio.to_thread(write_outcomes, output, records)
         labels = [str((r.meta or {}).get("label")) for r in records]
         return {
             "path": str(output),
             "records": n,
-            "explored": len(explorations),
+            "explored": explored,
             "graded": labels.count("graded"),
             "agreement": labels.count("agreement"),
             "skipped": skipped,
@@ -63,5 +73,5 @@ def export_outcomes(
         err.print("  the job has no exploration sample: submit with --explore 0.05", highlight=False, markup=False)
 
 
-def register(app: typer.Typer) -> None:
-    app.command("export-outcomes")(guarded(export_outcomes))
+def register(records_app: typer.Typer) -> None:
+    records_app.command("export")(guarded(export_outcomes))

@@ -11,6 +11,7 @@ import typer
 from workers.classifier.gain import FEATURES, FeatureSet
 from workers.cli.common import JsonOpt, err, fail, guarded, print_json, settings
 from workers.errors import EXIT_FAILED
+from workers.runtime.eventloop import run_loop
 from workers.settings import Settings
 
 FeaturesOpt = Annotated[str, typer.Option(help=f"feature set: {', '.join(FEATURES)}")]
@@ -57,11 +58,34 @@ def fit_text(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _job_records(s: Settings, jobs: list[str]) -> list[Any]:
+    """The exploration samples of ``jobs`` as outcome records (``thinkroute records export``'s reading)."""
+    from workers.cli import console
+    from workers.cli.export import job_outcomes
+
+    async def go() -> list[Any]:
+        out: list[Any] = []
+        async with console.clients(s, kafka=False) as (_, store):
+            for job in jobs:
+                records, explored, _ = await job_outcomes(store, job)
+                if not explored:
+                    fail(f"job {job} has no exploration sample (submit it with --explore 0.05)")
+                out += records
+        return out
+
+    return run_loop(go())
+
+
 def fit(
-    records: Annotated[
-        list[Path], typer.Option("--records", exists=True, dir_okay=False, help="outcome-records JSONL (repeatable)")
-    ],
     output: Annotated[Path, typer.Option("--output", "-o", help="where to write the new policy YAML")],
+    records: Annotated[
+        list[Path] | None,
+        typer.Option("--records", exists=True, dir_okay=False, help="outcome-records JSONL (repeatable)"),
+    ] = None,
+    from_job: Annotated[
+        list[str] | None,
+        typer.Option("--from-job", help="a job's exploration sample, read from Redis (repeatable)"),
+    ] = None,
     cheap: Annotated[str, typer.Option(help="the cheap arm")] = "direct",
     expensive: Annotated[str, typer.Option(help="the expensive arm")] = "reasoning",
     policy: Annotated[
@@ -85,10 +109,15 @@ def fit(
     feats = _features(features)
     if not output.parent.is_dir():
         fail(f"cannot write {output}: {output.parent} is not a directory")
-    recs = read_records(records)
+    if not records and not from_job:
+        fail("give --records FILE and/or --from-job JOB")
+    recs = read_records(records or [])
+    if from_job:
+        recs += _job_records(s, from_job)
     with _classifier(s, feats == "embedding-v1") as clf:
         current = load_policy(policy or s.router.policy_path, clf.labels)
-        result = run_fit(recs, clf, current, cheap, expensive, feats, folds, seed, [str(p) for p in records])
+        sources = [str(p) for p in records or []] + [f"job:{j}" for j in from_job or []]
+        result = run_fit(recs, clf, current, cheap, expensive, feats, folds, seed, sources)
     if result.accepted and result.policy is not None:
         write_policy_atomic(result.policy, output)
         result.report["written"] = str(output)

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from workers.cli import export
 from workers.cli.common import JsonOpt, err, guarded, print_json, settings
 
 records_app = typer.Typer(no_args_is_help=True, help="Outcome records: the one format eval, calibrate and fit read.")
@@ -46,4 +47,5 @@ def convert(
 
 def register(app: typer.Typer) -> None:
     records_app.command("convert")(guarded(convert))
+    export.register(records_app)  # records export
     app.add_typer(records_app, name="records")

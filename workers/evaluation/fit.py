@@ -158,6 +158,7 @@ def fit(
         "seed": seed,
         "fold_lambdas": lams,
         "current_policy": policy.version,
+        "data": list(sources),
         "held_out": held,
         "test": "one-sided paired bootstrap of mean accuracy over shares 10..90% (new - current) on the "
         "held-out predictions: write only if its 95% lower bound > 0",
