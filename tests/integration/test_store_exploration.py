@@ -12,7 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 from schemas.chat import ChatBody
-from schemas.messages import PromptMessage
+from schemas.messages import PromptMessage, PromptPlan
 from schemas.records import ExplorationRecord, JobMeta, JobPlan, RequestResult, RouteTotals
 from tests.factories import BODY, explored_pair
 from tests.integration.helpers import register
@@ -148,10 +148,12 @@ async def test_a_shadow_is_admitted_against_the_explored_set(redis: Redis, uniqu
     store, job = Store(redis), f"job-ea-{unique}"
     (r, e) = pairs(job, 1)[0]
     secret = await register(store, meta(job, 1, 1), [r.request_id])
-    prompt = sign(
-        PromptMessage(request_id=r.request_id, job_id=job, custom_id=r.custom_id, line=1, body=BODY, submitted_at=1.0),
-        secret,
-    )
+    fields = {"request_id": r.request_id, "job_id": job, "custom_id": r.custom_id, "line": 1, "submitted_at": 1.0}
+    unexplored = sign(PromptMessage(**fields, body=BODY), secret)
+    prompt = sign(PromptMessage(**fields, body=BODY, plan=PromptPlan(explore=True)), secret)
+    assert await store.admit(unexplored, shadow=True) is Verdict.NOT_EXPLORED  # not signed into the sample
+    flipped = unexplored.model_copy(update={"plan": PromptPlan(explore=True)})  # put in by someone on the topic
+    assert await store.admit(flipped, shadow=True) is Verdict.BAD_MAC
     assert await store.write_result(r)
     assert await store.admit(prompt) is Verdict.DONE  # the routed one is answered
     assert await store.admit(prompt, shadow=True) is Verdict.OK  # its shadow is not blocked by it

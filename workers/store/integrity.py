@@ -93,6 +93,7 @@ class Verdict(StrEnum):
     FAILED_JOB = "failed_job"
     UNREGISTERED = "unregistered"
     BAD_MAC = "bad_mac"
+    NOT_EXPLORED = "not_explored"  # a shadow of a prompt its submitter did not sign into the exploration sample
 
     @property
     def rejected(self) -> bool:
@@ -106,6 +107,7 @@ REASONS = {
     Verdict.FAILED_JOB: "the job failed at submit: none of its requests count",
     Verdict.UNREGISTERED: "the request id is not one the submitter registered for this job",
     Verdict.BAD_MAC: "the MAC does not match the job's secret (forged or altered prompt)",
+    Verdict.NOT_EXPLORED: "an exploration shadow of a prompt that is not in its job's exploration sample",
 }
 
 

@@ -220,6 +220,8 @@ class Store:
         early = precheck(prompt)
         if early is not None:
             return early
+        if shadow and (prompt.plan is None or not prompt.plan.explore):  # the plan is under the MAC, checked below
+            return Verdict.NOT_EXPLORED
         job = prompt.job_id
         secret = self._secrets.get(job)
         keys = [meta_key(job), ids_key(job), explored_key(job) if shadow else done_key(job)]
