@@ -28,6 +28,7 @@ COMMANDS = (
     "type",
     "sadd",
     "sismember",
+    "scard",
     "smembers",
     "sscan",
     "hget",

@@ -26,6 +26,8 @@ from workers.store.integrity import new_secret
 from workers.store.jobstore import LEASE_S, ROUTES, TOKEN_KINDS, Store
 from workers.submit.batchfile import InputRequest
 from workers.submit.encode import encode_prompts, message_limit
+from workers.submit.savings import NO_EXPLORATION, NO_PAIRS
+from workers.submit.savings import report as savings_report
 
 log = logging.getLogger(__name__)
 ProgressFn = Callable[[int, int], None]
@@ -240,24 +242,40 @@ async def summary(store: Store, meta: JobMeta, wall_s: float | None = None) -> d
         | {"completed": totals.routes[r].completed, "failed": totals.routes[r].failed}
         for r in ROUTES
     }
-    return {
-        "job_id": meta.job_id,
-        "source": meta.source,
-        "total": meta.total,
-        "completed": totals.completed,
-        "failed": totals.failed,
-        "pending": 0 if current.state == "failed" else max(meta.total - totals.completed - totals.failed, 0),
-        "state": current.state,
-        "failed_reason": current.failed_reason,
-        "routes": routes,
-        "tokens": tokens,
-        "tokens_by_route": by_route,
-        "escalations": esc.requests,
-        "escalation_tokens": escalation_tokens,
-        "exploration": exploration_summary(current, totals),
-        "latency_s": {k: round(v, 4) for k, v in lat.items()},
-        "wall_s": round(wall_s if wall_s is not None else time.time() - meta.submitted_at, 3),
-    } | ({"plan": plan_summary(current.plan, totals, meta.total)} if current.plan is not None else {})
+    return (
+        {
+            "job_id": meta.job_id,
+            "source": meta.source,
+            "total": meta.total,
+            "completed": totals.completed,
+            "failed": totals.failed,
+            "pending": 0 if current.state == "failed" else max(meta.total - totals.completed - totals.failed, 0),
+            "state": current.state,
+            "failed_reason": current.failed_reason,
+            "routes": routes,
+            "tokens": tokens,
+            "tokens_by_route": by_route,
+            "escalations": esc.requests,
+            "escalation_tokens": escalation_tokens,
+            "exploration": exploration_summary(current, totals),
+            "latency_s": {k: round(v, 4) for k, v in lat.items()},
+            "wall_s": round(wall_s if wall_s is not None else time.time() - meta.submitted_at, 3),
+        }
+        | ({"plan": plan_summary(current.plan, totals, meta.total)} if current.plan is not None else {})
+        | await _savings(store, current, totals)
+    )
+
+
+async def _savings(store: Store, meta: JobMeta, totals: JobTotals) -> dict[str, Any]:
+    """``savings`` (``workers.submit.savings``) from the job's exploration sample, read only when it has one;
+    else None with a one-line ``savings_hint``."""
+    planned = meta.plan is not None and meta.plan.explore_total > 0
+    if not planned and not any(t.requests for t in totals.exploration.values()):
+        return {"savings": None, "savings_hint": NO_EXPLORATION}
+    explorations = [e async for e in store.explorations(meta.job_id)]
+    results = await store.results_of(meta.job_id, [e.request_id for e in explorations])
+    savings = await asyncio.to_thread(savings_report, totals, results, explorations)  # the bootstrap: off the loop
+    return {"savings": savings, "savings_hint": None if savings is not None else NO_PAIRS}
 
 
 def plan_summary(plan: JobPlan, totals: JobTotals, total: int) -> dict[str, Any]:
