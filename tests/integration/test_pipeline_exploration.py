@@ -155,3 +155,50 @@ async def read_topic_all(bootstrap: str, topic: str, partitions: int) -> list[Co
         return out
     finally:
         await consumer.stop()
+
+
+@pytest.mark.timeout(600)
+async def test_exploration_counts_once_through_inference_crashes_between_store_and_commit(
+    settings: Settings, artifact: Path, redis: Redis, unique: str, tmp_path: Path
+) -> None:
+    """The inference worker dies (SIGKILL-like exit 137) after a Redis write and before its offset commit, at
+    least twice: every result and every shadow answer is counted exactly once."""
+    from loadgen.procs import Procs, settings_env
+    from tests.integration.helpers import assert_exact_totals
+
+    kc, t = kafka_config(settings), settings.topics
+    await ensure_topics(kc, [t.prompts, t.reasoning, t.direct, t.dead], settings.partitions)
+    store = Store(redis)
+    requests = sample_requests(40)
+    sampled = {r.custom_id for i, r in enumerate(requests) if i % 4 == 0}  # 10 of 40
+    procs = Procs(tmp_path, settings_env(settings))
+    procs.start("router", "router")
+    procs.start("inference", "inference", THINKROUTE_CRASH_POINTS="after_store=9")
+    crashes = iter(["after_store=13", "after_store=7", ""])
+    try:
+        meta = await publish_job(settings, store, f"job-xcrash-{unique}", requests, sampled)
+        restarts = 0
+
+        async def finished() -> bool:
+            nonlocal restarts
+            if not procs.procs["inference"].alive():
+                restarts += 1
+                procs.exits.append(("inference", procs.procs["inference"].proc.returncode))
+                procs.start("inference", "inference", THINKROUTE_CRASH_POINTS=next(crashes, ""))
+            m = await store.job_meta(meta.job_id)
+            return m is not None and m.state == "done"
+
+        await wait_until(finished, 300, "the explored job to finish through inference crashes")
+        assert restarts >= 2 and procs.exits.count(("inference", 137)) >= 2
+        await assert_exact_totals(store, meta.job_id, 40)
+        totals = await store.totals(meta.job_id)
+        explored = [e async for e in store.explorations(meta.job_id)]
+        assert sorted(e.custom_id for e in explored) == sorted(sampled)
+        for route in ("reasoning", "direct"):
+            mine = [e for e in explored if e.route.route == route]
+            bucket = totals.exploration[route]
+            assert (bucket.requests, bucket.completed) == (len(mine), len(mine))
+            assert bucket.completion_tokens == sum(e.usage.completion_tokens for e in mine)
+            assert bucket.prompt_tokens == sum(e.usage.prompt_tokens for e in mine)
+    finally:
+        procs.stop_all()
