@@ -4,7 +4,7 @@ and what a failure while publishing leaves (a failed job that names itself; stat
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pytest
@@ -14,7 +14,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from schemas.batch import ChatBody
 from schemas.messages import PromptMessage
-from schemas.records import JobMeta, JobTotals, RouteTotals
+from schemas.records import ExplorationRecord, JobMeta, JobTotals, RequestResult, RouteTotals
 from workers.cli import console
 from workers.errors import EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE, BadInput, InvalidInput
 from workers.store.integrity import mac_matches
@@ -120,6 +120,13 @@ class FakeStore:
 
     async def latency_percentiles(self, job_id: str) -> dict[str, float]:
         return {"p50": 0.0, "p95": 0.0, "p99": 0.0}
+
+    async def explorations(self, job_id: str) -> AsyncIterator[ExplorationRecord]:  # none answered yet
+        for e in ():
+            yield e
+
+    async def results_of(self, job_id: str, ids: Sequence[str]) -> list[RequestResult]:
+        return []
 
     def names(self) -> list[str]:
         return [name for name, _ in self.calls]
