@@ -1,7 +1,5 @@
-"""Redis: every key ThinkRoute uses is named here, and results are written atomically and idempotently.
-
-All keys of one job share the hash tag ``{job_id}`` so they live in one slot of a Redis Cluster and
-the Lua scripts that touch a job may touch them together.
+"""Redis: job and result records, written atomically and idempotently (the keys: ``workers.store.keys``; the
+client and its retry policy: ``workers.store.client``).
 
 Who may change a job. Anyone who can write to the prompts topic can publish a message naming any job, so
 a request counts only if the submitter registered it, and the inference worker is the gate (the router
@@ -50,73 +48,64 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
-from redis.asyncio.retry import Retry
-from redis.backoff import EqualJitterBackoff
 from redis.commands.core import AsyncScript
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
 from schemas.messages import AttemptSummary, PromptMessage
 from schemas.records import ExplorationRecord, JobMeta, JobTotals, RequestResult, RouteTotals
-from workers.errors import ConfigError, InvalidInput
-from workers.settings import Settings
+from workers.errors import InvalidInput
 from workers.store.autopipe import AutoPipeline
+from workers.store.client import REDIS_BACKOFF, REDIS_RETRIES, redis_client
 from workers.store.integrity import Verdict, mac_matches, precheck
+from workers.store.keys import (
+    ESCALATION,
+    EXPLORATION,
+    JOBS_INDEX,
+    ROUTES,
+    TOKEN_KINDS,
+    attempt_key,
+    done_key,
+    escalated_key,
+    exploration_key,
+    explored_key,
+    ids_key,
+    latency_key,
+    meta_key,
+    result_key,
+    totals_key,
+)
 from workers.store.lua import ADMIT, FAIL, REGISTER, RENEW, START, WRITE_ESCALATION, WRITE_EXPLORATION, WRITE_RESULT
 
 log = logging.getLogger(__name__)
 
-JOBS_INDEX = "tr:jobs"  # sorted set: job_id -> submitted_at
-ROUTES = ("reasoning", "direct")
-TOKEN_KINDS = ("prompt_tokens", "completion_tokens", "reasoning_tokens")
+__all__ = [
+    "ESCALATION",
+    "EXPLORATION",
+    "JOBS_INDEX",
+    "LEASE_S",
+    "REDIS_BACKOFF",
+    "REDIS_RETRIES",
+    "ROUTES",
+    "SECRET_CACHE",
+    "TOKEN_KINDS",
+    "Store",
+    "attempt_key",
+    "done_key",
+    "escalated_key",
+    "exploration_key",
+    "explored_key",
+    "ids_key",
+    "latency_key",
+    "meta_key",
+    "redis_client",
+    "result_key",
+    "totals_key",
+]
+
 LEASE_S = 60.0  # a submitting job whose submitter has not renewed its lease for this long is failed
 SECRET_CACHE = 10_000  # job secrets a Store keeps (32 bytes each)
 _CHUNK = 1000
 
-
-def meta_key(job_id: str) -> str:
-    return f"tr:{{{job_id}}}:meta"
-
-
-def ids_key(job_id: str) -> str:
-    return f"tr:{{{job_id}}}:ids"
-
-
-def totals_key(job_id: str) -> str:
-    return f"tr:{{{job_id}}}:totals"
-
-
-def done_key(job_id: str) -> str:
-    return f"tr:{{{job_id}}}:done"
-
-
-def latency_key(job_id: str) -> str:
-    return f"tr:{{{job_id}}}:latency"
-
-
-def result_key(job_id: str, request_id: str) -> str:
-    return f"tr:{{{job_id}}}:req:{request_id}"
-
-
-def escalated_key(job_id: str) -> str:
-    return f"tr:{{{job_id}}}:escalated"
-
-
-def attempt_key(job_id: str, request_id: str, attempt: int = 1) -> str:
-    return f"tr:{{{job_id}}}:req:{request_id}:attempt:{attempt}"
-
-
-def explored_key(job_id: str) -> str:
-    """The set of request ids whose exploration (shadow) answer is recorded."""
-    return f"tr:{{{job_id}}}:explored"
-
-
-def exploration_key(job_id: str, request_id: str) -> str:
-    return f"tr:{{{job_id}}}:explore:{request_id}"
-
-
-ESCALATION = "escalation"  # totals bucket of first attempts that were escalated
-EXPLORATION = "explore"  # totals bucket prefix of shadow answers: ``explore:<route>:<field>``
 
 _REFUSED = {-1: "not a registered request of its job", -2: "its job failed at submit"}
 
@@ -375,26 +364,3 @@ class Store:
     async def recent_jobs(self, limit: int = 20) -> list[str]:
         raw: list[Any] = await self.redis.zrevrange(JOBS_INDEX, 0, limit - 1)
         return [r.decode() if isinstance(r, bytes) else str(r) for r in raw]
-
-
-# Transient Redis errors (a restart, a failover) are retried by redis-py itself, on every command and pipeline
-# (the autopipeline's included): up to 9 retries with exponential backoff and equal jitter (nominal 0.2 s
-# doubling to 5 s: 0.2, 0.4, ... 3.2, 5, 5, 5, 5; each wait between half and all of it), so a caller gives up
-# only after Redis refused or dropped connections for 13-26 s. A timeout is not retried: a Redis that accepts
-# and never answers (socket_timeout, 10 s) is reported at once instead of after every retry's full timeout.
-REDIS_RETRIES = 9
-REDIS_BACKOFF = EqualJitterBackoff(cap=5.0, base=0.1)  # nominal base * 2**failures: 0.2 s first
-
-
-def redis_client(s: Settings) -> Redis:
-    """The Redis client of the workers and the CLI, retrying connection errors (see above)."""
-    if s.redis_url is None:
-        raise ConfigError("THINKROUTE_REDIS_URL is not set")
-    return Redis.from_url(
-        s.redis_url.get_secret_value(),
-        socket_timeout=10,
-        socket_connect_timeout=5,
-        health_check_interval=15,
-        retry=Retry(REDIS_BACKOFF, retries=REDIS_RETRIES, supported_errors=(RedisConnectionError,)),
-        retry_on_error=[RedisConnectionError],
-    )

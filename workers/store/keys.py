@@ -1,0 +1,53 @@
+"""Every Redis key ThinkRoute uses, named in one place. All keys of one job share the hash tag ``{job_id}``, so
+they live in one slot of a Redis Cluster and the Lua scripts of ``workers.store.lua`` may touch them together."""
+
+from __future__ import annotations
+
+JOBS_INDEX = "tr:jobs"  # sorted set: job_id -> submitted_at
+ROUTES = ("reasoning", "direct")
+TOKEN_KINDS = ("prompt_tokens", "completion_tokens", "reasoning_tokens")
+
+
+def meta_key(job_id: str) -> str:
+    return f"tr:{{{job_id}}}:meta"
+
+
+def ids_key(job_id: str) -> str:
+    return f"tr:{{{job_id}}}:ids"
+
+
+def totals_key(job_id: str) -> str:
+    return f"tr:{{{job_id}}}:totals"
+
+
+def done_key(job_id: str) -> str:
+    return f"tr:{{{job_id}}}:done"
+
+
+def latency_key(job_id: str) -> str:
+    return f"tr:{{{job_id}}}:latency"
+
+
+def result_key(job_id: str, request_id: str) -> str:
+    return f"tr:{{{job_id}}}:req:{request_id}"
+
+
+def escalated_key(job_id: str) -> str:
+    return f"tr:{{{job_id}}}:escalated"
+
+
+def attempt_key(job_id: str, request_id: str, attempt: int = 1) -> str:
+    return f"tr:{{{job_id}}}:req:{request_id}:attempt:{attempt}"
+
+
+def explored_key(job_id: str) -> str:
+    """The set of request ids whose exploration (shadow) answer is recorded."""
+    return f"tr:{{{job_id}}}:explored"
+
+
+def exploration_key(job_id: str, request_id: str) -> str:
+    return f"tr:{{{job_id}}}:explore:{request_id}"
+
+
+ESCALATION = "escalation"  # totals bucket of first attempts that were escalated
+EXPLORATION = "explore"  # totals bucket prefix of shadow answers: ``explore:<route>:<field>``
