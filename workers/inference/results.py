@@ -50,25 +50,33 @@ def graded(body: ChatBody, answer: str | None) -> tuple[Grade | None, str | None
     return g, g.extracted
 
 
-def completed(msg: RoutedMessage, c: Completion) -> RequestResult:
+def _answered(msg: RoutedMessage, c: Completion) -> dict[str, Any]:
+    """What a routed result and an exploration record both keep of a completion: the answer graded as in
+    ``graded``, the model, usage, finish reason, attempts and LLM time."""
     choice = c.body["choices"][0]
-    message = choice.get("message") or {}
-    answer = message.get("content")
+    answer = (choice.get("message") or {}).get("content")
     verdict, final = graded(msg.prompt.body, answer if isinstance(answer, str) else None)
+    return {
+        "status": "completed",
+        "model": str(c.body.get("model") or msg.route.model),
+        "usage": usage_of(c.body),
+        "answer": answer,
+        "finish_reason": choice.get("finish_reason"),
+        "attempts": c.attempts,
+        "llm_latency_s": c.latency_s,
+        "grade": verdict,
+        "final_answer": final,
+    }
+
+
+def completed(msg: RoutedMessage, c: Completion) -> RequestResult:
+    message = c.body["choices"][0].get("message") or {}
     return result_of(
         msg,
-        status="completed",
-        model=str(c.body.get("model") or msg.route.model),
-        usage=usage_of(c.body),
-        answer=answer,
+        **_answered(msg, c),
         reasoning=message.get("reasoning_content") or message.get("reasoning"),
-        finish_reason=choice.get("finish_reason"),
         http_status=c.status_code,
         response_body=c.body,
-        attempts=c.attempts,
-        llm_latency_s=c.latency_s,
-        grade=verdict,
-        final_answer=final,
     )
 
 
@@ -103,22 +111,8 @@ def exploration_of(msg: RoutedMessage, **outcome: Any) -> ExplorationRecord:
 
 
 def explored(msg: RoutedMessage, c: Completion) -> ExplorationRecord:
-    """The shadow's completed answer, graded as a routed result is (``graded``)."""
-    choice = c.body["choices"][0]
-    answer = (choice.get("message") or {}).get("content")
-    verdict, final = graded(msg.prompt.body, answer if isinstance(answer, str) else None)
-    return exploration_of(
-        msg,
-        status="completed",
-        model=str(c.body.get("model") or msg.route.model),
-        usage=usage_of(c.body),
-        answer=answer,
-        finish_reason=choice.get("finish_reason"),
-        attempts=c.attempts,
-        llm_latency_s=c.latency_s,
-        grade=verdict,
-        final_answer=final,
-    )
+    """The shadow's completed answer, graded as a routed result is."""
+    return exploration_of(msg, **_answered(msg, c))
 
 
 def explore_failed(msg: RoutedMessage, exc: LLMFailed) -> ExplorationRecord:
