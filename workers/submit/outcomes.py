@@ -27,7 +27,8 @@ from collections.abc import Iterable
 from schemas.messages import RouteDecision
 from schemas.outcomes import ArmOutcome, OutcomeRecord
 from schemas.records import ExplorationRecord, Grade, RequestResult, Usage
-from workers.grading import agree, reference_of
+from workers.grading import reference_of
+from workers.submit.savings import Pair
 
 GRADED = "graded"
 AGREEMENT = "agreement"
@@ -58,9 +59,9 @@ def _correct(routed: RequestResult, shadow: ExplorationRecord) -> tuple[float, f
     """(routed arm's correct, shadow arm's correct, label)."""
     if routed.grade is not None and shadow.grade is not None:
         return float(routed.grade.correct), float(shadow.grade.correct), GRADED
-    reasoning, direct = (routed, shadow) if routed.route.route == "reasoning" else (shadow, routed)
-    agrees = float(agree(direct.final_answer, reasoning.final_answer) is True)
-    return (1.0, agrees, AGREEMENT) if reasoning is routed else (agrees, 1.0, AGREEMENT)
+    pair = Pair(routed, shadow)
+    agrees = pair.direct_agrees
+    return (agrees, 1.0, AGREEMENT) if pair.direct_routed else (1.0, agrees, AGREEMENT)
 
 
 def _reference(shadow: ExplorationRecord, grades: Iterable[Grade | None]) -> str | None:

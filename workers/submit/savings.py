@@ -67,6 +67,13 @@ class Pair:
     def graded(self) -> bool:
         return self.routed.grade is not None and self.shadow.grade is not None
 
+    @property
+    def direct_agrees(self) -> float:
+        """1 when the direct arm's final answer agrees with the reasoning arm's, else 0 (an arm without a final
+        answer does not agree): the label-free signal of where thinking changed the answer."""
+        reasoning, direct = (self.shadow, self.routed) if self.direct_routed else (self.routed, self.shadow)
+        return float(agree(direct.final_answer, reasoning.final_answer) is True)
+
 
 def pairs_of(results: Iterable[RequestResult], explorations: Iterable[ExplorationRecord]) -> tuple[list[Pair], int]:
     """The complete pairs (both answers completed), in request-id order, and how many explored were not."""
@@ -91,8 +98,7 @@ def _scores(pairs: Sequence[Pair], metric: str) -> NDArray[np.float64]:
             always, never = (other, mine) if p.direct_routed else (mine, other)
             rows.append((mine, always, never))
         else:
-            reasoning, direct = (p.shadow, p.routed) if p.direct_routed else (p.routed, p.shadow)
-            agrees = float(agree(direct.final_answer, reasoning.final_answer) is True)
+            agrees = p.direct_agrees
             rows.append((agrees if p.direct_routed else 1.0, 1.0, agrees))
     return np.asarray(rows, dtype=np.float64).reshape(len(pairs), 3)
 
