@@ -37,7 +37,7 @@ from workers.cli.common import JsonOpt, fail, guarded, out, print_json, settings
 from workers.cli.interrupt import Interrupted, in_daemon_thread
 from workers.cli.jobs import FileArg, SkipOpt, read_requests
 from workers.cli.pipeline import Pipeline, say
-from workers.cli.planning import Plan, PlanArgs, make_plan
+from workers.cli.planning import Plan, PlanArgs, make_plans
 from workers.errors import EXIT_FAILED, InvalidInput
 from workers.router.plan import Budget
 from workers.runtime.eventloop import run_loop
@@ -153,14 +153,12 @@ async def run_compare(s: Settings, opts: CompareOptions, requests: list[InputReq
     pipe.install()
     current = "planning"
     try:
-        plans: dict[str, Plan | None] = {}
-        for arm in opts.arms:  # before the stack starts, as `run` does
-            if arm.budget is None:
-                plans[arm.name] = arm_plan(arm, requests)
-            else:
-                plans[arm.name] = await in_daemon_thread(
-                    partial(make_plan, s, requests, PlanArgs(arm.budget), opts.as_json)
-                )
+        budgeted = [arm for arm in opts.arms if arm.budget is not None]
+        planned = await in_daemon_thread(
+            partial(make_plans, s, requests, [PlanArgs(arm.budget) for arm in budgeted], opts.as_json)
+        )  # before the stack starts, as `run` does; one classification for every budget arm
+        plans: dict[str, Plan | None] = dict(zip((a.name for a in budgeted), planned, strict=True))
+        plans |= {arm.name: arm_plan(arm, requests) for arm in opts.arms if arm.budget is None}
         current = "starting"
         s = await pipe.start(s)
         await pipe.ready()  # the first arm's latency is not the workers' start

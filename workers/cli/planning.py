@@ -90,15 +90,26 @@ def _progress(total: int, quiet: bool) -> Iterator[Callable[[int, int], None] | 
 def make_plan(s: Settings, requests: Sequence[InputRequest], args: PlanArgs, quiet: bool) -> Plan | None:
     """The job's plan (None when the flags ask for none). A share or token budget classifies every prompt with
     the router's classifier artefact and policy (``THINKROUTE_ROUTER__*``), built on first use."""
-    from workers.router.plan import plan_job
+    return make_plans(s, requests, [args], quiet)[0]
+
+
+def make_plans(
+    s: Settings, requests: Sequence[InputRequest], many: Sequence[PlanArgs], quiet: bool
+) -> list[Plan | None]:
+    """``make_plan`` for each of ``many`` on the same requests (``compare``'s budget arms): the classifier is
+    loaded, and the requests classified, once for all of them."""
+    from workers.router.plan import classify_job, plan_classified
     from workers.router.policy import load_policy
 
-    if args.empty:
-        return None
-    prompts = [(r.custom_id, r.body) for r in requests]
-    if not args.needs_classifier:
+    if all(a.empty for a in many):
+        return [None] * len(many)
+    custom_ids = [r.custom_id for r in requests]
+    if not any(a.needs_classifier for a in many):
         policy = load_policy(s.router.policy_path)
-        return plan_job(None, policy, prompts, args.budget, args.explore, args.explore_seed)
+        return [
+            None if a.empty else plan_classified(policy, custom_ids, None, a.budget, a.explore, a.explore_seed)
+            for a in many
+        ]
     from workers.classifier.model import Classifier
     from workers.cli.pipeline import ensure_classifier
 
@@ -106,7 +117,14 @@ def make_plan(s: Settings, requests: Sequence[InputRequest], args: PlanArgs, qui
     started = time.perf_counter()
     with Classifier.load(artifact, s.router.providers, s.router.intra_op_threads, embeddings=True) as classifier:
         policy = load_policy(s.router.policy_path, classifier.labels)
-        with _progress(len(prompts), quiet) as progress:
-            plan = plan_job(classifier, policy, prompts, args.budget, args.explore, args.explore_seed, progress)
-    log.info("planned %d prompts (%s) in %.2fs", len(prompts), args.budget, time.perf_counter() - started)
-    return plan
+        with _progress(len(requests), quiet) as progress:
+            classes = classify_job(classifier, [r.body for r in requests], progress)
+    log.info("classified %d prompts for planning in %.2fs", len(requests), time.perf_counter() - started)
+    return [
+        None
+        if a.empty
+        else plan_classified(
+            policy, custom_ids, classes if a.needs_classifier else None, a.budget, a.explore, a.explore_seed
+        )
+        for a in many
+    ]
