@@ -5,21 +5,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas.messages import PromptMessage, RoutedMessage
 from schemas.records import JobMeta, RequestResult
+from tests.helpers import wait_until
 from workers.kafka.clients import ensure_topics, kafka_config, make_producer
 from workers.settings import Settings
 from workers.store.integrity import new_secret, sign
 from workers.store.jobstore import Store, done_key
 from workers.submit.batchfile import InputRequest, read_batch
 from workers.submit.jobs import submit
+
+if TYPE_CHECKING:
+    from loadgen.procs import Procs
 
 
 async def committed(bootstrap: str, group: str, topics: list[str], partitions: int) -> dict[tuple[str, int], int]:
@@ -153,3 +157,22 @@ async def assert_exact_totals(store: Store, job: str, completed: int, failed: in
         assert rt.completion_tokens == sum(r.usage.completion_tokens for r in mine)
         assert rt.reasoning_tokens == sum(r.usage.reasoning_tokens for r in mine)
     return results
+
+
+async def restart_until_done(
+    procs: Procs, crashes: Iterator[str], done: Callable[[], Awaitable[bool]], what: str, timeout_s: float = 300
+) -> int:
+    """Wait until ``done()``, restarting the ``inference`` worker each time it dies (the next crash points of
+    ``crashes``, none once they run out; its exit code recorded in ``procs.exits``); how many restarts."""
+    restarts = 0
+
+    async def finished() -> bool:
+        nonlocal restarts
+        if not procs.procs["inference"].alive():
+            restarts += 1
+            procs.exits.append(("inference", procs.procs["inference"].proc.returncode))
+            procs.start("inference", "inference", THINKROUTE_CRASH_POINTS=next(crashes, ""))
+        return await done()
+
+    await wait_until(finished, timeout_s, what)
+    return restarts

@@ -15,7 +15,13 @@ from redis.asyncio import Redis
 
 from loadgen.procs import Procs, settings_env
 from tests.helpers import wait_until
-from tests.integration.helpers import assert_exact_totals, committed, sample_requests, submit_requests
+from tests.integration.helpers import (
+    assert_exact_totals,
+    committed,
+    restart_until_done,
+    sample_requests,
+    submit_requests,
+)
 from workers.settings import Settings
 from workers.store.jobstore import Store
 
@@ -71,19 +77,13 @@ async def test_inference_killed_between_llm_and_store_and_between_store_and_comm
     store = Store(redis)
     job = (await submit_requests(settings, store, sample_requests(n), "crash")).job_id
     crashes = iter(["after_store=20", "after_llm=30", "after_store=10", ""])
-    restarts = 0
     try:
 
         async def finished() -> bool:
-            nonlocal restarts
-            if not procs.procs["inference"].alive():
-                restarts += 1
-                procs.exits.append(("inference", procs.procs["inference"].proc.returncode))
-                procs.start("inference", "inference", THINKROUTE_CRASH_POINTS=next(crashes, ""))
             t = await store.totals(job)
             return t.completed + t.failed >= n
 
-        await wait_until(finished, 300, "the job to finish through inference crashes")
+        restarts = await restart_until_done(procs, crashes, finished, "the job to finish through inference crashes")
         await assert_exact_totals(store, job, n)
         assert restarts >= 2 and procs.exits.count(("inference", 137)) >= 2
         procs.stop_all()

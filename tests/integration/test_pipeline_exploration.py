@@ -164,7 +164,7 @@ async def test_exploration_counts_once_through_inference_crashes_between_store_a
     """The inference worker dies (SIGKILL-like exit 137) after a Redis write and before its offset commit, at
     least twice: every result and every shadow answer is counted exactly once."""
     from loadgen.procs import Procs, settings_env
-    from tests.integration.helpers import assert_exact_totals
+    from tests.integration.helpers import assert_exact_totals, restart_until_done
 
     kc, t = kafka_config(settings), settings.topics
     await ensure_topics(kc, [t.prompts, t.reasoning, t.direct, t.dead], settings.partitions)
@@ -177,18 +177,12 @@ async def test_exploration_counts_once_through_inference_crashes_between_store_a
     crashes = iter(["after_store=13", "after_store=7", ""])
     try:
         meta = await publish_job(settings, store, f"job-xcrash-{unique}", requests, sampled)
-        restarts = 0
 
         async def finished() -> bool:
-            nonlocal restarts
-            if not procs.procs["inference"].alive():
-                restarts += 1
-                procs.exits.append(("inference", procs.procs["inference"].proc.returncode))
-                procs.start("inference", "inference", THINKROUTE_CRASH_POINTS=next(crashes, ""))
             m = await store.job_meta(meta.job_id)
             return m is not None and m.state == "done"
 
-        await wait_until(finished, 300, "the explored job to finish through inference crashes")
+        restarts = await restart_until_done(procs, crashes, finished, "the explored job to finish through crashes")
         assert restarts >= 2 and procs.exits.count(("inference", 137)) >= 2
         await assert_exact_totals(store, meta.job_id, 40)
         totals = await store.totals(meta.job_id)
