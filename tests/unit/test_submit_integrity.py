@@ -4,7 +4,7 @@ and what a failure while publishing leaves (a failed job that names itself; stat
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -121,12 +121,8 @@ class FakeStore:
     async def latency_percentiles(self, job_id: str) -> dict[str, float]:
         return {"p50": 0.0, "p95": 0.0, "p99": 0.0}
 
-    async def explorations(self, job_id: str) -> AsyncIterator[ExplorationRecord]:  # none answered yet
-        for e in ():
-            yield e
-
-    async def results_of(self, job_id: str, ids: Sequence[str]) -> list[RequestResult]:
-        return []
+    async def explored_pairs(self, job_id: str) -> tuple[list[RequestResult], list[ExplorationRecord]]:
+        return [], []  # none answered yet
 
     def names(self) -> list[str]:
         return [name for name, _ in self.calls]

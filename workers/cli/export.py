@@ -25,8 +25,7 @@ async def job_outcomes(store: Store, job: str) -> tuple[list[OutcomeRecord], int
 
     if await store.job_meta(job) is None:
         raise NotFound(f"no job {job!r} in Redis")
-    explorations = [e async for e in store.explorations(job)]
-    results = await store.results_of(job, [e.request_id for e in explorations])
+    results, explorations = await store.explored_pairs(job)
     skipped: dict[str, int] = {}
     return outcomes_of(results, explorations, skipped), len(explorations), skipped
 

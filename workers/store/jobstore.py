@@ -337,10 +337,8 @@ class Store:
         async for rid in self.redis.sscan_iter(done_key(job_id), count=chunk):
             ids.append(rid.decode() if isinstance(rid, bytes) else str(rid))
         for i in range(0, len(ids), chunk):
-            keys = [result_key(job_id, rid) for rid in ids[i : i + chunk]]
-            for raw in await self.redis.mget(keys):
-                if raw:
-                    yield RequestResult.model_validate_json(raw)
+            for result in await self.results_of(job_id, ids[i : i + chunk], chunk):
+                yield result
 
     async def results_of(self, job_id: str, request_ids: Sequence[str], chunk: int = 500) -> list[RequestResult]:
         """The recorded results of these requests of a job (those not recorded are left out)."""
@@ -349,6 +347,12 @@ class Store:
             keys = [result_key(job_id, rid) for rid in request_ids[i : i + chunk]]
             out.extend(RequestResult.model_validate_json(raw) for raw in await self.redis.mget(keys) if raw)
         return out
+
+    async def explored_pairs(self, job_id: str) -> tuple[list[RequestResult], list[ExplorationRecord]]:
+        """A job's exploration answers and the routed results of the same requests (what the savings report and
+        the outcome-records export read)."""
+        explorations = [e async for e in self.explorations(job_id)]
+        return await self.results_of(job_id, [e.request_id for e in explorations]), explorations
 
     async def explorations(self, job_id: str, chunk: int = 500) -> AsyncIterator[ExplorationRecord]:
         """Every recorded exploration (shadow) answer of a job (unordered)."""

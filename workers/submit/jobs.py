@@ -272,8 +272,7 @@ async def _savings(store: Store, meta: JobMeta, totals: JobTotals) -> dict[str, 
     planned = meta.plan is not None and meta.plan.explore_total > 0
     if not planned and not any(t.requests for t in totals.exploration.values()):
         return {"savings": None, "savings_hint": NO_EXPLORATION}
-    explorations = [e async for e in store.explorations(meta.job_id)]
-    results = await store.results_of(meta.job_id, [e.request_id for e in explorations])
+    results, explorations = await store.explored_pairs(meta.job_id)
     savings = await asyncio.to_thread(savings_report, totals, results, explorations)  # the bootstrap: off the loop
     return {"savings": savings, "savings_hint": None if savings is not None else NO_PAIRS}
 
