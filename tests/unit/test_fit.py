@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 import workers.cli.learn
 from schemas.outcomes import ArmOutcome, OutcomeRecord
+from tests.unit.test_policy import LABELS
 from workers.classifier.model import Classification
 from workers.cli.app import app
 from workers.errors import InvalidInput
@@ -28,22 +29,6 @@ from workers.evaluation.learning import Arrays, learning_table, simulate
 from workers.evaluation.ridge import auc, choose_lambda, fit_ridge, fold_of, mean_accuracy_fast
 from workers.router.policy import Policy, load_policy
 
-LABELS = [
-    "biology",
-    "business",
-    "chemistry",
-    "computer science",
-    "economics",
-    "engineering",
-    "health",
-    "history",
-    "law",
-    "math",
-    "other",
-    "philosophy",
-    "physics",
-    "psychology",
-]
 PATTERN = re.compile(r"x=([0-9.]+) s=([0-9.]+)")
 
 
