@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from schemas.batch import BatchOutputLine, BatchRequestLine, SimplePromptLine
 from schemas.messages import DeadLetter, PromptMessage, RoutedMessage
 from schemas.outcomes import OutcomeRecord
-from schemas.records import ExplorationRecord, JobMeta, JobTotals, RequestResult
+from schemas.records import ExplorationRecord, FileRecord, JobMeta, JobTotals, RequestResult
 
 JSON_DIR = Path(__file__).resolve().parent / "json"
 
@@ -26,6 +26,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "job_totals": JobTotals,
     "exploration_record": ExplorationRecord,
     "outcome_record": OutcomeRecord,
+    "file_record": FileRecord,
 }
 
 

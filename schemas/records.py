@@ -105,15 +105,39 @@ class JobPlan(Strict):
     explore_total: int = Field(default=0, ge=0, description="prompts in the exploration sample")
 
 
-JobState = Literal["submitting", "running", "failed", "done"]
+JobState = Literal["validating", "submitting", "running", "stopping", "failed", "done", "cancelled", "expired"]
+StopReason = Literal["cancelled", "expired"]
+TERMINAL_STATES: tuple[JobState, ...] = ("failed", "done", "cancelled", "expired")
+
+
+class LineError(Strict):
+    """One validation error of a batch's input file (OpenAI's ``Batch.errors.data`` item)."""
+
+    code: str
+    message: str
+    line: int | None = None
+    param: str | None = None
+
+
+class BatchInfo(Strict):
+    """What ``POST /v1/batches`` asked for (in the job's record): its input file, endpoint, window, metadata."""
+
+    input_file_id: str
+    endpoint: str = "/v1/chat/completions"
+    completion_window: str = "24h"
+    metadata: dict[str, str] | None = None
 
 
 class JobMeta(Strict):
     """Key ``tr:{job}:meta`` (a hash, ``workers.store.jobstore``): written by submit, its state kept current.
 
-    ``submitting`` while the prompts are published (results already count), ``running`` once every one was
-    acknowledged, ``done`` when the last result is stored; ``failed`` (terminal) when publishing failed or
-    the submitter vanished: nothing of the job counts, its results are discarded, ``failed_reason`` says why.
+    ``validating`` (API batches only) while the input file is checked; ``submitting`` while the prompts are
+    published (results already count), ``running`` once every one was acknowledged, ``done`` when the last
+    result is stored; ``failed`` (terminal) when validation or publishing failed or the submitter vanished:
+    nothing of the job counts, its results are discarded, ``failed_reason`` says why. A cancel or the end of
+    the completion window (``stop``) makes a submitting or running job ``stopping``: no request of it starts
+    any more, those not started are counted as stopped (``JobTotals.stopped``), the answers in flight are
+    kept; when the last of those is in, the job is ``cancelled`` or ``expired`` (terminal).
     """
 
     v: Literal[1] = Field(default=1, description="schema version")
@@ -124,6 +148,20 @@ class JobMeta(Strict):
     state: JobState = "submitting"
     failed_reason: str | None = None
     plan: JobPlan | None = Field(default=None, description="the planning pass's budget and exploration, if any")
+    owner: str | None = Field(default=None, description="the API key owner that created it; None: the CLI")
+    batch: BatchInfo | None = Field(default=None, description="set when created through the HTTP API")
+    expires_at: float | None = Field(default=None, description="end of the completion window; None: never")
+    # the fields below live in the meta hash beside the record, written by the lifecycle scripts
+    # (``workers.store.lua``), and are overlaid on the record by ``Store.job_meta``
+    stop: StopReason | None = Field(default=None, description="cancel or expiry asked: no request starts after")
+    started_at: float | None = Field(default=None, description="validating -> submitting (OpenAI in_progress_at)")
+    stop_at: float | None = Field(default=None, description="when the cancel or the expiry happened")
+    settled_at: float | None = Field(default=None, description="every request answered or stopped")
+    failed_at: float | None = None
+    finalized_at: float | None = Field(default=None, description="the output and error files were written")
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    errors: list[LineError] | None = Field(default=None, description="validation errors (state failed)")
 
 
 class RouteTotals(Strict):
@@ -136,10 +174,13 @@ class RouteTotals(Strict):
 
 
 class JobTotals(Strict):
-    """Key ``tr:{job}:totals`` (a hash of counters) read back as one record."""
+    """Key ``tr:{job}:totals`` (a hash of counters) read back as one record, with the sizes of the job's
+    in-flight and stopped sets."""
 
     completed: int = 0
     failed: int = 0
+    stopped: int = Field(default=0, description="requests never started: the job was cancelled or expired")
+    in_flight: int = Field(default=0, description="requests admitted by a worker and not yet recorded")
     routes: dict[str, RouteTotals] = Field(default_factory=dict)
     escalations: RouteTotals = Field(
         default_factory=RouteTotals, description="first attempts escalated (requests) and their tokens"
@@ -148,3 +189,23 @@ class JobTotals(Strict):
         default_factory=dict,
         description="per route: the exploration sample's shadow answers and their tokens, never in ``routes``",
     )
+
+
+FileKind = Literal["input", "output", "error"]
+
+
+class FileRecord(Strict):
+    """Key ``tr:file:{<file_id>}`` (``workers.store.files``): one stored file's metadata; its bytes are in the
+    file storage (``workers.files``) under ``storage_key``."""
+
+    v: Literal[1] = Field(default=1, description="schema version")
+    id: str = Field(description="file-<24 hex>")
+    owner: str
+    filename: str
+    purpose: Literal["batch", "batch_output"]
+    kind: FileKind = "input"
+    bytes: int = Field(ge=0)
+    lines: int = Field(ge=0)
+    created_at: float
+    storage_key: str
+    job_id: str | None = Field(default=None, description="output and error files: the batch they belong to")

@@ -155,6 +155,59 @@ class InferenceSettings(BaseModel):
         return self.commit_interval_ms / 1000
 
 
+WINDOW_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def window_seconds(window: str) -> float:
+    """``24h`` -> 86400.0; a number and one unit of s, m, h, d. ValueError otherwise."""
+    unit = window[-1:]
+    if unit not in WINDOW_UNITS or not window[:-1].isdigit() or int(window[:-1]) <= 0:
+        raise ValueError(f"not a completion window: {window!r} (a whole number and s, m, h or d, e.g. 24h)")
+    return float(int(window[:-1]) * WINDOW_UNITS[unit])
+
+
+class ApiSettings(BaseModel):
+    """``thinkroute serve``: the OpenAI-compatible Files and Batches API (``THINKROUTE_API__*``)."""
+
+    model_config = FROZEN
+
+    host: str = Field(default="127.0.0.1", description="interface to listen on (0.0.0.0 in compose)")
+    port: int = Field(default=8080, ge=0, le=65535, description="0: a free port (printed at start)")
+    keys_file: Path | None = Field(
+        default=None, description="API keys: lines `<owner> <sha256 hex of the key>` (`thinkroute api-key new`)"
+    )
+    keys: dict[str, str] = Field(
+        default_factory=dict, description="API keys as JSON {sha256 hex of the key: owner}, beside keys_file"
+    )
+    files_dir: Path | None = Field(default=None, description="local file storage; default: <cache_dir>/files")
+    files_url: str | None = Field(
+        default=None, description="s3://bucket[/prefix]: an S3-compatible object store instead of files_dir"
+    )
+    s3_endpoint: str | None = Field(default=None, description="e.g. http://seaweedfs:8333; default: AWS")
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    max_file_bytes: int = Field(default=200 * 1024 * 1024, ge=1, description="largest upload (OpenAI: 200 MB)")
+    max_file_lines: int = Field(default=50_000, ge=1, description="most requests in a batch file (OpenAI: 50,000)")
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1, description="largest request body other than uploads")
+    completion_windows: list[str] = Field(
+        default_factory=lambda: ["24h"], description="windows a batch may ask for (shorter ones for tests)"
+    )
+    settle_s: float = Field(
+        default=300.0, gt=0, description="after a cancel or expiry: how long answers in flight are waited for"
+    )
+    sweep_s: float = Field(default=1.0, gt=0, le=60, description="how often expiry and finalization are checked")
+    intake_concurrency: int = Field(default=2, ge=1, le=64, description="batches validated and published at once")
+    list_limit: int = Field(default=20, ge=1, le=100, description="GET /v1/batches without limit")
+    metrics_port: int = Field(default=9402, ge=0, le=65535, description="Prometheus /metrics; 0 = off")
+
+    def window_s(self, window: str) -> float:
+        """Seconds of an allowed completion window; ValueError naming the allowed ones otherwise."""
+        if window not in self.completion_windows:
+            raise ValueError(f"completion_window must be one of {', '.join(self.completion_windows)}")
+        return window_seconds(window)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="THINKROUTE_", env_nested_delimiter="__", extra="ignore", frozen=True)
 
@@ -173,6 +226,7 @@ class Settings(BaseSettings):
     partitions: int = Field(default=4, ge=1, description="partitions per topic when ThinkRoute creates them")
     router: RouterSettings = Field(default_factory=RouterSettings)
     inference: InferenceSettings = Field(default_factory=InferenceSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
     cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "thinkroute")
     session_timeout_ms: int = Field(default=10_000, ge=1000)
     max_prompt_chars: int = Field(default=200_000, ge=1, description="longer prompts are rejected (submit, router)")

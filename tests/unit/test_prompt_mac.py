@@ -133,7 +133,7 @@ def test_checks_that_need_no_redis() -> None:
     assert precheck(prompt()) is Verdict.UNSIGNED
     assert precheck(signed.model_copy(update={"request_id": "job-0123456789ab/c2"})) is Verdict.BAD_REQUEST_ID
     assert precheck(signed.model_copy(update={"request_id": "other/c1"})) is Verdict.BAD_REQUEST_ID
-    assert not Verdict.OK.rejected and not Verdict.DONE.rejected
-    assert all(v.rejected for v in Verdict if v not in (Verdict.OK, Verdict.DONE))
+    assert not Verdict.OK.rejected and not Verdict.DONE.rejected and not Verdict.STOPPED.rejected
+    assert all(v.rejected for v in Verdict if v not in (Verdict.OK, Verdict.DONE, Verdict.STOPPED))
     err = RejectedRequest(Verdict.UNREGISTERED)
     assert str(err).startswith("rejected (unregistered): ") and "registered" in str(err)

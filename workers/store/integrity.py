@@ -94,10 +94,11 @@ class Verdict(StrEnum):
     UNREGISTERED = "unregistered"
     BAD_MAC = "bad_mac"
     NOT_EXPLORED = "not_explored"  # a shadow of a prompt its submitter did not sign into the exploration sample
+    STOPPED = "stopped"  # its job was cancelled or expired: not started, counted stopped (``Store.skip``)
 
     @property
     def rejected(self) -> bool:
-        return self not in (Verdict.OK, Verdict.DONE)
+        return self not in (Verdict.OK, Verdict.DONE, Verdict.STOPPED)
 
 
 REASONS = {

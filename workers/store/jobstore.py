@@ -74,6 +74,7 @@ from workers.store.keys import (
     result_key,
     totals_key,
 )
+from workers.store.lifecycle import Lifecycle
 from workers.store.lua import ADMIT, FAIL, REGISTER, RENEW, START, WRITE_ESCALATION, WRITE_EXPLORATION, WRITE_RESULT
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-class Store:
+class Store(Lifecycle):
     """Job and result records over one Redis connection pool (opened by the caller, closed by it).
 
     ``autopipeline``: the per-request calls (``admit``, ``is_done``, ``write_result``, ``write_escalation``,
