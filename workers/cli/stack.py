@@ -23,7 +23,9 @@ def stack_up(
 ) -> None:
     """Run the embedded stack in the foreground; prints the environment to point clients at it.
 
-    The Redis URL in it carries the stack's generated password: the stack is for the user who started it.
+    The Redis URL in it carries the stack's generated password: the stack is for the user who started it. It
+    also serves the OpenAI Batch API (``thinkroute serve``): ``OPENAI_BASE_URL`` and ``OPENAI_API_KEY`` (a key
+    made for this stack) point the official SDK at it.
     """
     s = settings("INFO")
 
@@ -34,7 +36,7 @@ def stack_up(
         from workers.runtime.process import install_stop_signals
 
         await in_daemon_thread(lambda: ensure_classifier(s.cache_dir, True))
-        stack = EmbeddedStack(s, inference_workers=inference_workers, replay_time_scale=time_scale)
+        stack = EmbeddedStack(s, inference_workers=inference_workers, replay_time_scale=time_scale, api=True)
         stop = asyncio.Event()
         keep_logs = False
         try:

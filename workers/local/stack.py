@@ -33,6 +33,7 @@ from workers.local.services import (
     wait_port_async,
 )
 from workers.local.workdir import clean_stale, disown, make_workdir
+from workers.runtime.apikeys import LOCAL_OWNER, key_hash, new_api_key, write_keys_file
 from workers.settings import KafkaSecurity, Settings
 
 log = logging.getLogger(__name__)
@@ -50,11 +51,13 @@ class EmbeddedStack:
         routers: int = 1,
         replay_time_scale: float = 1.0,
         workdir: Path | None = None,
+        api: bool = False,
     ) -> None:
         self.settings = settings
         self.inference_workers = inference_workers
         self.routers = routers
         self.replay_time_scale = replay_time_scale
+        self.api = api
         if workdir is None:
             clean_stale()  # the directories of earlier runs that were SIGKILLed
             workdir = make_workdir()
@@ -100,6 +103,8 @@ class EmbeddedStack:
             self.workers.append(self._worker("router", i))
         for i in range(self.inference_workers):
             self.workers.append(self._worker("inference", i))
+        if self.api:
+            await self._start_api()
         log.info(
             "embedded stack up in %s: broker %s, redis %s, replay %s",
             self.workdir,
@@ -116,6 +121,30 @@ class EmbeddedStack:
         env = {**self.env, "THINKROUTE_METRICS_HOST": "127.0.0.1"}
         env[f"THINKROUTE_{kind.upper()}__METRICS_PORT"] = str(port)
         return spawn(f"{kind}-{index}", argv, self.workdir, port, env=env, death_signal=DEATH_SIGNAL)
+
+    async def _start_api(self) -> None:
+        """``thinkroute serve`` as a child, with one generated API key (owner ``local``, its hash in a 0600 keys
+        file of the working directory) and its files in the working directory; adds the OpenAI SDK's own
+        variables (``OPENAI_BASE_URL``, ``OPENAI_API_KEY``) to the environment."""
+        key = new_api_key()
+        keys_file = self.workdir / "api-keys"
+        write_keys_file(keys_file, {LOCAL_OWNER: key_hash(key)})
+        port, metrics_port = free_port(), free_port()
+        env = {
+            **self.env,
+            "THINKROUTE_METRICS_HOST": "127.0.0.1",
+            "THINKROUTE_API__HOST": "127.0.0.1",
+            "THINKROUTE_API__PORT": str(port),
+            "THINKROUTE_API__METRICS_PORT": str(metrics_port),
+            "THINKROUTE_API__KEYS_FILE": str(keys_file),
+            "THINKROUTE_API__FILES_DIR": str(self.workdir / "files"),
+        }
+        argv = [sys.executable, "-m", "workers", "serve"]
+        svc = spawn("api", argv, self.workdir, port, env=env, death_signal=DEATH_SIGNAL)
+        self.services.append(svc)  # stopped first (the services stop in reverse order)
+        self.metrics_urls["api"] = f"http://127.0.0.1:{metrics_port}/metrics"
+        await wait_port_async(svc, 60.0)
+        self.env |= {"OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1", "OPENAI_API_KEY": key}
 
     def check(self) -> None:
         """Raise ServiceError if a worker or server died: a job would otherwise wait forever."""
