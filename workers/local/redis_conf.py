@@ -46,6 +46,14 @@ COMMANDS = (
     "script|load",
     "script|exists",
     "time",
+    # the file index (workers/store/files.py): records, owners' sorted sets, their pages (in Lua)
+    "getdel",
+    "zscore",
+    "zrem",
+    "zrank",
+    "zrevrank",
+    "zrangebyscore",
+    "zrevrangebyscore",
 )
 
 
