@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from schemas.chat import ChatBody
 from schemas.messages import RouteDecision
-from schemas.records import ExplorationRecord, Grade, RequestResult, Usage
+from schemas.records import BatchInfo, ExplorationRecord, FileRecord, Grade, JobMeta, RequestResult, Usage
 
 
 def route_decision(route: str = "direct", **overrides: Any) -> RouteDecision:
@@ -71,3 +72,42 @@ def explored_pair(
         final_answer=shadow[2],
     )
     return r, e
+
+
+def batch_meta(job_id: str = "batch_test", state: str = "validating", **overrides: Any) -> JobMeta:
+    """An API batch's record as ``create_batch`` leaves it (owner alice, a 24 h window)."""
+    fields: dict[str, Any] = {
+        "job_id": job_id,
+        "total": 0,
+        "source": "api:file-in",
+        "submitted_at": 1_700_000_000.25,
+        "state": state,
+        "owner": "alice",
+        "batch": BatchInfo(input_file_id="file-in"),
+        "expires_at": 1_700_086_400.25,
+    }
+    return JobMeta(**(fields | overrides))
+
+
+def request_line(custom_id: str, content: str = "What is 2+2?", **body: Any) -> bytes:
+    """One line of an OpenAI Batch input file (no newline)."""
+    line = {
+        "custom_id": custom_id,
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {"model": "m", "messages": [{"role": "user", "content": content}], "max_tokens": 5} | body,
+    }
+    return json.dumps(line).encode()
+
+
+def input_record(size: int, key: str = "file-in") -> FileRecord:
+    return FileRecord(
+        id=key,
+        owner="alice",
+        filename="in.jsonl",
+        purpose="batch",
+        bytes=size,
+        lines=0,
+        created_at=1.0,
+        storage_key=key,
+    )

@@ -12,15 +12,16 @@ from __future__ import annotations
 import gzip
 import json
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 from pydantic import ValidationError
 
-from schemas.base import describe
+from schemas.base import _where, describe
 from schemas.batch import BatchRequestLine, ChatBody, Limits, SimplePromptLine
+from schemas.records import LineError
 from workers.errors import BadInput
 
 GZIP_MAGIC: Final = b"\x1f\x8b"
@@ -72,6 +73,66 @@ def parse_line(raw: bytes, line: int, max_prompt_chars: int, max_tokens: int | N
     )
 
 
+def check_request_line(
+    raw: bytes, line: int, limits: Limits, endpoint: str = "/v1/chat/completions"
+) -> InputRequest | LineError:
+    """One line of a Batch API input file (OpenAI request lines only) as its request, or the error OpenAI would
+    report for it: ``invalid_json_line`` (not UTF-8, not JSON, not an object), ``missing_required_parameter``,
+    ``mismatched_endpoint`` (``url`` is not the batch's endpoint), ``invalid_request`` (any other field)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return LineError(
+            code="invalid_json_line", message=f"This line is not valid UTF-8 (byte {exc.start}).", line=line
+        )
+    try:
+        obj = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        where = f": {exc.msg} at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ": nested too deep"
+        return LineError(
+            code="invalid_json_line", message=f"This line is not parseable as valid JSON{where}.", line=line
+        )
+    if not isinstance(obj, dict):
+        what = type(obj).__name__
+        return LineError(code="invalid_json_line", message=f"This line is a JSON {what}, not an object.", line=line)
+    try:
+        req = BatchRequestLine.model_validate_json(text, context=limits.context())
+    except ValidationError as exc:
+        return _line_error(exc, obj, line, endpoint)
+    if obj.get("url") != endpoint:
+        return _mismatched(obj, line, endpoint)
+    return InputRequest(line, req.custom_id, req.body)
+
+
+def _line_error(exc: ValidationError, obj: dict[str, object], line: int, endpoint: str) -> LineError:
+    errors = exc.errors(include_url=False)
+    if errors and errors[0]["type"] == "json_invalid":  # JSON that json.loads takes, pydantic's parser does not
+        message = f"This line is not parseable as valid JSON: {errors[0]['msg']}."
+        return LineError(code="invalid_json_line", message=message, line=line)
+    missing = [".".join(_where(e["loc"])) for e in errors if e["type"] == "missing"]
+    if missing:
+        names = ", ".join(f"'{m}'" for m in missing)
+        hint = " (a {id, prompt} line is for `thinkroute submit`)" if "prompt" in obj and "custom_id" not in obj else ""
+        message = f"Missing required parameter{'s' if len(missing) > 1 else ''}: {names}{hint}."
+        return LineError(code="missing_required_parameter", message=message, line=line, param=missing[0])
+    if any(e["loc"] == ("url",) for e in errors):
+        return _mismatched(obj, line, endpoint)
+    param = ".".join(_where(errors[0]["loc"])) if errors else None
+    return LineError(code="invalid_request", message=describe(exc), line=line, param=param or None)
+
+
+def _mismatched(obj: dict[str, object], line: int, endpoint: str) -> LineError:
+    url = str(obj.get("url"))[:200]
+    message = f"The url {url!r} of this request does not match the batch's endpoint {endpoint!r}."
+    return LineError(code="mismatched_endpoint", message=message, line=line, param="url")
+
+
+def request_lines(path: Path) -> Generator[tuple[int, bytes | BadInput]]:
+    """The file's non-blank lines as ``read_batch`` reads them (numbered from 1, a gzip file decompressed, the
+    BOM dropped), streamed: a read error or a file in another format ends them with a BadInput."""
+    return _lines(path)
+
+
 def read_batch(
     path: Path, max_prompt_chars: int, max_tokens: int | None = None
 ) -> tuple[list[InputRequest], list[BadInput]]:
@@ -96,7 +157,7 @@ def read_batch(
     return good, bad
 
 
-def _lines(path: Path) -> Iterator[tuple[int, bytes | BadInput]]:
+def _lines(path: Path) -> Generator[tuple[int, bytes | BadInput]]:
     """The file's non-blank lines, numbered from 1, without line ends (and the BOM); a read error ends them."""
     with open(path, "rb") as f:
         compressed = f.read(len(GZIP_MAGIC)) == GZIP_MAGIC

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
@@ -47,29 +48,49 @@ def encode_prompts(
         raise ValueError(f"{len(plans)} plans for {len(requests)} requests")
     for n, req in enumerate(requests):
         plan = None if plans is None else plans[n]
-        rid = request_id(job_id, req.custom_id)
-        cid, line = req.custom_id, req.line
-        try:
-            msg = PromptMessage(
-                request_id=rid,
-                job_id=job_id,
-                custom_id=cid,
-                line=line,
-                body=req.body,
-                submitted_at=submitted_at,
-                plan=plan,
-            )
-            key, value = rid.encode(), sign(msg, secret).model_dump_json().encode()
-        except ValueError:  # pydantic's validation or serialisation error, or UnicodeEncodeError (the MAC's body)
-            bad.append((req.line, "a string cannot be encoded as UTF-8 (a lone surrogate such as \\ud800?)"))
-            continue
-        size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, [])
-        if size > budget:
-            bad.append((req.line, f"the prompt message is {size} bytes, over the limit of {budget} bytes"))
-            continue
-        out.append((key, value))
+        encoded = _encode_one(job_id, req, submitted_at, secret, budget, plan)
+        if isinstance(encoded, str):
+            bad.append((req.line, encoded))
+        else:
+            out.append(encoded)
     if bad:
         line, why = bad[0]
         more = f" (and {len(bad) - 1} more line(s) that cannot be published)" if len(bad) > 1 else ""
         raise BadInput(line, f"{why}{more}; nothing submitted")
     return out
+
+
+def encode_problem(job_id: str, req: InputRequest, max_bytes: int) -> str | None:
+    """Why ``req`` cannot be published as a prompt of ``job_id`` (``encode_prompts``'s refusal of it), or None.
+
+    Checked before the job's secret and submit time exist: a stand-in MAC of the same length, and a plan's
+    few hundred bytes are well inside ``ROUTING_HEADROOM``."""
+    encoded = _encode_one(job_id, req, time.time(), _PROBE_SECRET, max_bytes - ROUTING_HEADROOM, None)
+    return encoded if isinstance(encoded, str) else None
+
+
+_PROBE_SECRET = bytes(32)
+
+
+def _encode_one(
+    job_id: str, req: InputRequest, submitted_at: float, secret: bytes, budget: int, plan: PromptPlan | None
+) -> tuple[bytes, bytes] | str:
+    """The request's signed prompt message as (key, value), or why it cannot be published."""
+    rid = request_id(job_id, req.custom_id)
+    try:
+        msg = PromptMessage(
+            request_id=rid,
+            job_id=job_id,
+            custom_id=req.custom_id,
+            line=req.line,
+            body=req.body,
+            submitted_at=submitted_at,
+            plan=plan,
+        )
+        key, value = rid.encode(), sign(msg, secret).model_dump_json().encode()
+    except ValueError:  # pydantic's validation or serialisation error, or UnicodeEncodeError (the MAC's body)
+        return "a string cannot be encoded as UTF-8 (a lone surrogate such as \\ud800?)"
+    size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, [])
+    if size > budget:
+        return f"the prompt message is {size} bytes, over the limit of {budget} bytes"
+    return key, value
