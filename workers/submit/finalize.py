@@ -16,13 +16,13 @@ import hashlib
 import json
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Final, Literal
 
 from schemas.batch import BatchError, BatchOutputLine
 from schemas.records import FileRecord, JobMeta, RequestResult
 from workers.errors import InvalidInput, NotFound
+from workers.files.ids import new_file_id
 from workers.files.storage import FileStorage
 from workers.store.files import FileIndex
 from workers.store.jobstore import Store
@@ -39,11 +39,6 @@ STOPPED: Final = {
     "expired": ("batch_expired", "This request was not run: the batch's completion window ended before it started."),
 }
 _END: Final = b""
-
-
-def new_file_id() -> str:
-    """``file-<24 hex>``, as OpenAI's file ids (a stand-in for ``workers.files``'s, which is being written)."""
-    return f"file-{uuid.uuid4().hex[:24]}"
 
 
 class _File:

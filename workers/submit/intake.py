@@ -149,13 +149,16 @@ async def _state(store: Store, job_id: str) -> str:
 
 
 async def _fail(store: Store, job_id: str, submitting: bool, exc: BaseException) -> None:
-    """Record an intake that broke (the input file gone, the broker or Redis failing): the batch is failed."""
+    """Record an intake that broke (the input file gone, the broker or Redis failing, the server stopping): the
+    batch is failed, with a reason its owner can act on (the error itself is logged, not shown)."""
+    stage = "publishing the batch's requests" if submitting else "reading the input file"
     if isinstance(exc, FileNotFoundError):
         reason = "the batch's input file is no longer stored"
+    elif not isinstance(exc, Exception):
+        reason = f"the server stopped while {stage}; create the batch again"
     else:
-        stage = "publishing" if submitting else "validating"
-        reason = f"{stage} the input file failed: {type(exc).__name__}: {exc}"[:500]
-    log.warning("batch %s: %s", job_id, reason)
+        reason = f"{stage} failed ({type(exc).__name__}); create the batch again"
+    log.warning("batch %s: %s: %s", job_id, reason, exc, exc_info=isinstance(exc, Exception))
     try:
         if submitting:
             await store.fail_job(job_id, reason)
