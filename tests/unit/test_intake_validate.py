@@ -3,6 +3,7 @@ line, param), the 1,000-error cap, duplicates, the file's limits; a failed file 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import tempfile
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 
 from tests.factories import batch_meta, input_record, request_line
 from tests.fakes import FakeBatchStore, FakeProducer, MemoryStorage
+from tests.helpers import until
 from workers.settings import ApiSettings, Settings
 from workers.submit.intake import intake
 from workers.submit.validate import MAX_ERRORS
@@ -161,3 +163,18 @@ async def test_an_input_file_gone_from_the_storage_fails_the_batch() -> None:
     assert state == "failed" and store.errors is not None
     assert [e.code for e in store.errors] == ["intake_failed"]
     assert store.reason == "the batch's input file is no longer stored"
+
+
+async def test_a_server_shutdown_during_validation_fails_the_batch_and_removes_the_copy() -> None:
+    """(the fixture checks the copy is gone)"""
+    data = b"\n".join(request_line(str(i)) for i in range(20 * 500))
+    store = FakeBatchStore(batch_meta(JOB))
+    task = asyncio.create_task(
+        intake(FakeProducer(), store, MemoryStorage({"file-in": data}), settings(), JOB, input_record(len(data)))  # type: ignore[arg-type]
+    )
+    await until(lambda: store.renewed >= 2)  # two chunks validated, more to come
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert store.meta.state == "failed" and store.ids == []
+    assert store.reason == "the server stopped while reading the input file; create the batch again"

@@ -17,9 +17,9 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from aiokafka import AIOKafkaProducer
 
@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 CHUNK = 500  # lines parsed, encoded and published per step
 REGISTER_CHUNK = 1000  # request ids per ``register_ids`` call
 MAX_PENDING = 2000  # prompts sent and not yet acknowledged, at most
+T = TypeVar("T")
 
 
 class Planner(Protocol):
@@ -105,7 +106,7 @@ async def intake(
                 await lease.renew_if_due()
         check = Validation(path, limits, job_id, message_limit(producer), endpoint, s.api.max_file_lines)
         try:
-            while not await asyncio.to_thread(check.step, CHUNK):
+            while not await _step(check.step, CHUNK):
                 await lease.renew()
         finally:
             check.close()
@@ -136,6 +137,17 @@ async def intake(
         return await _state(store, job_id)
     finally:
         _remove(path)
+
+
+async def _step(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in a thread; cancelled, it still waits for the thread to end (one chunk's work), so the
+    reader the thread advances is never closed under it."""
+    work = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        await asyncio.wait({work})
+        raise
 
 
 def _remove(path: Path) -> None:
@@ -232,7 +244,7 @@ async def _publish(
         return encode_prompts(meta.job_id, chunk, meta.submitted_at, secret, limit, chunk_plans)
 
     try:
-        while encoded := await asyncio.to_thread(encode_next):
+        while encoded := await _step(encode_next):
             for key, value in encoded:
                 fut = await producer.send(topic, value, key=key)
                 fut.add_done_callback(_retrieve)

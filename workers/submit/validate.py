@@ -102,7 +102,10 @@ class Validation:
 
     def close(self) -> None:
         """Close the file (done by the last step; call it when stopping before)."""
-        self._lines.close()
+        try:
+            self._lines.close()
+        except ValueError:  # a step still runs in its thread (a second cancel): it closes the file when collected
+            pass
         self._seen = set()
 
     def reason(self) -> str:
