@@ -332,3 +332,18 @@ async def test_owner_batches_pages_newest_first(redis: Redis, unique: str) -> No
     assert await store.owner_batches(other, None, 10) == ([f"batch_{unique}_b"], False)
     assert await store.owner_batches(f"nobody-{unique}", None, 10) == ([], False)
     assert set(jobs) <= set(await store.active_batches())
+
+
+async def test_only_a_prompt_with_a_good_mac_is_in_flight(redis: Redis, unique: str) -> None:
+    job = f"job-{unique}"
+    _, _, (p1, p2, p3) = await a_job(Store(redis), job)
+    forged = p2.model_copy(update={"body": ChatBody.model_validate({"messages": [{"role": "user", "content": "x"}]})})
+    fresh, cached = Store(redis), Store(redis, autopipeline=True)
+    assert await fresh.admit(forged) is Verdict.BAD_MAC  # the secret not known before the call
+    assert await cached.admit(p1) is Verdict.OK  # fetched the secret, then marked p1 in flight
+    assert await cached.admit(forged) is Verdict.BAD_MAC  # the secret known: checked first
+    t = await cached.totals(job)
+    assert t.in_flight == 1 and await redis.smembers(inflight_key(job)) == {p1.request_id.encode()}  # type: ignore[misc]
+    assert await cached.stop_job(job, "cancelled", settle_s=60) == "stopping"
+    assert (await cached.totals(job)).stopped == 2  # the forged prompt held nothing up
+    assert await cached.admit(p3) is Verdict.STOPPED and not await cached.skip(p3)

@@ -140,7 +140,9 @@ class Store(Lifecycle):
         job = prompt.job_id
         secret = self._secrets.get(job)
         keys = [meta_key(job), ids_key(job), done_key(job), explored_key(job), inflight_key(job), stopped_key(job)]
-        args = [prompt.request_id, int(secret is None), int(shadow), self.settle_s]
+        # only a prompt whose MAC was checked is marked in flight (a forged one must not hold up a stopped job)
+        checked = secret is not None and mac_matches(prompt, secret)
+        args = [prompt.request_id, int(secret is None), int(shadow), self.settle_s, int(checked)]
         reply = await self._script(self._admit, keys, args)
         verdict = Verdict(text(reply[0]))
         if secret is None and len(reply) > 1 and reply[1]:
@@ -150,8 +152,11 @@ class Store(Lifecycle):
             self._secrets[job] = secret
         if verdict in (Verdict.UNKNOWN_JOB, Verdict.FAILED_JOB, Verdict.UNREGISTERED):
             return verdict
-        if secret is None or not mac_matches(prompt, secret):
+        if secret is None or not (checked or mac_matches(prompt, secret)):
             return Verdict.BAD_MAC
+        if verdict is Verdict.OK and not checked and not shadow:  # the secret came with this call: mark it now
+            again = await self._script(self._admit, keys, [prompt.request_id, 0, 0, self.settle_s, 1])
+            verdict = Verdict(text(again[0]))
         return verdict
 
     async def is_done(self, job_id: str, request_id: str) -> bool:

@@ -59,9 +59,10 @@ end
 LUA_ENDED = "local function ended(state) return state == 'cancelled' or state == 'expired' end\n"
 
 # KEYS: meta, ids, done, explored, inflight, stopped. ARGV: request_id, want_secret (0|1), shadow (0|1),
-# settle_s. Returns {verdict[, secret_hex]}: unknown_job, failed_job, unregistered, done (recorded: for a
-# shadow, its exploration answer), stopped (the job was cancelled or expired: this call expires it when its
-# ``expires_at`` has passed), else ok (a routed request is then in flight).
+# settle_s, mark (0|1: the caller checked the prompt's MAC). Returns {verdict[, secret_hex]}: unknown_job,
+# failed_job, unregistered, done (recorded: for a shadow, its exploration answer), stopped (the job was
+# cancelled or expired: this call expires it when its ``expires_at`` has passed), else ok (a routed request
+# is then in flight, when marked).
 ADMIT = (
     LUA_NOW
     + LUA_STOP
@@ -83,7 +84,7 @@ if m[4] and (state == 'submitting' or state == 'running') then
     return {'stopped', secret}
   end
 end
-if not shadow and state ~= 'validating' then redis.call('SADD', KEYS[5], ARGV[1]) end
+if not shadow and ARGV[5] == '1' and state ~= 'validating' then redis.call('SADD', KEYS[5], ARGV[1]) end
 return {'ok', secret}
 """
 )
