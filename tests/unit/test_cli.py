@@ -72,6 +72,7 @@ def test_the_app_has_every_command() -> None:
             ("submit",),
             ("status",),
             ("results",),
+            ("cancel",),
             ("replay-server",),
             ("lag",),
             ("train",),

@@ -1,4 +1,4 @@
-"""``thinkroute``: run, submit, status, results, worker, stack, replay-server, lag (and the routing tools).
+"""``thinkroute``: run, submit, status, results, cancel, worker, stack, replay-server, lag (and the routing tools).
 
 Settings are read once per command, in the command, and passed down as plain arguments. Every command is
 registered through `workers.cli.common.guarded`, which turns the errors of `workers.errors` into one line on
@@ -12,11 +12,11 @@ from typing import Annotated
 
 import typer
 
-from workers.cli import cascade, compare, jobs, lag, learn, records, replay, routing, stack, workers
+from workers.cli import cancel, cascade, compare, jobs, lag, learn, records, replay, routing, stack, workers
 
 HELP = (
     "Route each prompt of a batch job to a reasoning or a direct LLM call, over Kafka: run, submit, status, "
-    "results, compare, worker, stack, replay-server, lag, and the routing tools."
+    "results, cancel, compare, worker, stack, replay-server, lag, and the routing tools."
 )
 EPILOG = """Exit codes:
 
@@ -56,6 +56,7 @@ def _main(
 
 
 jobs.register(app)  # run, submit, status, results
+cancel.register(app)  # cancel
 compare.register(app)  # compare
 workers.register(app)  # worker router / inference
 stack.register(app)  # stack up

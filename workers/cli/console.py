@@ -80,13 +80,15 @@ def print_summary(summary: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print_json(summary)
         return
+    stopped = f"{summary['stopped']} stopped, " if summary.get("stopped") or summary.get("stop") else ""
     out.print(
         f"[bold]job {summary['job_id']}[/bold] ({summary.get('source', '')}): "
-        f"{summary['completed']} completed, {summary['failed']} failed, {summary['pending']} pending "
+        f"{summary['completed']} completed, {summary['failed']} failed, {stopped}{summary['pending']} pending "
         f"of {summary['total']} in {summary['wall_s']:.1f}s" + (f" ({summary['state']})" if "state" in summary else "")
     )
     if summary.get("state") == "failed":
         out.print(f"failed: {summary.get('failed_reason') or 'no reason recorded'}", style="red", markup=False)
+    print_stop(summary)
     table = Table("route", "requests", "done", "failed", "prompt", "completion", "reasoning", title="tokens by route")
     for route, t in summary["tokens_by_route"].items():
         table.add_row(
@@ -144,6 +146,20 @@ def print_summary(summary: dict[str, Any], as_json: bool) -> None:
     print_savings(summary)
     if "output" in summary:
         out.print(f"results: {summary['output']['lines']} lines in {summary['output']['path']}")
+
+
+STOP_WORDS = {"cancelled": "cancel", "expired": "end of its completion window"}
+
+
+def print_stop(summary: dict[str, Any]) -> None:
+    """A cancelled or expired job (or one stopping): what was not run, what is still awaited."""
+    stop = summary.get("stop")
+    if stop is None:
+        return
+    line = f"{stop}: {summary.get('stopped', 0)} requests not run (stopped by the {STOP_WORDS.get(stop, stop)})"
+    if summary.get("state") == "stopping":
+        line += f"; waiting for {summary.get('in_flight', 0)} answers in flight"
+    out.print(line, style="yellow", highlight=False, markup=False)
 
 
 def _ci(pair: list[float] | None, fmt: str) -> str:

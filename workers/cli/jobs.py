@@ -1,4 +1,4 @@
-"""The job commands: ``run``, ``submit``, ``status``, ``results``."""
+"""The job commands: ``run``, ``submit``, ``status``, ``results`` (``cancel``: ``workers.cli.cancel``)."""
 
 from __future__ import annotations
 
@@ -67,7 +67,9 @@ def run(
 ) -> None:
     """Submit FILE, wait for every answer, print the summary (starts the embedded stack if no broker is set).
 
-    Exits 1 when some requests failed (the summary is printed all the same). Ctrl-C (or SIGTERM, SIGHUP)
+    Exits 1 when some requests failed, or when the job was cancelled (``thinkroute cancel``) or expired meanwhile
+    (the summary is printed all the same; the answers are written, to results-JOB.partial.jsonl without
+    --output). Ctrl-C (or SIGTERM, SIGHUP)
     stops within a few seconds, writes the results so far (to --output, else results-JOB.partial.jsonl),
     lists the missing ids beside them and prints how to continue; Ctrl-C again forces the stop.
     """
@@ -94,6 +96,14 @@ def run(
     console.print_summary(summary, as_json)
     if "interrupted" in summary:
         fail(tell_stopped(summary), EXIT_INTERRUPTED)
+    if summary.get("state") in ("cancelled", "expired"):
+        kept = summary.get("output")
+        written = f"; {kept['lines']} answers in {kept['path']}" if kept else ""
+        fail(
+            f"job {summary['job_id']} was {summary['state']}: {summary['stopped']} of {summary['total']} requests "
+            f"were not run{written}",
+            EXIT_FAILED,
+        )
     if summary["failed"]:
         fail(f"job {summary['job_id']}: {summary['failed']} of {summary['total']} requests failed", EXIT_FAILED)
 

@@ -90,8 +90,11 @@ async def _submit_and_wait(
                 check = stack.check if stack is not None else None
                 await wait_for_job(store, meta, progress=advance, check=check, timeout_s=opts.timeout)
             result = await summary(store, meta, wall_s=time.time() - started)
-            if opts.output is not None:
-                written = await write_output(store, meta.job_id, requests, opts.output, earlier)
+            output = opts.output
+            if output is None and result["state"] in ("cancelled", "expired"):  # stopped from elsewhere: keep them
+                output = Path(f"results-{meta.job_id}.partial.jsonl")
+            if output is not None:
+                written = await write_output(store, meta.job_id, requests, output, earlier)
                 result["output"] = {"path": str(written.path), "lines": written.lines}
         except BaseException as exc:
             if not signals.stopped(exc):

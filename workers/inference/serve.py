@@ -50,7 +50,7 @@ async def serve_inference(s: Settings, stop: asyncio.Event | None = None) -> Non
             consumer,
             producer,
             llm,
-            Store(redis, autopipeline=True),
+            Store(redis, autopipeline=True, settle_s=s.api.settle_s),
             crash=CrashPoints(s.crash_points),
             metrics=metrics,
         )

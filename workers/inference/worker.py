@@ -52,6 +52,7 @@ class InferenceStats:
     dead: int = 0
     escalated: int = 0
     explored: int = 0  # exploration (shadow) answers recorded, completed or failed
+    stopped: int = 0  # routed messages not started because their job was cancelled or expired
 
 
 class InferenceWorker:
@@ -167,6 +168,13 @@ class InferenceWorker:
             log.warning("dead-lettering %s: %s", where, verdict.value)
             rejected = RejectedRequest(verdict)
             await self._dead(record, str(rejected), rejected, prompt.request_id, prompt.job_id)
+            return
+        if verdict is Verdict.STOPPED:  # its job was cancelled or expired: no LLM call, no dead letter
+            if not msg.shadow:  # a shadow is simply dropped: the routed request is what counts
+                counted = await self.store.skip(prompt)
+                self.stats.stopped += 1
+                self.metrics.stopped(route.route)
+                log.debug("%s: its job is stopped, not started (counted now: %s)", where, counted)
             return
         if verdict is Verdict.DONE:
             self.stats.duplicates += 1

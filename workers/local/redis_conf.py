@@ -17,7 +17,7 @@ KEY_PATTERN = "tr:*"
 
 # what redis-py sends (AUTH is always allowed): its health checks and, on connect, its library name
 CONNECTION = ("ping", "client|setinfo")
-# what workers/ calls, directly or from the Lua scripts of workers/store/jobstore.py
+# what workers/ calls, directly or from the Lua scripts of workers/store/ (lua.py, lua_lifecycle.py)
 COMMANDS = (
     # strings, sets, hashes, sorted sets
     "get",
@@ -31,6 +31,9 @@ COMMANDS = (
     "scard",
     "smembers",
     "sscan",
+    "srem",
+    "sdiffstore",
+    "sunionstore",
     "hget",
     "hmget",
     "hset",
@@ -41,6 +44,10 @@ COMMANDS = (
     "zcard",
     "zrange",
     "zrevrange",
+    "zrevrank",
+    # lists: a job's request ids in input order
+    "rpush",
+    "lrange",
     # scripts: redis-py's Script runs EVALSHA and loads the script on NOSCRIPT (pipelines check first)
     "evalsha",
     "script|load",

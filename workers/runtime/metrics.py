@@ -99,6 +99,12 @@ class WorkerMetrics:
             ["route", "status"],
             registry=r,
         )
+        self.stopped_requests = Counter(
+            "thinkroute_inference_stopped",
+            "routed messages not started because their job was cancelled or expired",
+            ["route"],
+            registry=r,
+        )
         self.tokens = Counter("thinkroute_tokens", "tokens of recorded results", ["route", "kind"], registry=r)
         self.request_latency = Histogram(
             "thinkroute_request_latency_seconds",
@@ -193,6 +199,9 @@ class WorkerMetrics:
 
     def policy_reload(self, result: str) -> None:
         self._policy_reloads.labels(result).inc()
+
+    def stopped(self, route: str) -> None:
+        self.stopped_requests.labels(route).inc()
 
     def skipped_duplicate(self, route: str) -> None:
         self.requests.labels(route, "duplicate").inc()

@@ -23,12 +23,15 @@ redelivery), or why the prompt is rejected; the worker dead-letters the rejected
 Autopipelined, it costs 41 µs a call against 16 µs for the ``is_done`` it replaces (2,000 concurrent calls,
 Valkey on loopback, 2 shared cores), of which 9 µs is the MAC of a 600-character prompt.
 
-A job's life (``JobMeta.state`` in the meta hash): ``register_job`` writes it ``submitting`` with a lease
-the submitter renews while publishing; ``start_job`` makes it ``running`` (or ``done``) once every prompt
-was acknowledged; the last result makes a running job ``done``. ``fail_job`` makes a submitting job
+A job's life (``JobMeta.state`` in the meta hash; ``workers.store.lifecycle``): ``register_job`` writes it
+``submitting`` with a lease the submitter renews while publishing (an API batch is ``validating`` first:
+``create_batch``, ``begin_submit``); ``start_job`` makes it ``running`` (or ``done``) once every prompt was
+acknowledged; the last result makes a running job ``done``. ``fail_job`` makes a validating or submitting job
 ``failed`` in one step that also discards everything already counted (totals, latencies, results), so the
 prompts published before the failure count toward nothing; later writes of its requests are refused. A
-submitter that vanished is failed by the first ``summary`` after its lease expired (Redis' clock).
+submitter that vanished is failed by the first ``summary`` after its lease expired (Redis' clock). A cancel or
+an expiry (``stop_job``) stops a job: ``admit`` answers ``stopped`` for its requests, and they are counted
+stopped (``Lifecycle.skip``), while the answers already in flight are kept.
 
 Exploration (issue 14 section 3). A prompt of the job's exploration sample is answered twice: its routed result
 (``WRITE_RESULT``, the done set) and the other arm's answer (``WRITE_EXPLORATION``: the explored set, the record
@@ -47,14 +50,9 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
-from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError, ResponseError
 
 from schemas.messages import AttemptSummary, PromptMessage
-from schemas.records import ExplorationRecord, JobMeta, JobTotals, RequestResult, RouteTotals
-from workers.errors import InvalidInput
-from workers.store.autopipe import AutoPipeline
+from schemas.records import ExplorationRecord, JobTotals, RequestResult, RouteTotals
 from workers.store.client import REDIS_BACKOFF, REDIS_RETRIES, redis_client
 from workers.store.integrity import Verdict, mac_matches, precheck
 from workers.store.keys import (
@@ -69,13 +67,15 @@ from workers.store.keys import (
     exploration_key,
     explored_key,
     ids_key,
+    inflight_key,
     latency_key,
     meta_key,
     result_key,
+    stopped_key,
     totals_key,
 )
-from workers.store.lifecycle import Lifecycle
-from workers.store.lua import ADMIT, FAIL, REGISTER, RENEW, START, WRITE_ESCALATION, WRITE_EXPLORATION, WRITE_RESULT
+from workers.store.lifecycle import LEASE_S, SETTLE_S, Lifecycle, text
+from workers.store.lua import ADMIT, WRITE_ESCALATION, WRITE_EXPLORATION, WRITE_RESULT
 
 log = logging.getLogger(__name__)
 
@@ -103,16 +103,12 @@ __all__ = [
     "totals_key",
 ]
 
-LEASE_S = 60.0  # a submitting job whose submitter has not renewed its lease for this long is failed
 SECRET_CACHE = 10_000  # job secrets a Store keeps (32 bytes each)
-_CHUNK = 1000
-
-
-_REFUSED = {-1: "not a registered request of its job", -2: "its job failed at submit"}
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+_REFUSED = {
+    -1: "not a registered request of its job",
+    -2: "its job failed at submit",
+    -3: "its job ended (cancelled or expired) before this answer came",
+}
 
 
 class Store(Lifecycle):
@@ -123,90 +119,19 @@ class Store(Lifecycle):
     concurrent tasks share round trips (``workers.store.autopipe``); what each call returns is unchanged.
     """
 
-    def __init__(self, redis: Redis, autopipeline: bool = False) -> None:
-        self.redis = redis
+    def __init__(self, redis: Redis, autopipeline: bool = False, settle_s: float = SETTLE_S) -> None:
+        super().__init__(redis, autopipeline, settle_s)
         self._write = redis.register_script(WRITE_RESULT)
         self._escalate = redis.register_script(WRITE_ESCALATION)
         self._explore = redis.register_script(WRITE_EXPLORATION)
         self._admit = redis.register_script(ADMIT)
-        self._register = redis.register_script(REGISTER)
-        self._renew = redis.register_script(RENEW)
-        self._start = redis.register_script(START)
-        self._fail = redis.register_script(FAIL)
         self._secrets: dict[str, bytes] = {}
-        self.pipeline = AutoPipeline(redis) if autopipeline else None
-
-    async def _script(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
-        if self.pipeline is None:
-            return await script(keys=keys, args=args)
-
-        def queue(pipe: Pipeline) -> None:
-            pipe.scripts.add(script)  # type: ignore[arg-type]  # redis-py types it as the sync Script
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
-
-        try:
-            return await self.pipeline.call(queue)
-        except NoScriptError:
-            # Redis restarted (empty script cache) after the pipeline checked its scripts, and the client's
-            # Retry replayed it there: the script did not run; the next pipeline loads it again
-            return await self.pipeline.call(queue)
-
-    async def register_job(
-        self, meta: JobMeta, request_ids: Sequence[str], secret: bytes, lease_s: float = LEASE_S
-    ) -> None:
-        """Record a new job as ``submitting`` with its secret, then its request ids; before any publish.
-
-        InvalidInput if the job exists (nothing changes). If Redis fails after the first step, the job stays
-        ``submitting`` until its lease expires, then is failed (nothing of it was published)."""
-        record = meta.model_copy(update={"state": "submitting", "failed_reason": None}).model_dump_json()
-        explore_total = meta.plan.explore_total if meta.plan is not None else 0
-        args: list[str | int | float] = [record, meta.total, secret.hex(), lease_s, explore_total]
-        if not await self._register(keys=[meta_key(meta.job_id)], args=args):
-            raise InvalidInput(f"job {meta.job_id} already exists")
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for i in range(0, len(request_ids), _CHUNK):
-                pipe.sadd(ids_key(meta.job_id), *request_ids[i : i + _CHUNK])
-            pipe.zadd(JOBS_INDEX, {meta.job_id: meta.submitted_at})
-            await pipe.execute()
-
-    async def renew_lease(self, job_id: str, lease_s: float = LEASE_S) -> bool:
-        """Extend a submitting job's lease; False when it is no longer submitting (it was failed meanwhile)."""
-        return bool(await self._renew(keys=[meta_key(job_id)], args=[lease_s]))
-
-    async def start_job(self, job_id: str) -> str | None:
-        """Every prompt was acknowledged: submitting -> running (done if all results are in). The state after."""
-        state = await self._start(keys=[meta_key(job_id), totals_key(job_id), explored_key(job_id)])
-        return _text(state) if state else None
-
-    async def fail_job(self, job_id: str, reason: str, only_if_lease_expired: bool = False) -> bool:
-        """Make a submitting job failed and discard all it counted; False when it was not submitting."""
-        keys = [meta_key(job_id), ids_key(job_id), done_key(job_id), totals_key(job_id), latency_key(job_id)]
-        keys += [escalated_key(job_id), explored_key(job_id)]
-        out = await self._fail(keys=keys, args=[reason, int(only_if_lease_expired)])
-        if out is None:
-            return False
-        done, escalated, explored = ([_text(r) for r in ids] for ids in out)
-        orphans = [result_key(job_id, r) for r in done] + [attempt_key(job_id, r) for r in escalated]
-        orphans += [exploration_key(job_id, r) for r in explored]
-        for i in range(0, len(orphans), _CHUNK):  # no longer reachable: the sets naming them are gone
-            await self.redis.delete(*orphans[i : i + _CHUNK])
-        log.warning("job %s failed: %s", job_id, reason)
-        return True
-
-    async def job_meta(self, job_id: str) -> JobMeta | None:
-        try:
-            record, state, reason = await self.redis.hmget(meta_key(job_id), ["record", "state", "failed_reason"])
-        except ResponseError:  # a job recorded before the meta hash: one JSON string, no state
-            legacy = await self.redis.get(meta_key(job_id))
-            return JobMeta.model_validate_json(legacy).model_copy(update={"state": "running"}) if legacy else None
-        if record is None:
-            return None
-        fields = {"state": _text(state), "failed_reason": _text(reason) if reason is not None else None}
-        return JobMeta.model_validate(JobMeta.model_validate_json(record).model_dump() | fields)
 
     async def admit(self, prompt: PromptMessage, shadow: bool = False) -> Verdict:
-        """Whether the inference worker may answer ``prompt``: ok, done (skip), or why it is rejected. ``shadow``:
-        for its exploration answer, ``done`` when that is recorded (the routed result does not block it)."""
+        """Whether the inference worker may answer ``prompt``: ok (a routed one is then in flight), done (skip),
+        stopped (its job was cancelled or expired: ``skip`` it), or why it is rejected. ``shadow``: for its
+        exploration answer, ``done`` when that is recorded (the routed result does not block it). An admit
+        after the job's ``expires_at`` expires it (settle deadline: ``settle_s``)."""
         early = precheck(prompt)
         if early is not None:
             return early
@@ -214,18 +139,24 @@ class Store(Lifecycle):
             return Verdict.NOT_EXPLORED
         job = prompt.job_id
         secret = self._secrets.get(job)
-        keys = [meta_key(job), ids_key(job), explored_key(job) if shadow else done_key(job)]
-        reply = await self._script(self._admit, keys, [prompt.request_id, int(secret is None)])
-        verdict = Verdict(_text(reply[0]))
+        keys = [meta_key(job), ids_key(job), done_key(job), explored_key(job), inflight_key(job), stopped_key(job)]
+        # only a prompt whose MAC was checked is marked in flight (a forged one must not hold up a stopped job)
+        checked = secret is not None and mac_matches(prompt, secret)
+        args = [prompt.request_id, int(secret is None), int(shadow), self.settle_s, int(checked)]
+        reply = await self._script(self._admit, keys, args)
+        verdict = Verdict(text(reply[0]))
         if secret is None and len(reply) > 1 and reply[1]:
-            secret = bytes.fromhex(_text(reply[1]))
+            secret = bytes.fromhex(text(reply[1]))
             if len(self._secrets) >= SECRET_CACHE:
                 del self._secrets[next(iter(self._secrets))]
             self._secrets[job] = secret
         if verdict in (Verdict.UNKNOWN_JOB, Verdict.FAILED_JOB, Verdict.UNREGISTERED):
             return verdict
-        if secret is None or not mac_matches(prompt, secret):
+        if secret is None or not (checked or mac_matches(prompt, secret)):
             return Verdict.BAD_MAC
+        if verdict is Verdict.OK and not checked and not shadow:  # the secret came with this call: mark it now
+            again = await self._script(self._admit, keys, [prompt.request_id, 0, 0, self.settle_s, 1])
+            verdict = Verdict(text(again[0]))
         return verdict
 
     async def is_done(self, job_id: str, request_id: str) -> bool:
@@ -235,12 +166,14 @@ class Store(Lifecycle):
 
     async def write_result(self, result: RequestResult) -> bool:
         """Record a request's outcome and add it to the job totals, once. False if already recorded, or
-        refused (not a registered request of its job, or the job failed): then nothing changes."""
+        refused (not a registered request of its job, the job failed, or it ended: cancelled or expired, its
+        requests still in flight given up on): then nothing changes."""
         job = result.job_id
         keys = [done_key(job), result_key(job, result.request_id), totals_key(job), latency_key(job)]
+        keys += [ids_key(job), meta_key(job), explored_key(job), inflight_key(job), stopped_key(job)]
         written = await self._script(
             self._write,
-            [*keys, ids_key(job), meta_key(job), explored_key(job)],
+            keys,
             [
                 result.request_id,
                 result.model_dump_json(),
@@ -293,12 +226,19 @@ class Store(Lifecycle):
 
     @staticmethod
     def _counted(code: int, request_id: str) -> bool:
-        if code < 0:
+        if code == -3:  # expected after a cancel: an answer that came after its job was settled
+            log.info("not counted: %s: %s", request_id, _REFUSED[code])
+        elif code < 0:
             log.warning("not counted: %s is %s", request_id, _REFUSED[code])
         return code == 1
 
     async def totals(self, job_id: str) -> JobTotals:
-        raw = await self.redis.hgetall(totals_key(job_id))
+        """The job's counters, and the sizes of its stopped and in-flight sets (one round trip)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(totals_key(job_id))
+            pipe.scard(stopped_key(job_id))
+            pipe.scard(inflight_key(job_id))
+            raw, stopped, in_flight = await pipe.execute()
         counts = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
         routes = {}
         for route in ROUTES:
@@ -312,6 +252,8 @@ class Store(Lifecycle):
         return JobTotals(
             completed=counts.get("completed", 0),
             failed=counts.get("failed", 0),
+            stopped=int(stopped),
+            in_flight=int(in_flight),
             routes=routes,
             escalations=esc,
             exploration=explore,
@@ -359,7 +301,7 @@ class Store(Lifecycle):
         """Every recorded exploration (shadow) answer of a job (unordered)."""
         ids: list[str] = []
         async for rid in self.redis.sscan_iter(explored_key(job_id), count=chunk):
-            ids.append(_text(rid))
+            ids.append(text(rid))
         for i in range(0, len(ids), chunk):
             keys = [exploration_key(job_id, rid) for rid in ids[i : i + chunk]]
             for raw in await self.redis.mget(keys):

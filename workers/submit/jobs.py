@@ -20,7 +20,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from schemas.batch import BatchError, BatchOutputLine, BatchResponse
 from schemas.messages import PromptPlan
-from schemas.records import JobMeta, JobPlan, JobTotals, RequestResult
+from schemas.records import TERMINAL_STATES, JobMeta, JobPlan, JobTotals, RequestResult
 from workers.errors import EXIT_UNREACHABLE, JobTimeout, TransientError, Unreachable
 from workers.store.integrity import new_secret
 from workers.store.jobstore import LEASE_S, ROUTES, TOKEN_KINDS, Store
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 ProgressFn = Callable[[int, int], None]
 
 LEASE_EXPIRED = "the submitter stopped before every prompt was published (its lease expired)"
+STOPPED_STATES = ("stopping", "cancelled", "expired")  # a cancel or an expiry happened
 
 
 class SubmitFailed(TransientError):
@@ -73,7 +74,9 @@ async def submit(
     All or nothing: a line that cannot be published raises BadInput before anything is recorded; a failure
     once publishing began makes the job ``failed`` in Redis (nothing of it counts) and raises SubmitFailed,
     which names the job. Returns once the broker acknowledged every prompt, with the job ``running`` (or
-    ``done``). ``max_message_bytes``: the broker's record limit if smaller than the producer's. ``plan``: the
+    ``done``); a job cancelled (or expired) meanwhile is returned at once in its state (``stopping``,
+    ``cancelled``, ``expired``): what was not published is counted stopped, nothing failed.
+    ``max_message_bytes``: the broker's record limit if smaller than the producer's. ``plan``: the
     job's planning pass (``workers.router.plan.plan_job``): its JobPlan goes in the job's meta, each PromptPlan
     on its prompt (signed with it); ``(None, [None, ...])`` or None: a job without a plan.
     """
@@ -87,7 +90,9 @@ async def submit(
     await store.register_job(meta, [key.decode() for key, _ in encoded], secret)  # before the first publish
     published = False
     try:
-        await _publish(producer, store, topic, job_id, encoded)
+        stopped = await _publish(producer, store, topic, job_id, encoded)
+        if stopped is not None:
+            return meta.model_copy(update={"state": stopped})
         published = True
         state = await store.start_job(job_id)
     except SubmitFailed:
@@ -100,15 +105,25 @@ async def submit(
             kind = SubmitUnreachable if isinstance(exc, CONNECTION_ERRORS) else SubmitFailed
             raise kind(job_id, reason) from exc
         raise
-    if state not in ("running", "done"):
+    if state not in ("running", "done", *STOPPED_STATES):
         raise SubmitFailed(job_id, await _failed_reason(store, job_id))
     return meta.model_copy(update={"state": state})
 
 
+class _Stopped(Exception):
+    """The job was cancelled or expired while it was being published (its state)."""
+
+    def __init__(self, state: str) -> None:
+        super().__init__(state)
+        self.state = state
+
+
 async def _publish(
     producer: AIOKafkaProducer, store: Store, topic: str, job_id: str, encoded: Sequence[tuple[bytes, bytes]]
-) -> None:
-    """Send every prompt and wait for every ack, renewing the job's lease meanwhile."""
+) -> str | None:
+    """Send every prompt and wait for every ack, renewing the job's lease meanwhile. The job's state when it
+    was stopped (cancelled, expired) meanwhile: publishing ends there, quietly (the prompts not published are
+    counted stopped by the stop); None once every prompt was acknowledged."""
     every = LEASE_S / 4
     renew_at = time.monotonic() + every
 
@@ -117,7 +132,10 @@ async def _publish(
         if time.monotonic() >= renew_at:
             renew_at = time.monotonic() + every
             if not await store.renew_lease(job_id):
-                raise SubmitFailed(job_id, await _failed_reason(store, job_id))
+                meta = await store.job_meta(job_id)
+                if meta is not None and meta.state in STOPPED_STATES:
+                    raise _Stopped(meta.state)
+                raise SubmitFailed(job_id, _reason_of(meta))
 
     acks: list[asyncio.Future[Any]] = []
     try:
@@ -132,10 +150,16 @@ async def _publish(
             for fut in done:
                 fut.result()  # the first broker error ends the submit
             await renew()
+    except _Stopped as stopped:
+        log.info(
+            "job %s %s while being published: %d of %d prompts sent", job_id, stopped.state, len(acks), len(encoded)
+        )
+        return stopped.state
     except BaseException:
         acked = sum(1 for f in acks if f.done() and not f.cancelled() and f.exception() is None)
         log.warning("job %s: publishing stopped after %d of %d prompts were acknowledged", job_id, acked, len(encoded))
         raise
+    return None
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:
@@ -152,7 +176,10 @@ async def _mark_failed(store: Store, job_id: str, reason: str) -> None:
 
 
 async def _failed_reason(store: Store, job_id: str) -> str:
-    meta = await store.job_meta(job_id)
+    return _reason_of(await store.job_meta(job_id))
+
+
+def _reason_of(meta: JobMeta | None) -> str:
     return (meta.failed_reason if meta is not None else None) or "the job was failed while it was being published"
 
 
@@ -165,7 +192,9 @@ async def wait_for_job(
     timeout_s: float | None = None,
 ) -> JobTotals:
     """Poll the job's counters until completed + failed reaches the total and, for a job with an exploration
-    sample, every exploration answer is in too (what makes the job ``done`` in Redis); ``check`` may raise.
+    sample, every exploration answer is in too (what makes the job ``done`` in Redis), or until the job is
+    terminal otherwise (cancelled, expired, failed: from elsewhere); ``check`` may raise. A ``stopping`` job is
+    not done: it is waited for, and settled here once its settle deadline passed.
 
     Raises JobTimeout after ``timeout_s``. Redis being briefly away (a restart, a failover) only delays the
     answer: the client retries with backoff (``workers.store.jobstore.redis_client``); once it gives up,
@@ -177,19 +206,31 @@ async def wait_for_job(
     while True:
         try:
             totals = await store.totals(meta.job_id)
+            done = totals.completed + totals.failed
+            if progress:
+                progress(done, meta.total)
+            if done >= meta.total and explored(totals) >= sample:
+                return totals
+            if await current_state(store, meta.job_id) in TERMINAL_STATES:
+                return await store.totals(meta.job_id)  # read again: the last write may have ended it
         except (RedisConnectionError, RedisTimeoutError) as exc:
             detail = f"gave up waiting for job {meta.job_id} ({done}/{meta.total} done): {exc}"
             raise Unreachable("Redis", redis_address(store.redis), detail) from exc
-        done = totals.completed + totals.failed
-        if progress:
-            progress(done, meta.total)
-        if done >= meta.total and explored(totals) >= sample:
-            return totals
         if check:
             check()
         if deadline is not None and time.monotonic() > deadline:
             raise JobTimeout(meta.job_id, done, meta.total, timeout_s or 0.0)
         await asyncio.sleep(poll_s)
+
+
+async def current_state(store: Store, job_id: str) -> str | None:
+    """The job's state in Redis (None: no such job); a ``stopping`` job past its settle deadline is settled."""
+    meta = await store.job_meta(job_id)
+    if meta is None:
+        return None
+    if meta.state == "stopping":
+        return await store.settle_overdue(job_id) or meta.state
+    return meta.state
 
 
 def explore_total(meta: JobMeta) -> int:
@@ -223,13 +264,20 @@ def redis_address(redis: Redis) -> str:
 
 
 async def summary(store: Store, meta: JobMeta, wall_s: float | None = None) -> dict[str, Any]:
-    """The job's state, progress, tokens and latency. A job still ``submitting`` after its submitter's lease
-    expired is failed here (so no job shows pending forever)."""
+    """The job's state, progress, tokens and latency. A job still ``validating`` or ``submitting`` after its
+    submitter's lease expired is failed here (so no job shows pending forever), and a ``stopping`` job past its
+    settle deadline is settled (its answers still in flight counted stopped). ``pending``: neither answered
+    nor stopped (in flight included)."""
     current = await store.job_meta(meta.job_id) or meta
-    if current.state == "submitting" and await store.fail_job(meta.job_id, LEASE_EXPIRED, only_if_lease_expired=True):
+    expired_lease = current.state in ("validating", "submitting")
+    if expired_lease and await store.fail_job(meta.job_id, LEASE_EXPIRED, only_if_lease_expired=True):
         current = await store.job_meta(meta.job_id) or current
+    elif current.state == "stopping" and await store.settle_overdue(meta.job_id) is not None:
+        current = await store.job_meta(meta.job_id) or current
+    meta = current
     totals = await store.totals(meta.job_id)
     lat = await store.latency_percentiles(meta.job_id)
+    answered = totals.completed + totals.failed
     routes = {r: totals.routes[r].requests for r in ROUTES}
     esc = totals.escalations
     escalation_tokens = {k.removesuffix("_tokens"): getattr(esc, k) for k in TOKEN_KINDS}
@@ -249,8 +297,11 @@ async def summary(store: Store, meta: JobMeta, wall_s: float | None = None) -> d
             "total": meta.total,
             "completed": totals.completed,
             "failed": totals.failed,
-            "pending": 0 if current.state == "failed" else max(meta.total - totals.completed - totals.failed, 0),
+            "stopped": totals.stopped,
+            "in_flight": totals.in_flight,
+            "pending": 0 if current.state == "failed" else max(meta.total - answered - totals.stopped, 0),
             "state": current.state,
+            "stop": current.stop,
             "failed_reason": current.failed_reason,
             "routes": routes,
             "tokens": tokens,
