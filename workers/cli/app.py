@@ -12,11 +12,12 @@ from typing import Annotated
 
 import typer
 
-from workers.cli import cancel, cascade, compare, jobs, lag, learn, records, replay, routing, stack, workers
+from workers.cli import cancel, cascade, compare, jobs, lag, learn, records, replay, routing, serve, stack, workers
 
 HELP = (
     "Route each prompt of a batch job to a reasoning or a direct LLM call, over Kafka: run, submit, status, "
-    "results, cancel, compare, worker, stack, replay-server, lag, and the routing tools."
+    "results, cancel, compare, worker, stack, serve (the OpenAI Batch API), replay-server, lag, and the routing "
+    "tools."
 )
 EPILOG = """Exit codes:
 
@@ -66,6 +67,7 @@ routing.register(app)  # train, classify, calibrate, eval
 cascade.register(app)  # eval-cascade
 learn.register(app)  # fit, eval-learning
 records.register(app)  # records convert, records export
+serve.register(app)  # serve, api-key new
 
 
 def main() -> None:

@@ -17,12 +17,10 @@ import contextlib
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
-from typing import Any
+from typing import Any, Protocol
 
 import uvicorn
-from prometheus_client import make_asgi_app
-
-from workers.runtime.metrics import WorkerMetrics
+from prometheus_client import CollectorRegistry, make_asgi_app
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +31,16 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-def metrics_app(metrics: WorkerMetrics) -> ASGIApp:
+class Exported(Protocol):
+    """What the server exports: a worker's ``WorkerMetrics``, or ``thinkroute serve``'s ``ApiMetrics``."""
+
+    stage: str
+    registry: CollectorRegistry
+
+    def ready(self) -> bool: ...
+
+
+def metrics_app(metrics: Exported) -> ASGIApp:
     """``/metrics`` (and ``/``): the registry, in the format and encoding the scraper asks for; ``/ready``."""
     exposition: ASGIApp = make_asgi_app(metrics.registry)
 
@@ -89,7 +96,7 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def start_metrics_server(metrics: WorkerMetrics, host: str, port: int) -> MetricsServer | None:
+async def start_metrics_server(metrics: Exported, host: str, port: int) -> MetricsServer | None:
     """Serve ``/metrics`` and ``/ready`` from the running loop; None if off (port 0) or the port is taken.
 
     A port that is taken is logged, not fatal: the worker's job matters more than its metrics.
