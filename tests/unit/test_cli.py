@@ -87,6 +87,8 @@ def test_the_app_has_every_command() -> None:
             ("worker", "router"),
             ("worker", "inference"),
             ("stack", "up"),
+            ("serve",),
+            ("api-key", "new"),
         ]
     )
 

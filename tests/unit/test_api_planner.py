@@ -1,0 +1,69 @@
+"""A batch's planning pass from its metadata: what is asked (budget, exploration), the planner an explore-only
+batch gets (no classifier, the bodies never read), and a share budget classified chunk by chunk."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import pytest
+
+from schemas.chat import ChatBody
+from workers.api.planner import Planners, PlanRequest, plan_request
+from workers.classifier.model import Classification
+from workers.errors import InvalidInput
+from workers.router.plan import CLASSIFY_CHUNK, Budget
+from workers.router.policy import load_policy
+from workers.settings import Settings
+
+BODY = ChatBody.model_validate({"messages": [{"role": "user", "content": "2+2?"}]})
+
+
+def test_what_the_metadata_asks() -> None:
+    assert plan_request(None) is None and plan_request({"team": "x"}) is None
+    assert plan_request({"thinkroute_explore": "0"}) is None
+    assert plan_request({"thinkroute_reasoning_share": "0.25"}) == PlanRequest(Budget("share", 0.25))
+    assert plan_request({"thinkroute_explore": "0.5", "thinkroute_explore_seed": "-3"}) == PlanRequest(None, 0.5, -3)
+    for bad in ({"thinkroute_explore": "-0.1"}, {"thinkroute_explore": "inf"}, {"thinkroute_explore_seed": "1.5"}):
+        with pytest.raises(InvalidInput):
+            plan_request(bad)
+
+
+def never_read() -> Iterator[ChatBody]:
+    raise AssertionError("an explore-only plan reads no body")
+    yield BODY  # pragma: no cover
+
+
+def test_an_explore_only_plan_needs_no_classifier() -> None:
+    planner = Planners(Settings()).for_batch(PlanRequest(None, 0.2, 5))
+    assert planner is not None
+    ids = [f"c{i}" for i in range(10)]
+    job, plans = planner(ids, never_read())
+    assert job is not None and (job.explore, job.explore_seed, job.explore_total, job.budget) == (0.2, 5, 2, None)
+    assert sum(p is not None and p.explore for p in plans) == 2 and len(plans) == 10
+    assert Planners(Settings()).for_batch(None) is None
+
+
+class FakeClassifier:
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def classify(self, texts: Sequence[str]) -> list[Classification]:
+        self.calls.append(len(texts))
+        start = sum(self.calls) - len(texts)
+        return [Classification("math", 0.9, False, 10, reasoning_score=(start + i) / 1000) for i in range(len(texts))]
+
+
+def test_a_share_budget_is_classified_chunk_by_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    planners = Planners(Settings())
+    classifier = FakeClassifier()
+    monkeypatch.setattr(planners, "_classifier", lambda: (classifier, load_policy(None)))
+    planner = planners.for_batch(PlanRequest(Budget("share", 0.5)))
+    assert planner is not None
+    n = CLASSIFY_CHUNK + 10
+    ids = [f"c{i}" for i in range(n)]
+    job, plans = planner(ids, (BODY for _ in range(n)))
+    assert classifier.calls == [CLASSIFY_CHUNK, 10]
+    assert job is not None and job.planned_reasoning == n // 2
+    routes = [p.route for p in plans if p is not None]
+    # the highest scores (the last half of the file) go to reasoning
+    assert routes == ["direct"] * (n // 2) + ["reasoning"] * (n - n // 2)
