@@ -19,8 +19,8 @@ from starlette.routing import Route
 from schemas.api import FileDeleted, FileList, FileObject
 from schemas.records import FileRecord
 from workers.api.context import ApiContext, context, owner
-from workers.api.ids import new_file_id
 from workers.api.problems import ApiError, int_param, json_response, no_such_file, str_param, too_large
+from workers.files.ids import new_file_id
 
 log = logging.getLogger(__name__)
 
