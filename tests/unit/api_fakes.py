@@ -14,6 +14,7 @@ from schemas.records import FileRecord, JobMeta, JobState, JobTotals, LineError,
 from workers.api.app import build_app
 from workers.api.auth import Keys
 from workers.api.context import ApiContext
+from workers.api.intakes import ShuttingDown
 from workers.api.planner import PlanRequest
 from workers.errors import InvalidInput
 from workers.runtime.apikeys import key_hash
@@ -203,7 +204,11 @@ class FakeIntakes:
     accepting: bool = True
     started: list[tuple[str, FileRecord, Any]] = field(default_factory=list)
 
+    stop_on_start: bool = False  # the server begins stopping while the batch is recorded
+
     def start(self, job_id: str, input_file: FileRecord, planner: Any) -> None:
+        if self.stop_on_start:
+            raise ShuttingDown("the server is stopping")
         self.started.append((job_id, input_file, planner))
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from schemas.records import BatchInfo, JobMeta, JobState
 from tests.unit.api_fakes import Api, auth, file_record, make_api
+from workers.api.intakes import STOPPED
 from workers.api.planner import PlanRequest
 from workers.router.plan import Budget
 
@@ -207,6 +208,14 @@ def test_no_new_batch_while_the_server_stops(api: Api) -> None:
     r = create(api)
     assert r.status_code == 503 and r.json()["error"]["type"] == "server_error"
     assert api.store.metas == {}
+
+
+def test_a_batch_recorded_as_the_server_stops_is_failed(api: Api) -> None:
+    api.intakes.stop_on_start = True
+    r = create(api)
+    assert r.status_code == 503
+    (meta,) = api.store.metas.values()
+    assert (meta.state, meta.failed_reason) == ("failed", STOPPED)
 
 
 def test_another_owners_batch_is_404_exactly_as_a_missing_one(api: Api) -> None:

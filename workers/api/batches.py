@@ -17,6 +17,7 @@ from schemas.api import METADATA_KEY_MAX, METADATA_MAX_PAIRS, METADATA_VALUE_MAX
 from schemas.records import BatchInfo, JobMeta, JobTotals
 from workers.api.context import ApiContext, context, owner
 from workers.api.ids import new_batch_id
+from workers.api.intakes import STOPPED, ShuttingDown
 from workers.api.planner import PlanRequest, plan_request
 from workers.api.problems import ApiError, int_param, json_response, no_such_batch, no_such_file, parse_json, str_param
 from workers.api.render import TERMINAL_STATUSES, batch_status, render_batch
@@ -98,7 +99,11 @@ async def create(request: Request) -> Response:
         expires_at=now + window_s,
     )
     await ctx.store.create_batch(meta, lease_s=LEASE_S)
-    ctx.intakes.start(meta.job_id, record, planner)
+    try:
+        ctx.intakes.start(meta.job_id, record, planner)
+    except ShuttingDown:  # the server began stopping while the batch was recorded
+        await ctx.store.fail_validation(meta.job_id, STOPPED, [])
+        raise ApiError(503, SHUTTING_DOWN, type="server_error", headers={"retry-after": "5"}) from None
     log.info("batch %s created by %s from %s (%d lines)", meta.job_id, meta.owner, record.id, record.lines)
     return json_response(render_batch(meta, JobTotals()))
 
