@@ -150,3 +150,30 @@ async def test_a_malformed_file_fails_with_line_errors(settings: Settings, artif
     assert by_line[2] == "invalid_json_line" and by_line[4] == "duplicate_custom_id"
     assert failed.request_counts is not None and failed.request_counts.completed == 0
     assert failed.output_file_id is None and failed.error_file_id is None and good
+
+
+async def test_a_budget_and_an_exploration_sample_from_the_metadata(
+    settings: Settings, artifact: Path, tmp_path: Path
+) -> None:
+    s = api_settings(settings, tmp_path / "files", artifact)
+    path = tmp_path / "in.jsonl"
+    sample_slice(path, 20, start=40)
+    metadata = {"thinkroute_reasoning_share": "0.5", "thinkroute_explore": "0.25", "thinkroute_explore_seed": "3"}
+    async with serving(s, artifact) as served:
+        client = served.client()
+        f = await client.files.create(file=path, purpose="batch")
+        b = await client.batches.create(
+            input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h", metadata=metadata
+        )
+        done = await wait_status(client, b.id, TERMINAL, served)
+    assert done.status == "completed", done
+    extra = done.model_extra["thinkroute"]
+    plan = extra["plan"]
+    assert (plan["budget"], plan["planned"]["reasoning"], plan["explore_total"]) == ("share=0.5", 10, 5)
+    assert extra["routes"]["reasoning"] == plan["realised"]["reasoning"] == 10
+    assert extra["exploration"]["total"] == 5 and extra["exploration"]["pending"] == 0
+    assert sum(r["requests"] for r in extra["exploration"]["routes"].values()) == 5
+    assert extra["savings"] is not None or extra["savings_hint"]
+    # the exploration sample's second answers are not in the batch's usage
+    routed = sum(t["prompt"] for t in extra["tokens_by_route"].values())
+    assert done.usage is not None and done.usage.input_tokens == routed
