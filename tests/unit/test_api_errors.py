@@ -68,3 +68,36 @@ def test_metrics_count_by_route_template(api: Api) -> None:
         if s.name.endswith("_count") and s.labels["route"] == "/v1/files/{file_id}"
     ]
     assert counts == [3.0]
+
+
+async def test_a_client_that_disconnects_mid_upload_is_no_error(api: Api, caplog: pytest.LogCaptureFixture) -> None:
+    sent: list[dict[str, object]] = []
+    messages = [
+        {"type": "http.request", "body": b"--b\r\nContent-Disposition: form-data; name=", "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive() -> dict[str, object]:
+        return messages.pop(0)
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    app = api.client.app
+    headers = [(b"authorization", b"Bearer tr-alice-key"), (b"content-type", b"multipart/form-data; boundary=b")]
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/files",
+        "headers": headers,
+        "query_string": b"",
+        "root_path": "",
+        "scheme": "http",
+        "server": ("t", 80),
+        "app": app,
+    }
+    with caplog.at_level(logging.INFO, logger="workers.api.middleware"):
+        await app(scope, receive, send)  # type: ignore[arg-type]
+    assert sent == [] and api.storage.objects == {} and api.index.records == {}
+    assert any("disconnected" in r.getMessage() for r in caplog.records)
+    assert not any(r.levelno >= logging.ERROR for r in caplog.records)

@@ -19,6 +19,7 @@ from typing import Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.datastructures import Headers
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from workers.api.auth import Keys
@@ -70,6 +71,9 @@ class Guard:
         except ApiError as exc:
             if not sent:
                 await exc.response()(scope, receive, tracked)
+        except ClientDisconnect:
+            status = 499  # the client went away mid-request (an upload cut short): nothing to answer
+            log.info("%s %s: the client disconnected", scope["method"], route_of(scope))
         except (RedisConnectionError, RedisTimeoutError) as exc:
             log.error("%s %s: Redis did not answer: %s", scope["method"], route_of(scope), exc)
             if not sent:
