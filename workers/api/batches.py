@@ -27,6 +27,7 @@ from workers.store.jobstore import LEASE_S
 log = logging.getLogger(__name__)
 
 CANCELLABLE = ("validating", "submitting", "running")
+LIST_CONCURRENCY = 8  # batches of one list page read at once
 SHUTTING_DOWN = "The server is shutting down and takes no new batch; retry in a moment."
 
 
@@ -59,6 +60,19 @@ async def batch_object(ctx: ApiContext, meta: JobMeta) -> Batch:
     if batch_status(meta) in TERMINAL_STATUSES and meta.state != "failed":
         savings = await ctx.savings.get(ctx.store, meta, totals)
     return render_batch(meta, totals, savings)
+
+
+async def bounded(ctx: ApiContext, ids: list[str]) -> list[Batch | None]:
+    """Each batch's object (None for one whose record is gone), ``LIST_CONCURRENCY`` at a time: a page of 100
+    under many pollers must not open a Redis connection per batch."""
+    turns = asyncio.Semaphore(LIST_CONCURRENCY)
+
+    async def one(job_id: str) -> Batch | None:
+        async with turns:
+            meta = await ctx.store.job_meta(job_id)
+            return None if meta is None or meta.batch is None else await batch_object(ctx, meta)
+
+    return list(await asyncio.gather(*(one(i) for i in ids)))
 
 
 async def create(request: Request) -> Response:
@@ -118,9 +132,7 @@ async def list_batches(request: Request) -> Response:
     ctx = context(request)
     limit = int_param(request, "limit", ctx.settings.api.list_limit, 1, 100)
     ids, more = await ctx.store.owner_batches(owner(request), str_param(request, "after"), limit)
-    metas = await asyncio.gather(*(ctx.store.job_meta(i) for i in ids))
-    mine = [m for m in metas if m is not None and m.batch is not None]
-    data = list(await asyncio.gather(*(batch_object(ctx, m) for m in mine)))
+    data = [b for b in await bounded(ctx, ids) if b is not None]
     first, last = (data[0].id, data[-1].id) if data else (None, None)
     return json_response(BatchList(data=data, first_id=first, last_id=last, has_more=more))
 
