@@ -188,11 +188,16 @@ def test_topics_match_the_settings() -> None:
     t = Settings().topics
     for topic in (t.prompts, t.reasoning, t.direct, t.dead):
         assert f"t {topic} " in text, f"kafka-init does not create {topic}"
-    r, i = Settings().router, Settings().inference
+    r, i, a = Settings().router, Settings().inference, Settings().api
     assert r.group.startswith("thinkroute-") and i.group.startswith("thinkroute-")  # kafka-exporter group filter
     prom = yaml.safe_load((COMPOSE / "prometheus" / "prometheus.yml").read_text())
     ports = {j["job_name"]: c["port"] for j in prom["scrape_configs"] for c in j.get("dns_sd_configs", [])}
-    assert ports == {"thinkroute-router": r.metrics_port, "thinkroute-inference": i.metrics_port}
+    want = {
+        "thinkroute-router": r.metrics_port,
+        "thinkroute-inference": i.metrics_port,
+        "thinkroute-api": a.metrics_port,
+    }
+    assert ports == want
 
 
 def worker_names() -> set[str]:

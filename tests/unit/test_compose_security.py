@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tests.unit.test_compose import COMPOSE, rendered
 
-PUBLISHED = {"kafka", "redis", "prometheus", "alertmanager", "grafana"}
+PUBLISHED = {"kafka", "redis", "prometheus", "alertmanager", "grafana", "api"}
 
 
 def env_file(tmp_path: Path, **extra: str) -> Path:

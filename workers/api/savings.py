@@ -9,7 +9,7 @@ from typing import Any
 
 from schemas.records import JobMeta, JobTotals
 from workers.store.jobstore import Store
-from workers.submit.jobs import _savings as job_savings
+from workers.submit.jobs import savings_fields
 
 KEEP = 1024  # batches whose report is kept (a few KB each)
 
@@ -24,7 +24,7 @@ class SavingsCache:
         computation. A failed computation is not kept (the next call tries again)."""
         task = self._reports.get(meta.job_id)
         if task is None:
-            task = asyncio.ensure_future(job_savings(store, meta, totals))
+            task = asyncio.ensure_future(savings_fields(store, meta, totals))
             self._reports[meta.job_id] = task
             while len(self._reports) > self.keep:
                 self._reports.popitem(last=False)

@@ -313,11 +313,11 @@ async def summary(store: Store, meta: JobMeta, wall_s: float | None = None) -> d
             "wall_s": round(wall_s if wall_s is not None else time.time() - meta.submitted_at, 3),
         }
         | ({"plan": plan_summary(current.plan, totals, meta.total)} if current.plan is not None else {})
-        | await _savings(store, current, totals)
+        | await savings_fields(store, current, totals)
     )
 
 
-async def _savings(store: Store, meta: JobMeta, totals: JobTotals) -> dict[str, Any]:
+async def savings_fields(store: Store, meta: JobMeta, totals: JobTotals) -> dict[str, Any]:
     """``savings`` (``workers.submit.savings``) from the job's exploration sample, read only when it has one;
     else None with a one-line ``savings_hint``."""
     planned = meta.plan is not None and meta.plan.explore_total > 0
