@@ -54,6 +54,27 @@ def replay(services_dir: Path) -> Iterator[Service]:
 
 
 @pytest.fixture
+def slow_replay(services_dir: Path, unique: str, request: pytest.FixtureRequest) -> Iterator[Service]:
+    """A replay server of the test's own with real (scaled) latency, so a job is still running when the test acts
+    on it; its module's ``SLOW_TIME_SCALE`` (default 0.02) sets how slow."""
+    svc = start_replay(services_dir / f"slow-{unique}", time_scale=getattr(request.module, "SLOW_TIME_SCALE", 0.02))
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture
+def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """tempfile's directory is one of the test's own, checked empty after it (what intake copies must not stay)."""
+    import tempfile
+
+    d = tmp_path / "tmp"
+    d.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(d))
+    yield d
+    assert list(d.iterdir()) == [], "a temporary file was left behind"
+
+
+@pytest.fixture
 async def redis(redis_server: Service) -> AsyncIterator[Redis]:
     client = Redis.from_url(f"redis://{redis_server.address}/0")
     yield client

@@ -4,7 +4,6 @@ file as batch_cancelled / batch_expired, what was answered kept in the output fi
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,17 +12,13 @@ import pytest
 
 from tests.helpers import wait_until
 from tests.integration.api_serve import Served, api_settings, lines_of, sample_slice, serving, wait_status
-from workers.local.services import Service, start_replay
+from workers.local.services import Service
 from workers.settings import Settings
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def slow_replay(services_dir: Path, unique: str) -> Iterator[Service]:
-    svc = start_replay(services_dir / f"slow-api-{unique}", time_scale=0.03)
-    yield svc
-    svc.stop()
+SLOW_TIME_SCALE = 0.03  # the slow_replay fixture (tests/conftest.py)
 
 
 def slow(settings: Settings, replay: Service, tmp_path: Path, artifact: Path, **api: Any) -> Settings:

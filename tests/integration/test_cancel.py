@@ -8,7 +8,6 @@ import asyncio
 import json
 import shutil
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -22,7 +21,7 @@ from tests.integration.helpers import assert_exact_totals, register, running, sa
 from tests.integration.test_cli_run import SAMPLE, one_error_line, thinkroute
 from tests.integration.test_store import result
 from workers.inference.serve import serve_inference
-from workers.local.services import Service, start_replay
+from workers.local.services import Service
 from workers.router.serve import serve_router
 from workers.settings import Settings
 from workers.store.jobstore import Store, done_key, ids_key
@@ -30,13 +29,6 @@ from workers.store.keys import stopped_key
 from workers.submit.jobs import wait_for_job
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def slow_replay(services_dir: Path, unique: str) -> Iterator[Service]:
-    svc = start_replay(services_dir / f"slow-{unique}", time_scale=0.02)
-    yield svc
-    svc.stop()
 
 
 async def test_cancel_midway_stops_the_rest_and_keeps_what_was_answered(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,18 +10,11 @@ from redis.asyncio import Redis
 from loadgen.procs import Procs, settings_env
 from tests.helpers import wait_until
 from tests.integration.helpers import assert_exact_totals, committed, sample_requests, submit_requests
-from workers.local.services import Service, start_replay
+from workers.local.services import Service
 from workers.settings import Settings
 from workers.store.jobstore import Store
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def slow_replay(services_dir: Path, unique: str) -> Iterator[Service]:
-    svc = start_replay(services_dir / f"slow-{unique}", time_scale=0.02)
-    yield svc
-    svc.stop()
 
 
 async def test_sigterm_drains_and_commits_exactly_what_was_stored(

@@ -15,8 +15,8 @@ from workers.api.app import build_app
 from workers.api.auth import Keys
 from workers.api.context import ApiContext
 from workers.api.intakes import ShuttingDown
-from workers.api.planner import PlanRequest
 from workers.errors import InvalidInput
+from workers.router.plan import PlanArgs
 from workers.runtime.apikeys import key_hash
 from workers.settings import ApiSettings, Settings
 
@@ -214,9 +214,9 @@ class FakeIntakes:
 
 @dataclass
 class FakePlanners:
-    asked: list[PlanRequest | None] = field(default_factory=list)
+    asked: list[PlanArgs | None] = field(default_factory=list)
 
-    def for_batch(self, request: PlanRequest | None) -> Any:
+    def for_batch(self, request: PlanArgs | None) -> Any:
         self.asked.append(request)
         return None if request is None else ("planner", request)
 

@@ -13,8 +13,7 @@ import pytest
 from schemas.records import BatchInfo, JobMeta, JobState
 from tests.unit.api_fakes import Api, auth, file_record, make_api
 from workers.api.intakes import STOPPED
-from workers.api.planner import PlanRequest
-from workers.router.plan import Budget
+from workers.router.plan import Budget, PlanArgs
 
 NOW = 5000.0
 FILE = "file-" + "1" * 24
@@ -97,14 +96,14 @@ def test_metadata_limits(api: Api, metadata: dict[str, str], ok: bool) -> None:
 @pytest.mark.parametrize(
     ("metadata", "asked"),
     [
-        ({"thinkroute_reasoning_share": "0.3"}, PlanRequest(Budget("share", 0.3))),
-        ({"thinkroute_reasoning_tokens": "9000"}, PlanRequest(Budget("tokens", 9000.0))),
-        ({"thinkroute_explore": "0.1", "thinkroute_explore_seed": "7"}, PlanRequest(None, 0.1, 7)),
-        ({"thinkroute_reasoning_share": "1", "thinkroute_explore": "0.5"}, PlanRequest(Budget("share", 1.0), 0.5)),
+        ({"thinkroute_reasoning_share": "0.3"}, PlanArgs(Budget("share", 0.3))),
+        ({"thinkroute_reasoning_tokens": "9000"}, PlanArgs(Budget("tokens", 9000.0))),
+        ({"thinkroute_explore": "0.1", "thinkroute_explore_seed": "7"}, PlanArgs(None, 0.1, 7)),
+        ({"thinkroute_reasoning_share": "1", "thinkroute_explore": "0.5"}, PlanArgs(Budget("share", 1.0), 0.5)),
         ({"other": "1"}, None),
     ],
 )
-def test_the_plan_asked_by_the_metadata(api: Api, metadata: dict[str, str], asked: PlanRequest | None) -> None:
+def test_the_plan_asked_by_the_metadata(api: Api, metadata: dict[str, str], asked: PlanArgs | None) -> None:
     r = create(api, metadata=metadata)
     assert r.status_code == 200, r.text
     assert api.planners.asked == [asked]

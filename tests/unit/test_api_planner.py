@@ -8,10 +8,10 @@ from collections.abc import Iterator, Sequence
 import pytest
 
 from schemas.chat import ChatBody
-from workers.api.planner import Planners, PlanRequest, plan_request
+from workers.api.planner import Planners, plan_request
 from workers.classifier.model import Classification
 from workers.errors import InvalidInput
-from workers.router.plan import CLASSIFY_CHUNK, Budget
+from workers.router.plan import CLASSIFY_CHUNK, Budget, PlanArgs
 from workers.router.policy import load_policy
 from workers.settings import Settings
 
@@ -21,8 +21,8 @@ BODY = ChatBody.model_validate({"messages": [{"role": "user", "content": "2+2?"}
 def test_what_the_metadata_asks() -> None:
     assert plan_request(None) is None and plan_request({"team": "x"}) is None
     assert plan_request({"thinkroute_explore": "0"}) is None
-    assert plan_request({"thinkroute_reasoning_share": "0.25"}) == PlanRequest(Budget("share", 0.25))
-    assert plan_request({"thinkroute_explore": "0.5", "thinkroute_explore_seed": "-3"}) == PlanRequest(None, 0.5, -3)
+    assert plan_request({"thinkroute_reasoning_share": "0.25"}) == PlanArgs(Budget("share", 0.25))
+    assert plan_request({"thinkroute_explore": "0.5", "thinkroute_explore_seed": "-3"}) == PlanArgs(None, 0.5, -3)
     for bad in ({"thinkroute_explore": "-0.1"}, {"thinkroute_explore": "inf"}, {"thinkroute_explore_seed": "1.5"}):
         with pytest.raises(InvalidInput):
             plan_request(bad)
@@ -34,7 +34,7 @@ def never_read() -> Iterator[ChatBody]:
 
 
 def test_an_explore_only_plan_needs_no_classifier() -> None:
-    planner = Planners(Settings()).for_batch(PlanRequest(None, 0.2, 5))
+    planner = Planners(Settings()).for_batch(PlanArgs(None, 0.2, 5))
     assert planner is not None
     ids = [f"c{i}" for i in range(10)]
     job, plans = planner(ids, never_read())
@@ -57,7 +57,7 @@ def test_a_share_budget_is_classified_chunk_by_chunk(monkeypatch: pytest.MonkeyP
     planners = Planners(Settings())
     classifier = FakeClassifier()
     monkeypatch.setattr(planners, "_classifier", lambda: (classifier, load_policy(None)))
-    planner = planners.for_batch(PlanRequest(Budget("share", 0.5)))
+    planner = planners.for_batch(PlanArgs(Budget("share", 0.5)))
     assert planner is not None
     n = CLASSIFY_CHUNK + 10
     ids = [f"c{i}" for i in range(n)]

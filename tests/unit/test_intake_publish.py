@@ -5,9 +5,7 @@ publishing within a chunk, a broker failure fails the batch."""
 from __future__ import annotations
 
 import gzip
-import tempfile
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 import pytest
 
@@ -23,13 +21,8 @@ from workers.submit.intake import CHUNK, REGISTER_CHUNK, intake
 JOB = "batch_p"
 
 
-@pytest.fixture(autouse=True)
-def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    d = tmp_path / "tmp"
-    d.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(d))
-    yield d
-    assert list(d.iterdir()) == [], "intake left its copy of the input file behind"
+# every test: tempfile writes in a directory of its own, checked empty after (intake must not leave its copy)
+pytestmark = pytest.mark.usefixtures("private_tmp")
 
 
 def file_of(n: int) -> bytes:

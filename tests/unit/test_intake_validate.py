@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import tempfile
-from pathlib import Path
 
 import pytest
 
@@ -20,14 +18,8 @@ from workers.submit.validate import MAX_ERRORS
 JOB = "batch_v"
 
 
-@pytest.fixture(autouse=True)
-def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Intake's temporary copies go to a directory of the test's own (checked empty after each test)."""
-    d = tmp_path / "tmp"
-    d.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(d))
-    yield d
-    assert list(d.iterdir()) == [], "intake left its copy of the input file behind"
+# every test: tempfile writes in a directory of its own, checked empty after (intake must not leave its copy)
+pytestmark = pytest.mark.usefixtures("private_tmp")
 
 
 def settings(max_lines: int = 50_000) -> Settings:

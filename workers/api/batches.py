@@ -18,10 +18,11 @@ from schemas.records import BatchInfo, JobMeta, JobTotals
 from workers.api.context import ApiContext, context, owner
 from workers.api.ids import new_batch_id
 from workers.api.intakes import STOPPED, ShuttingDown
-from workers.api.planner import PlanRequest, plan_request
+from workers.api.planner import plan_request
 from workers.api.problems import ApiError, int_param, json_response, no_such_batch, no_such_file, parse_json, str_param
 from workers.api.render import TERMINAL_STATUSES, batch_status, render_batch
 from workers.errors import InvalidInput
+from workers.router.plan import PlanArgs
 from workers.store.jobstore import LEASE_S
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ async def create(request: Request) -> Response:
     except ValueError as exc:
         raise ApiError(400, f"Invalid value for 'completion_window': {exc}.", param="completion_window") from None
     try:
-        plan: PlanRequest | None = plan_request(body.metadata)
+        plan: PlanArgs | None = plan_request(body.metadata)
     except InvalidInput as exc:
         raise ApiError(400, f"Invalid 'metadata': {exc}", param="metadata") from None
     record = await ctx.index.get(body.input_file_id)

@@ -13,9 +13,9 @@ from starlette.requests import Request
 from schemas.records import FileRecord
 from workers.api.auth import Keys
 from workers.api.metrics import ApiMetrics
-from workers.api.planner import PlanRequest
 from workers.api.savings import SavingsCache
 from workers.files.storage import FileStorage
+from workers.router.plan import PlanArgs
 from workers.settings import Settings
 from workers.store.files import FileIndex
 from workers.store.jobstore import Store
@@ -30,7 +30,7 @@ class IntakeStarter(Protocol):
 
 
 class PlannerFactory(Protocol):
-    def for_batch(self, request: PlanRequest | None) -> Planner | None: ...
+    def for_batch(self, request: PlanArgs | None) -> Planner | None: ...
 
 
 @dataclass

@@ -11,14 +11,13 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 
 from schemas.chat import ChatBody
 from schemas.messages import PromptPlan
 from schemas.records import JobPlan
 from workers.classifier.model import Classification, Classifier
 from workers.errors import InvalidInput
-from workers.router.plan import CLASSIFY_CHUNK, Budget, budget_from_metadata, classify_job, plan_classified
+from workers.router.plan import CLASSIFY_CHUNK, PlanArgs, budget_from_metadata, classify_job, plan_classified
 from workers.router.policy import Policy, load_policy
 from workers.settings import Settings
 from workers.submit.intake import Planner
@@ -27,18 +26,7 @@ EXPLORE_KEY = "thinkroute_explore"
 EXPLORE_SEED_KEY = "thinkroute_explore_seed"
 
 
-@dataclass(frozen=True)
-class PlanRequest:
-    budget: Budget | None = None
-    explore: float = 0.0
-    explore_seed: int = 0
-
-    @property
-    def needs_classifier(self) -> bool:
-        return self.budget is not None and self.budget.kind in ("share", "tokens")
-
-
-def plan_request(metadata: Mapping[str, str] | None) -> PlanRequest | None:
+def plan_request(metadata: Mapping[str, str] | None) -> PlanArgs | None:
     """What the metadata asks of the planning pass; None: nothing (the policy routes each prompt).
     InvalidInput naming the key otherwise."""
     md = metadata or {}
@@ -58,7 +46,7 @@ def plan_request(metadata: Mapping[str, str] | None) -> PlanRequest | None:
             raise InvalidInput(f"{EXPLORE_SEED_KEY} must be an integer, got {md[EXPLORE_SEED_KEY]!r}") from None
     if budget is None and explore == 0.0:
         return None
-    return PlanRequest(budget, explore, seed)
+    return PlanArgs(budget, explore, seed)
 
 
 class Planners:
@@ -69,7 +57,7 @@ class Planners:
         self._lock = threading.Lock()
         self._loaded: tuple[Classifier, Policy] | None = None
 
-    def for_batch(self, request: PlanRequest | None) -> Planner | None:
+    def for_batch(self, request: PlanArgs | None) -> Planner | None:
         if request is None:
             return None
 

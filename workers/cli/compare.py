@@ -37,9 +37,9 @@ from workers.cli.common import JsonOpt, fail, guarded, out, print_json, settings
 from workers.cli.interrupt import Interrupted, in_daemon_thread
 from workers.cli.jobs import FileArg, SkipOpt, read_requests
 from workers.cli.pipeline import Pipeline, say
-from workers.cli.planning import Plan, PlanArgs, make_plans
+from workers.cli.planning import Plan, make_plans
 from workers.errors import EXIT_FAILED, InvalidInput
-from workers.router.plan import Budget
+from workers.router.plan import Budget, PlanArgs
 from workers.runtime.eventloop import run_loop
 from workers.settings import Settings
 from workers.store.jobstore import Store

@@ -7,7 +7,6 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Annotated
 
 import typer
@@ -17,7 +16,7 @@ from schemas.messages import PromptPlan
 from schemas.records import JobPlan
 from workers.cli.common import err
 from workers.errors import InvalidInput
-from workers.router.plan import Budget
+from workers.router.plan import Budget, PlanArgs
 from workers.settings import Settings
 from workers.submit.batchfile import InputRequest
 
@@ -45,21 +44,6 @@ SeedOpt = Annotated[int, typer.Option("--explore-seed", help="the exploration sa
 PROGRESS_FROM = 500  # prompts: a progress bar while classifying jobs at least this large
 
 Plan = tuple[JobPlan | None, list[PromptPlan | None]]
-
-
-@dataclass(frozen=True)
-class PlanArgs:
-    budget: Budget | None = None
-    explore: float = 0.0
-    explore_seed: int = 0
-
-    @property
-    def empty(self) -> bool:
-        return self.budget is None and self.explore == 0.0
-
-    @property
-    def needs_classifier(self) -> bool:
-        return self.budget is not None and self.budget.kind in ("share", "tokens")
 
 
 def plan_args(share: float | None, tokens: float | None, explore: float = 0.0, explore_seed: int = 0) -> PlanArgs:

@@ -23,7 +23,8 @@ from workers.cli.common import REDIS_ERRORS
 from workers.cli.interrupt import Interrupted, StopSignals, in_daemon_thread
 from workers.cli.partial import write_output
 from workers.cli.pipeline import Pipeline, say
-from workers.cli.planning import Plan, PlanArgs, make_plan
+from workers.cli.planning import Plan, make_plan
+from workers.router.plan import PlanArgs
 from workers.settings import Settings
 from workers.submit.batchfile import InputRequest
 

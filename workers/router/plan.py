@@ -98,6 +98,24 @@ class Budget:
         return f"{self.kind}={int(v) if v.is_integer() and abs(v) < 2**53 else repr(v)}"
 
 
+@dataclass(frozen=True)
+class PlanArgs:
+    """What a job asks of its planning pass: a budget and an exploration sample (the CLI's flags, a batch's
+    metadata)."""
+
+    budget: Budget | None = None
+    explore: float = 0.0
+    explore_seed: int = 0
+
+    @property
+    def empty(self) -> bool:
+        return self.budget is None and self.explore == 0.0
+
+    @property
+    def needs_classifier(self) -> bool:
+        return self.budget is not None and self.budget.kind in ("share", "tokens")
+
+
 def budget_from_metadata(md: Mapping[str, str] | None) -> Budget | None:
     """A batch's budget from its metadata (``thinkroute_reasoning_share`` or ``thinkroute_reasoning_tokens``)."""
     if not md:

@@ -8,6 +8,21 @@ submitting/running -> stopping -> cancelled | expired (validating -> cancelled |
 
 from workers.store.lua import LUA_COMPLETE, LUA_NOW, LUA_STOP
 
+# The job's meta becomes submitting, from ARGV: record_json, total, secret_hex, lease_s, explore_total (0: no
+# exploration sample): what BEGIN (an API batch, from validating) and REGISTER (a CLI job, new) both write.
+_SUBMITTING = (
+    LUA_NOW
+    + """
+local function submitting(meta)
+  local now = now_s()
+  redis.call('HSET', meta, 'record', ARGV[1], 'state', 'submitting', 'total', ARGV[2], 'secret', ARGV[3],
+    'started_at', stamp(now), 'lease_until', stamp(now + tonumber(ARGV[4])))
+  if tonumber(ARGV[5]) > 0 then redis.call('HSET', meta, 'explore_total', ARGV[5]) end
+  return 1
+end
+"""
+)
+
 # KEYS: meta. ARGV: record_json, owner ('' none), expires_at ('' none), lease_s, total. An API batch, validating,
 # with the lease its intake renews. Returns 0 if the job exists (nothing changes).
 CREATE = (
@@ -37,28 +52,20 @@ return 1
 # KEYS: meta. ARGV: record_json, total, secret_hex, lease_s, explore_total (0: no exploration sample).
 # validating -> submitting; returns 0 when the batch is not validating (nothing changes).
 BEGIN = (
-    LUA_NOW
+    _SUBMITTING
     + """
 if redis.call('HGET', KEYS[1], 'state') ~= 'validating' then return 0 end
-local now = now_s()
-redis.call('HSET', KEYS[1], 'record', ARGV[1], 'state', 'submitting', 'total', ARGV[2], 'secret', ARGV[3],
-  'started_at', stamp(now), 'lease_until', stamp(now + tonumber(ARGV[4])))
-if tonumber(ARGV[5]) > 0 then redis.call('HSET', KEYS[1], 'explore_total', ARGV[5]) end
-return 1
+return submitting(KEYS[1])
 """
 )
 
 # KEYS: meta. ARGV: record_json, total, secret_hex, lease_s, explore_total (0: no exploration sample).
 # A CLI job, submitting. Returns 0 if the job exists (nothing changes).
 REGISTER = (
-    LUA_NOW
+    _SUBMITTING
     + """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local now = now_s()
-redis.call('HSET', KEYS[1], 'record', ARGV[1], 'state', 'submitting', 'total', ARGV[2], 'secret', ARGV[3],
-  'started_at', stamp(now), 'lease_until', stamp(now + tonumber(ARGV[4])))
-if tonumber(ARGV[5]) > 0 then redis.call('HSET', KEYS[1], 'explore_total', ARGV[5]) end
-return 1
+return submitting(KEYS[1])
 """
 )
 
