@@ -2,9 +2,10 @@
 
 On the embedded stack (``EmbeddedStack(api=True)``: Tansu, Valkey, the replay server at ``--time-scale``, one
 router, ``--inference-workers`` inference workers and ``thinkroute serve`` as a child process), for each file
-size in ``--sizes``: write a batch file of that many MMLU-Pro lines, upload it (``files.create``), create a batch,
-and while it runs poll it with ``--pollers`` concurrent clients (each alternates ``batches.retrieve`` and
-``batches.list(limit=20)``) until it is completed; then download the output file (streamed, lines counted).
+size in ``--sizes``: write a batch file of that many MMLU-Pro lines, upload it (``files.create``), create a
+batch, and while it runs poll it with ``--pollers`` concurrent clients (each alternates ``batches.retrieve``
+and ``batches.list(limit=20)``, one call every ``--poll-every`` seconds) until it is completed; then download
+the output file (streamed, lines counted).
 
 Printed per size: upload time, time to completed, the serve process's peak RSS during that size (VmHWM, reset
 before each size through /proc/PID/clear_refs) and its RSS idle, the p50/p99 of retrieve and of list under the
@@ -17,6 +18,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import sys
 import time
 from pathlib import Path
@@ -55,8 +57,11 @@ def reset_peak(pid: int) -> None:
     Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
-async def poller(client: AsyncOpenAI, batch_id: str, done: asyncio.Event, out: dict[str, list[float]]) -> None:
+async def poller(
+    client: AsyncOpenAI, batch_id: str, done: asyncio.Event, out: dict[str, list[float]], every_s: float
+) -> None:
     turn = 0
+    await asyncio.sleep(every_s * random.random())  # the pollers spread over the interval
     while not done.is_set():
         t0 = time.perf_counter()
         if turn % 2 == 0:
@@ -66,9 +71,12 @@ async def poller(client: AsyncOpenAI, batch_id: str, done: asyncio.Event, out: d
             await client.batches.list(limit=20)
             out["list"].append(time.perf_counter() - t0)
         turn += 1
+        await asyncio.sleep(max(every_s - (time.perf_counter() - t0), 0.0))
 
 
-async def one_size(client: AsyncOpenAI, pid: int, work: Path, n: int, pollers: int, timeout_s: float) -> dict[str, Any]:
+async def one_size(
+    client: AsyncOpenAI, pid: int, work: Path, n: int, pollers: int, every_s: float, timeout_s: float
+) -> dict[str, Any]:
     path = work / f"batch-{n}.jsonl"
     size = write_file(path, n)
     reset_peak(pid)
@@ -81,7 +89,7 @@ async def one_size(client: AsyncOpenAI, pid: int, work: Path, n: int, pollers: i
     t1 = time.perf_counter()
     done = asyncio.Event()
     lat: dict[str, list[float]] = {"retrieve": [], "list": []}
-    tasks = [asyncio.create_task(poller(client, batch.id, done, lat)) for _ in range(pollers)]
+    tasks = [asyncio.create_task(poller(client, batch.id, done, lat, every_s)) for _ in range(pollers)]
     try:
         async with asyncio.timeout(timeout_s):
             while batch.status not in TERMINAL:
@@ -146,10 +154,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         rows = []
         for n in args.sizes:
             log(f"{n:,} lines ...")
-            rows.append(await one_size(client, api.proc.pid, stack.workdir, n, args.pollers, args.timeout))
+            row = await one_size(client, api.proc.pid, stack.workdir, n, args.pollers, args.poll_every, args.timeout)
+            rows.append(row)
             log(json.dumps(rows[-1]))
         await client.close()
-        return {"idle_rss_mb": round(idle, 1), "rows": rows, "pollers": args.pollers, "cpus": os.cpu_count()}
+        return {
+            "idle_rss_mb": round(idle, 1),
+            "rows": rows,
+            "pollers": args.pollers,
+            "poll_every_s": args.poll_every,
+            "cpus": os.cpu_count(),
+        }
     finally:
         stack.stop()
 
@@ -158,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m loadgen.bench_api", description=__doc__)
     ap.add_argument("--sizes", type=lambda v: [int(x) for x in v.split(",")], default=[5_000, 50_000])
     ap.add_argument("--pollers", type=int, default=50)
+    ap.add_argument("--poll-every", type=float, default=0.5, help="seconds between one poller's calls (0: flat out)")
     ap.add_argument("--inference-workers", type=int, default=1)
     ap.add_argument("--time-scale", type=float, default=0.0, help="replay latency multiplier (0: instant)")
     ap.add_argument("--timeout", type=float, default=3600.0, help="per size, seconds")
@@ -165,6 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     result = asyncio.run(run(args))
     print(json.dumps(result, indent=2) if args.json else table(result["rows"], result["idle_rss_mb"]))
+    print(f"{result['pollers']} pollers, each a call every {result['poll_every_s']} s; {result['cpus']} CPUs")
     sys.exit(0)
 
 
