@@ -20,7 +20,7 @@ from schemas.records import RequestResult, Usage
 from tests.factories import route_decision
 from workers.inference.client import LLMClient, LLMFailed, RetryPolicy
 from workers.inference.results import completed, failed
-from workers.submit.jobs import output_line
+from workers.submit.output import output_line
 
 RID = "job-1/q-7"
 LINE_ID = "batch_req_" + hashlib.sha256(RID.encode()).hexdigest()[:24]

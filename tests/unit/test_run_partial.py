@@ -19,7 +19,7 @@ from workers.cli.partial import check_writable, read_done, write_output
 from workers.errors import InvalidInput
 from workers.local import workdir
 from workers.submit.batchfile import InputRequest
-from workers.submit.jobs import output_line
+from workers.submit.output import output_line
 
 
 def req(custom_id: str, line: int) -> InputRequest:

@@ -172,7 +172,7 @@ def results(job: str, output: Annotated[Path, typer.Option("--output", "-o")], a
     check_writable(output)
 
     async def go() -> int:
-        from workers.submit.jobs import write_results
+        from workers.submit.output import write_results
 
         async with console.clients(s, kafka=False) as (_, store):
             if await store.job_meta(job) is None:

@@ -19,7 +19,7 @@ from typing import Any
 from workers.errors import InvalidInput
 from workers.store.jobstore import Store
 from workers.submit.batchfile import InputRequest
-from workers.submit.jobs import output_line
+from workers.submit.output import output_line
 
 
 @dataclass

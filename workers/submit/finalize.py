@@ -1,7 +1,7 @@
 """A settled API batch's output and error files, streamed from Redis into the file storage.
 
 One walk over the job's request ids in input order, a chunk of results at a time: a completed result is a
-line of the output file, a failed one a line of the error file (both ``workers.submit.jobs.output_line``:
+line of the output file, a failed one a line of the error file (both ``workers.submit.output.output_line``:
 OpenAI's line format plus our ``route``), and a request with no result (the batch was cancelled or expired
 before it ran) an error line with ``error.code`` ``batch_cancelled`` or ``batch_expired``. Each file is
 written while it is walked: its lines are gathered into ~64 KB chunks that a ``FileStorage.put`` running
@@ -26,7 +26,7 @@ from workers.files.ids import new_file_id
 from workers.files.storage import FileStorage
 from workers.store.files import FileIndex
 from workers.store.jobstore import Store
-from workers.submit.jobs import output_line
+from workers.submit.output import output_line
 
 log = logging.getLogger(__name__)
 

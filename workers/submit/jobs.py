@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -18,9 +15,8 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from schemas.batch import BatchError, BatchOutputLine, BatchResponse
 from schemas.messages import PromptPlan
-from schemas.records import TERMINAL_STATES, JobMeta, JobPlan, JobTotals, RequestResult
+from schemas.records import TERMINAL_STATES, JobMeta, JobPlan, JobTotals
 from workers.errors import EXIT_UNREACHABLE, JobTimeout, TransientError, Unreachable
 from workers.store.integrity import new_secret
 from workers.store.jobstore import LEASE_S, ROUTES, TOKEN_KINDS, Store
@@ -350,43 +346,3 @@ def plan_summary(plan: JobPlan, totals: JobTotals, total: int) -> dict[str, Any]
         "explore_seed": plan.explore_seed,
         "explore_total": plan.explore_total,
     }
-
-
-def output_line(result: RequestResult) -> BatchOutputLine:
-    """The result as a line of OpenAI's batch output. A completion, and an HTTP error answer of the backend
-    (4xx, or 429/5xx once retries ran out), is ``response: {status_code, request_id, body}`` (the completion,
-    or the backend's error body as sent) with ``error: null``; a request that got no HTTP answer (timeout,
-    connection failure, a 200 that is not a completion) is ``response: null`` with ``error: {code, message}``."""
-    digest = hashlib.sha256(result.request_id.encode()).hexdigest()[:24]
-    route = result.route.model_dump(mode="json")
-    response, error = None, None
-    status = result.http_status
-    if result.status == "completed":
-        response = BatchResponse(status_code=status or 200, request_id=result.request_id, body=result.response_body)
-    elif status is not None and status >= 400:
-        body = result.response_body
-        if body is None:  # the backend's body was not a JSON object (or is not stored): OpenAI's shape around it
-            message = result.error or f"HTTP {status}"
-            body = {"error": {"message": message, "type": None, "param": None, "code": None}}
-        response = BatchResponse(status_code=status, request_id=result.request_id, body=body)
-    else:
-        error = BatchError(code=result.error_code or "llm_error", message=result.error or "failed")
-    return BatchOutputLine(
-        id=f"batch_req_{digest}", custom_id=result.custom_id, response=response, error=error, route=route
-    )
-
-
-async def write_results(store: Store, job_id: str, path: Path) -> int:
-    """Write the job's results in input order, one OpenAI Batch output line each; returns the count."""
-    results = [r async for r in store.results(job_id)]
-    results.sort(key=lambda r: r.line)
-    lines = [json.dumps(output_line(r).model_dump(mode="json"), ensure_ascii=False) + "\n" for r in results]
-    await asyncio.to_thread(_write_atomically, path, lines)
-    return len(results)
-
-
-def _write_atomically(path: Path, lines: list[str]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(lines)
-    tmp.replace(path)
