@@ -31,7 +31,8 @@ from workers.settings import Settings
 from workers.store.integrity import request_id
 from workers.store.jobstore import JOBS_INDEX, Store, done_key, ids_key, meta_key, totals_key
 from workers.submit.batchfile import InputRequest
-from workers.submit.jobs import SubmitFailed, submit, summary, wait_for_job, write_results
+from workers.submit.jobs import SubmitFailed, submit, summary, wait_for_job
+from workers.submit.output import write_results
 
 pytestmark = pytest.mark.integration
 REJECTED = re.compile(r"^rejected \((\w+)\): ")

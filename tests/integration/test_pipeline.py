@@ -22,7 +22,8 @@ from workers.router.serve import serve_router
 from workers.router.text import prompt_text
 from workers.settings import Settings
 from workers.store.jobstore import Store
-from workers.submit.jobs import summary, wait_for_job, write_results
+from workers.submit.jobs import summary, wait_for_job
+from workers.submit.output import write_results
 
 pytestmark = pytest.mark.integration
 
