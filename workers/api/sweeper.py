@@ -22,6 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from schemas.records import FileRecord, JobMeta
+from workers.api.intakes import STOPPED
 from workers.files.storage import FileStorage
 from workers.runtime.tasks import wait_event
 from workers.settings import ApiSettings
@@ -31,7 +32,7 @@ from workers.submit.finalize import finalize
 
 log = logging.getLogger(__name__)
 
-LEASE_EXPIRED = "the server stopped while the batch was being submitted; create it again"
+LEASE_EXPIRED = STOPPED  # a dead server's batch: the reason its own shutdown would have given
 FINALIZE_TTL_S = 300.0  # a finalize lock's life: another replica retries after it if the holder died
 Finalize = Callable[[Store, FileIndex, FileStorage, str], Awaitable[tuple[FileRecord | None, FileRecord | None]]]
 
