@@ -20,8 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
 from jsonschema import Draft202012Validator
 from redis.asyncio import Redis
 
@@ -29,6 +27,7 @@ from schemas.messages import DeadLetter, PromptMessage, RoutedMessage
 from schemas.records import JobMeta
 from tests.helpers import ROOT
 from tests.integration.helpers import SAMPLE, assert_exact_totals, running, sample_requests
+from tests.integration.rdkafka import consume, create_topics, produce
 from workers.inference.serve import serve_inference
 from workers.router.serve import serve_router
 from workers.settings import Settings
@@ -58,63 +57,6 @@ def _without_nulls(doc: Any) -> Any:
     if isinstance(doc, list):
         return [_without_nulls(v) for v in doc]
     return doc
-
-
-def rdkafka(bootstrap: str, **extra: Any) -> dict[str, Any]:
-    return {"bootstrap.servers": bootstrap, "log_level": 3, **extra}
-
-
-def create_topics(bootstrap: str, names: list[str], partitions: int) -> None:
-    admin = AdminClient(rdkafka(bootstrap))
-    futures = admin.create_topics([NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names])
-    for name, fut in futures.items():
-        fut.result(timeout=30)
-        assert name in admin.list_topics(timeout=10).topics
-
-
-def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]]) -> list[Message]:
-    """Every record acknowledged (acks=all) or the test fails; the delivered messages."""
-    delivered: list[Message] = []
-    errors: list[KafkaError] = []
-
-    def report(err: KafkaError | None, msg: Message) -> None:
-        (errors.append(err) if err is not None else delivered.append(msg))
-
-    producer = Producer(rdkafka(bootstrap, acks="all", **{"linger.ms": 5, "enable.idempotence": False}))
-    for key, value in records:
-        producer.produce(topic, value=value, key=key, on_delivery=report)
-    assert producer.flush(30) == 0
-    assert errors == [] and len(delivered) == len(records)
-    return delivered
-
-
-def consume(
-    bootstrap: str, counts: dict[str, int], partitions: int, timeout_s: float = 120
-) -> dict[str, list[Message]]:
-    """Read each topic from its beginning until it holds exactly its expected count (assigned partitions, no
-    group state); fails on a consumer error or after ``timeout_s``."""
-    consumer = Consumer(
-        rdkafka(
-            bootstrap,
-            **{"group.id": "interop-reader", "enable.auto.commit": False, "auto.offset.reset": "earliest"},
-            **{"fetch.wait.max.ms": 50, "session.timeout.ms": 6000},
-        )
-    )
-    consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t in counts for p in range(partitions)])
-    got: dict[str, list[Message]] = {t: [] for t in counts}
-    deadline = time.monotonic() + timeout_s
-    try:
-        while any(len(got[t]) < n for t, n in counts.items()):
-            assert time.monotonic() < deadline, f"timed out: { ({t: len(m) for t, m in got.items()}) } of {counts}"
-            for msg in consumer.consume(num_messages=500, timeout=0.2):
-                assert msg.error() is None, msg.error()
-                got[msg.topic()].append(msg)
-        # nothing more than expected arrives (one more fetch round after the counts were reached)
-        extra = [m for m in consumer.consume(num_messages=500, timeout=1.0) if m.error() is None]
-        assert extra == []
-    finally:
-        consumer.close()
-    return got
 
 
 async def test_confluent_kafka_producer_and_consumer_on_a_running_pipeline(

@@ -24,7 +24,7 @@ from workers.api.metrics import ApiMetrics
 from workers.api.planner import Planners
 from workers.api.sweeper import Sweeper
 from workers.files.storage import open_storage
-from workers.kafka.clients import ensure_topics, kafka_config, make_producer
+from workers.kafka.clients import ensure_topics, kafka_config, make_producer, start_client
 from workers.runtime.metrics_server import start_metrics_server
 from workers.runtime.process import install_stop_signals
 from workers.runtime.tasks import task_group
@@ -71,7 +71,7 @@ async def serve_api(
         await redis.ping()
         await ensure_topics(kc, [t.prompts, t.reasoning, t.direct, t.dead], s.partitions)
         producer = make_producer(kc)
-        await producer.start()
+        await start_client(producer, kc)
         stack.push_async_callback(producer.stop)
         storage = open_storage(api, s.cache_dir)
         stack.push_async_callback(storage.close)

@@ -67,9 +67,11 @@ async def clients(s: Settings, kafka: bool = True) -> AsyncIterator[tuple[AIOKaf
 async def _start(producer: AIOKafkaProducer, s: Settings) -> None:
     """Connect within ``BROKER_CONNECT_TIMEOUT_S``: a refused port fails at once, but a listener that never
     answers would hold aiokafka's bootstrap for its request timeout (30 s) and then its retries."""
+    from workers.kafka.clients import kafka_config, start_client
+
     try:
         async with asyncio.timeout(BROKER_CONNECT_TIMEOUT_S):
-            await producer.start()
+            await start_client(producer, kafka_config(s))
     except TimeoutError:
         raise Unreachable(
             "broker", s.kafka_bootstrap or "?", f"no answer within {BROKER_CONNECT_TIMEOUT_S:g}s"

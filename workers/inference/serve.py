@@ -9,7 +9,7 @@ from contextlib import AsyncExitStack
 from workers.errors import ConfigError
 from workers.inference.client import LLMClient, RetryPolicy, make_http_clients
 from workers.inference.worker import InferenceWorker
-from workers.kafka.clients import kafka_config, make_consumer, make_producer
+from workers.kafka.clients import kafka_config, make_consumer, make_producer, start_client
 from workers.runtime.crashpoints import CrashPoints
 from workers.runtime.metrics import WorkerMetrics
 from workers.runtime.process import install_stop_signals, serve_metrics
@@ -38,7 +38,7 @@ async def serve_inference(s: Settings, stop: asyncio.Event | None = None) -> Non
         stack.push_async_callback(redis.aclose)
         await redis.ping()
         producer = make_producer(kc)
-        await producer.start()
+        await start_client(producer, kc)
         stack.push_async_callback(producer.stop)
         llm = LLMClient(http, RetryPolicy.from_settings(inf))
         consumer = make_consumer(kc, inf.group, max_poll_records=inf.concurrency)
@@ -55,7 +55,7 @@ async def serve_inference(s: Settings, stop: asyncio.Event | None = None) -> Non
             metrics=metrics,
         )
         consumer.subscribe(list(t.routed()), listener=worker.rebalance_listener())
-        await consumer.start()
+        await start_client(consumer, kc)
         stack.push_async_callback(consumer.stop)
         log.info(
             "inference up: %s -> Redis, concurrency %d, reasoning %s, direct %s",

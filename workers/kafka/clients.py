@@ -13,7 +13,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from workers.errors import ConfigError
+from workers.kafka.security import start_client
 from workers.settings import KafkaSettings, Settings
+
+__all__ = ["ensure_topics", "kafka_config", "make_consumer", "make_producer", "start_client"]
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +60,7 @@ def make_consumer(
 async def ensure_topics(cfg: KafkaSettings, names: Iterable[str], partitions: int) -> None:
     """Create the topics that do not exist yet, with their final partition count."""
     admin = AIOKafkaAdminClient(**cfg.client_kwargs())
-    await admin.start()
+    await start_client(admin, cfg)
     try:
         existing = set(await admin.list_topics())
         missing = [n for n in dict.fromkeys(names) if n not in existing]

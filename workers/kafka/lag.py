@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from workers.errors import NotFound, ThinkRouteError
+from workers.kafka.security import start_client
 from workers.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -105,19 +106,19 @@ def _rate(history: Sequence[GroupLag]) -> float | None:
 async def measure(kc: KafkaSettings, groups: Mapping[str, Sequence[str]], timeout_s: float = 15.0) -> list[GroupLag]:
     """Lag of each group on its topics (``{group: [topic, ...]}``), one admin and one consumer for all."""
     admin = AIOKafkaAdminClient(**kc.client_kwargs(), request_timeout_ms=int(timeout_s * 1000))
-    consumer = AIOKafkaConsumer(
-        **kc.client_kwargs(),
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=50,  # > 0: Tansu never answers a fetch with 0
-        max_partition_fetch_bytes=PROBE_MAX_BYTES,
-        fetch_max_bytes=64 * PROBE_MAX_BYTES,
-    )
-    await admin.start()
+    await start_client(admin, kc)
     try:
-        await consumer.start()
+        consumer = AIOKafkaConsumer(
+            **kc.client_kwargs(),
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=50,  # > 0: Tansu never answers a fetch with 0
+            max_partition_fetch_bytes=PROBE_MAX_BYTES,
+            fetch_max_bytes=64 * PROBE_MAX_BYTES,
+        )
         try:
+            await start_client(consumer, kc)
             async with asyncio.timeout(timeout_s):
                 return await _measure(admin, consumer, groups)
         except TimeoutError as exc:

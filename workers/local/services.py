@@ -194,14 +194,21 @@ def start_broker(
     cache_dir: Path | None = None,
     wait: bool = True,
     death_signal: int = signal.SIGTERM,
+    advertised_port: int | None = None,
+    authentication: bool = False,
 ) -> Service:
     """Tansu. In memory by default (fine for a job's lifetime); with ``s3_endpoint`` its topics, records and
     committed offsets live in the bucket ``tansu`` of that S3 server and survive a broker crash.
 
-    PLAINTEXT on loopback: this Tansu build offers no usable authentication (README, "The embedded stack")."""
+    ``advertised_port``: the port clients are told to use (a TLS front's, in the tests); ``authentication``:
+    Tansu's ``--authentication`` (SASL required). PLAINTEXT on loopback: this Tansu build offers no usable
+    TLS or authentication (README, "Kafka security")."""
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
-    argv = [broker_binary(cache_dir), "broker", "--listener-url", url, "--advertised-listener-url", url]
+    advertised = f"tcp://127.0.0.1:{advertised_port or port}"
+    argv = [broker_binary(cache_dir), "broker", "--listener-url", url, "--advertised-listener-url", advertised]
+    if authentication:
+        argv.append("--authentication")
     env = None
     if s3_endpoint:
         argv += ["--storage-engine", "s3://tansu/"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from workers.classifier.cache import ensure_artifact
 from workers.classifier.model import Classifier
-from workers.kafka.clients import kafka_config, make_consumer, make_producer
+from workers.kafka.clients import kafka_config, make_consumer, make_producer, start_client
 from workers.router.policy import load_policy
 from workers.router.reload import PolicyWatcher
 from workers.router.worker import RouterWorker
@@ -61,10 +61,10 @@ async def serve_router(s: Settings, stop: asyncio.Event | None = None, artifact:
     consumer.subscribe([t.prompts], listener=worker.rebalance_listener())
     async with AsyncExitStack() as stack:
         stack.callback(classifier.close)
-        await producer.start()
+        await start_client(producer, kc)
         stack.push_async_callback(producer.stop)
         await serve_metrics(stack, metrics, s.metrics_host, s.router.metrics_port)
-        await consumer.start()
+        await start_client(consumer, kc)
         stack.push_async_callback(consumer.stop)
         log.info(
             "router up: %s -> %s | %s, batch %d / %d ms, policy %s, classifier %s on %s",
