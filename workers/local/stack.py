@@ -5,8 +5,9 @@ is a child process on a free loopback port, stopped (workers first, gracefully) 
 
 For one user: the working directory is 0700 and what is written in it 0600; Redis has a generated password
 and a user that may run only ThinkRoute's commands (`workers.local.redis_conf`), handed to the workers in
-their environment, never on a command line. The broker is PLAINTEXT on loopback: the Tansu build offers no
-authentication that holds (README, "The embedded stack"). Every child gets SIGKILL if this process dies.
+their environment, never on a command line. The broker is PLAINTEXT on loopback: the Tansu build cannot serve
+TLS and its SASL knows no users and admits a client that ignores the refusal (README, "Kafka security").
+Every child gets SIGKILL if this process dies.
 """
 
 from __future__ import annotations
