@@ -30,6 +30,8 @@ class TlsFiles:
     ca: Path
     cert: Path
     key: Path
+    client_cert: Path  # a client certificate the same CA signed (mutual TLS)
+    client_key: Path
 
 
 def _name(cn: str) -> x509.Name:
@@ -37,7 +39,8 @@ def _name(cn: str) -> x509.Name:
 
 
 def make_certificates(directory: Path, hosts: tuple[str, ...] = ("localhost",)) -> TlsFiles:
-    """A CA (valid one day) and a server certificate it signs for ``hosts`` and 127.0.0.1, as PEM files."""
+    """A CA (valid one day), a server certificate it signs for ``hosts`` and 127.0.0.1, and a client
+    certificate it signs, as PEM files."""
     directory.mkdir(parents=True, exist_ok=True)
     now = datetime.datetime.now(datetime.UTC)
     start, end = now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=1)
@@ -68,47 +71,73 @@ def make_certificates(directory: Path, hosts: tuple[str, ...] = ("localhost",)) 
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    key = ec.generate_private_key(ec.SECP256R1())
     names: list[x509.GeneralName] = [x509.DNSName(h) for h in hosts]
     names.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
-    cert = (
+    server, server_key = _leaf(ca, ca_key, hosts[0], ExtendedKeyUsageOID.SERVER_AUTH, names, start, end)
+    client, client_key = _leaf(ca, ca_key, "thinkroute", ExtendedKeyUsageOID.CLIENT_AUTH, [], start, end)
+    files = TlsFiles(
+        ca=directory / "ca.pem",
+        cert=directory / "server.pem",
+        key=directory / "server.key",
+        client_cert=directory / "client.pem",
+        client_key=directory / "client.key",
+    )
+    files.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    for cert, key, cert_path, key_path in (
+        (server, server_key, files.cert, files.key),
+        (client, client_key, files.client_cert, files.client_key),
+    ):
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        key_path.write_bytes(pem)
+        key_path.chmod(0o600)
+    return files
+
+
+def _leaf(
+    ca: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    cn: str,
+    usage: x509.ObjectIdentifier,
+    names: list[x509.GeneralName],
+    start: datetime.datetime,
+    end: datetime.datetime,
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    builder = (
         x509.CertificateBuilder()
-        .subject_name(_name(hosts[0]))
+        .subject_name(_name(cn))
         .issuer_name(ca.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(start)
         .not_valid_after(end)
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
     )
-    files = TlsFiles(ca=directory / "ca.pem", cert=directory / "server.pem", key=directory / "server.key")
-    files.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    files.key.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    files.key.chmod(0o600)
-    return files
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    return builder.sign(ca_key, hashes.SHA256()), key
 
 
 class TlsFront:
-    """TLS on ``127.0.0.1:port`` (the certificate of ``files``), each connection piped to ``origin`` in plain
+    """TLS on ``127.0.0.1:port`` (the server certificate of ``files``; ``client_certs``: clients must present
+    one the CA signed), each connection piped to ``origin`` in plain
     bytes; in a thread with its own event loop. ``handshakes``: TLS sessions established (a client that does
     not trust the CA, or speaks plaintext, establishes none)."""
 
-    def __init__(self, port: int, origin: str, files: TlsFiles) -> None:
+    def __init__(self, port: int, origin: str, files: TlsFiles, *, client_certs: bool = False) -> None:
         self.port = port
         self.origin_host, origin_port = origin.rsplit(":", 1)
         self.origin_port = int(origin_port)
         self.ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self.ctx.load_cert_chain(files.cert, files.key)
+        if client_certs:  # mutual TLS: a client must present a certificate the CA signed
+            self.ctx.verify_mode = ssl.CERT_REQUIRED
+            self.ctx.load_verify_locations(files.ca)
         self.handshakes = 0
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.Server | None = None

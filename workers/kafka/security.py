@@ -1,7 +1,8 @@
 """Starting a Kafka client with a clear error when its transport security is wrong.
 
-aiokafka reports a TLS handshake that failed (an untrusted or mismatched certificate) only as
-``KafkaConnectionError: Unable to bootstrap from [...]``, the cause in a log line; and a SCRAM exchange whose
+aiokafka reports a TLS handshake that failed (an untrusted or mismatched certificate) and a client
+certificate the broker refused only as ``KafkaConnectionError: Unable to bootstrap from [...]`` (the cause in
+a log line, or none); and a SCRAM exchange whose
 server-final message carries an error (``e=unknown-user``, ``e=invalid-proof``) instead of a signature as a
 bare ``KeyError: 'v'``. ``start_client`` turns both into a ConfigError that says what failed and which
 setting decides it, at once (no retry: a wrong CA or password does not heal).
@@ -24,6 +25,7 @@ from workers.errors import ConfigError
 from workers.settings import KafkaSettings
 
 PROBE_TIMEOUT_S = 5.0
+ALERT_WAIT_S = 1.0  # a broker sends nothing unasked: silence this long means the session stands
 
 
 class Startable(Protocol):
@@ -57,8 +59,9 @@ def _auth_failed(cfg: KafkaSettings, detail: str) -> str:
 
 
 async def tls_problem(cfg: KafkaSettings, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
-    """Why a TLS handshake with the first bootstrap server fails with the configured context, or None (TLS
-    not configured, the handshake works, or the server cannot be reached at all: aiokafka's error says that)."""
+    """Why a TLS session with the first bootstrap server fails with the configured context (its certificate not
+    trusted, the client's refused), or None (TLS not configured, the session holds, or the server cannot be
+    reached at all: aiokafka's error says that)."""
     ctx = cfg.client_kwargs().get("ssl_context")
     if not isinstance(ctx, ssl.SSLContext):
         return None
@@ -66,7 +69,7 @@ async def tls_problem(cfg: KafkaSettings, timeout_s: float = PROBE_TIMEOUT_S) ->
     host = host.strip("[]")
     try:
         async with asyncio.timeout(timeout_s):
-            _, writer = await asyncio.open_connection(host, int(port), ssl=ctx, server_hostname=host)
+            reader, writer = await asyncio.open_connection(host, int(port), ssl=ctx, server_hostname=host)
     except ssl.SSLCertVerificationError as exc:
         cafile = cfg.security.ssl_cafile
         trusted = f"the CA in {cafile}" if cafile else "the system's CAs (THINKROUTE_KAFKA__SSL_CAFILE is unset)"
@@ -75,5 +78,17 @@ async def tls_problem(cfg: KafkaSettings, timeout_s: float = PROBE_TIMEOUT_S) ->
         return f"TLS handshake failed: {exc.reason or exc} (does the listener speak TLS?)"
     except (OSError, TimeoutError):
         return None
-    writer.close()
-    return None
+    given = cfg.security.ssl_certfile
+    sent = f"the certificate in {given}" if given else "no certificate (THINKROUTE_KAFKA__SSL_CERTFILE is unset)"
+    # TLS 1.3: a server that wants a client certificate refuses it after the handshake (an alert, then EOF);
+    # a broker never ends a fresh connection unasked, so an end within ALERT_WAIT_S is that refusal
+    try:
+        async with asyncio.timeout(ALERT_WAIT_S):
+            ended = await reader.read(1) == b""
+    except ssl.SSLError as exc:
+        return f"TLS: the broker refused the client, which sent {sent}: {exc.reason or exc}"
+    except (OSError, TimeoutError):
+        ended = False
+    finally:
+        writer.close()
+    return f"TLS: the broker ended the session after the handshake; the client sent {sent}" if ended else None
