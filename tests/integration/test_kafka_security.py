@@ -246,3 +246,31 @@ async def test_tansu_sasl_refuses_honest_clients_clearly_and_admits_a_rogue_one(
     finally:
         await producer.stop()
     assert seen and set(seen) == {"e=unknown-user"}
+
+
+async def test_sasl_ssl_reaches_tansus_scram_through_tls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SASL_SSL: the SCRAM exchange runs inside the verified TLS session; the honest client is refused as on
+    SASL_PLAINTEXT, and the transport itself carries records (shown with the rogue client of the test above)."""
+    files = make_certificates(tmp_path / "tls")
+    port = free_port()
+    broker = start_broker(tmp_path / "broker", advertised_port=port, authentication=True)
+    front = TlsFront(port, broker.address, files).start()
+    try:
+        sasl = {"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-256", "ssl_cafile": files.ca}
+        kc = kafka(front.address, **sasl, sasl_username="alice", sasl_password=SecretStr("s3cret"))
+        producer = make_producer(kc)
+        with pytest.raises(ConfigError, match="SASL SCRAM-SHA-256 authentication of user 'alice' failed"):
+            await start_client(producer, kc)
+        await producer.stop()
+        assert front.handshakes >= 1
+
+        monkeypatch.setattr(ScramAuthenticator, "process_server_final_message", lambda _self, _msg: None)
+        producer = make_producer(kc)
+        await start_client(producer, kc)
+        try:
+            assert (await producer.send_and_wait("over-tls", b"in", key=b"k")).offset == 0
+        finally:
+            await producer.stop()
+    finally:
+        front.stop()
+        broker.stop()
