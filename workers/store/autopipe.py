@@ -5,8 +5,9 @@ request is already recorded and later writes its result. Sent one by one, every 
 and a pass through the connection pool; here each call queues its commands and the first caller of an
 event-loop turn starts a flush that sends everything queued by then as one non-transactional pipeline.
 Each command keeps its own result or error (``raise_on_error=False``). The client's Retry
-(`workers.store.jobstore.redis_client`) replays a flush whose connection failed; past it, the failure
-fails every caller of that flush. Lua scripts stay atomic one by one.
+(`workers.store.client.redis_client`) replays a flush whose connection failed (a cluster client: the whole
+flush, when one master's part failed); past it, the failure fails every caller of that flush. Lua scripts stay
+atomic one by one.
 """
 
 from __future__ import annotations
@@ -15,16 +16,18 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterPipeline
 
-Queue = Callable[[Pipeline], object]  # adds exactly one command to the pipeline
+from workers.store.client import RedisClient
+
+Queue = Callable[[Pipeline | ClusterPipeline], object]  # adds exactly one command to the pipeline
 
 DEFAULT_MAX_BATCH = 512
 
 
 class AutoPipeline:
-    def __init__(self, redis: Redis, max_batch: int = DEFAULT_MAX_BATCH) -> None:
+    def __init__(self, redis: RedisClient, max_batch: int = DEFAULT_MAX_BATCH) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be positive, got {max_batch}")
         self.redis = redis
