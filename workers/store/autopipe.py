@@ -48,10 +48,18 @@ class AutoPipeline:
     async def _flush(self) -> None:
         await asyncio.sleep(0)  # let the other tasks of this loop turn queue theirs
         while self._pending:
-            batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+            taken, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
             pipe = self.redis.pipeline(transaction=False)
-            for queue, _ in batch:
-                queue(pipe)
+            batch = []
+            for queue, fut in taken:
+                try:
+                    queue(pipe)
+                except Exception as exc:  # refused by the client before sending (a bug): that caller alone
+                    fut.set_exception(exc)
+                else:
+                    batch.append((queue, fut))
+            if not batch:
+                continue
             try:
                 results = await pipe.execute(raise_on_error=False)
             except Exception as exc:  # connection level: every caller of this flush sees it

@@ -7,7 +7,8 @@ pipeline): a master that takes a second to come back (its AOF replayed) exhausts
 milliseconds. Here its own retries are off and every command and every pipeline is retried as a whole with the
 single server's backoff (``REDIS_BACKOFF``, ``REDIS_RETRIES``: 13-26 s in all) on connection errors,
 ``CLUSTERDOWN`` and uncovered slots; the topology is re-read before each attempt (redis-py marks it stale on
-such an error). A timeout is not retried, as with one server.
+such an error; before a pipeline's next attempt every connection is closed, as redis-py does between its own
+pipeline retries). A timeout is not retried, as with one server.
 
 A pipeline (never a transaction) is split by redis-py into one per master. When one master's part fails on the
 connection, its commands come back as errors while the others' ran; the whole pipeline is then sent again, so
@@ -82,6 +83,12 @@ class RetryingPipeline(ClusterPipeline):
         self._queued = []
         await super().reset()  # type: ignore[no-untyped-call]
 
+    async def _disconnect(self, error: Exception) -> None:
+        """Before the next attempt, as redis-py between its own pipeline retries: every connection closed (a
+        restarted master leaves its pooled connections dead, each of which would fail one attempt) and the
+        slot map read again."""
+        await self.cluster_client.aclose()
+
     async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
         queued, first = list(self._queued), True
 
@@ -99,7 +106,7 @@ class RetryingPipeline(ClusterPipeline):
 
         if not queued:
             return []
-        results = await self.backoff.call_with_retry(lambda: _attempt(once), _ignore)
+        results = await self.backoff.call_with_retry(lambda: _attempt(once), self._disconnect)
         self._queued = []
         if raise_on_error:
             error = next((r for r in results if isinstance(r, Exception)), None)

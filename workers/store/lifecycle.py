@@ -113,9 +113,12 @@ class Lifecycle:
             return await script(keys=keys, args=args)
 
         def queue(pipe: Pipeline | ClusterPipeline) -> None:
-            if isinstance(pipe, Pipeline):  # a cluster pipeline does not load scripts: see below
+            if isinstance(pipe, Pipeline):
                 pipe.scripts.add(script)  # type: ignore[arg-type]  # redis-py types it as the sync Script
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            else:  # a cluster pipeline refuses ``evalsha`` (its keys are routed like any command's) and loads
+                # no scripts: see below
+                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
 
         try:
             return await self.pipeline.call(queue)
