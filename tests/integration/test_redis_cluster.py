@@ -19,6 +19,7 @@ from redis.crc import key_slot
 from loadgen.procs import settings_env
 from schemas.records import JobMeta
 from tests.helpers import ROOT, wait_until
+from tests.integration.api_serve import TERMINAL, api_settings, lines_of, sample_slice, serving, wait_status
 from tests.integration.helpers import assert_exact_totals, running, sample_requests
 from tests.integration.valkey_cluster import Cluster, Master, start_cluster
 from workers.inference.serve import serve_inference
@@ -110,6 +111,38 @@ async def test_jobs_on_every_master_exact_totals_and_the_cli(
     assert json.loads(exported.stdout) == {"path": str(out), "lines": n}
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert [x["custom_id"] for x in lines] == [r.custom_id for r in sample_requests(n)]
+
+
+async def test_the_batch_api_on_the_cluster(cluster_settings: Settings, artifact: Path, tmp_path: Path) -> None:
+    """Files, batches, their owner indexes and the active set are keys of other slots than the batch's own:
+    upload, create, run, finalize, download and list across the masters."""
+    s = api_settings(cluster_settings, tmp_path / "files", artifact)
+    path = tmp_path / "in.jsonl"
+    ids = sample_slice(path, 12)
+    async with serving(s, artifact) as served:
+        client = served.client()
+        uploaded = await client.files.create(file=path, purpose="batch")
+        made = [
+            await client.batches.create(
+                input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+            )
+            for _ in range(3)
+        ]
+        done = [await wait_status(client, b.id, TERMINAL, served) for b in made]
+        assert [d.status for d in done] == ["completed"] * 3
+        for d in done:
+            counts = d.request_counts
+            assert counts is not None and (counts.total, counts.completed + counts.failed) == (12, 12)
+            assert d.output_file_id is not None
+            output = await lines_of(client, d.output_file_id)
+            errors = await lines_of(client, d.error_file_id)
+            assert sorted(line["custom_id"] for line in output + errors) == sorted(ids)
+        assert [b.id async for b in client.batches.list(limit=2)] == [b.id for b in made][::-1]
+        listed = {f.id async for f in client.files.list()}
+        assert {uploaded.id} | {d.output_file_id for d in done} <= listed
+        store = Store(redis_client(s))
+        assert not set(await store.active_batches()) & {b.id for b in made}  # finalized: out of the active set
+        await store.redis.aclose()
 
 
 @pytest.mark.parametrize("past_node_timeout", [False, True], ids=["restarted-at-once", "cluster-down-first"])
