@@ -37,6 +37,8 @@ def settings_env(s: Settings, **extra: str) -> dict[str, str]:
             "THINKROUTE_INFERENCE__METRICS_PORT": "0",
         }
     )
+    if s.redis_cluster:
+        env["THINKROUTE_REDIS_CLUSTER"] = "true"
     if s.router.artifact_dir:
         env["THINKROUTE_ROUTER__ARTIFACT_DIR"] = str(s.router.artifact_dir)
     if os.environ.get("THINKROUTE_TEST_ARTIFACT"):

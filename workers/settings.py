@@ -214,6 +214,7 @@ class Settings(BaseSettings):
     kafka_bootstrap: str | None = Field(default=None, description="unset: start the embedded stack")
     kafka: KafkaSecurity = Field(default_factory=KafkaSecurity)
     redis_url: SecretStr | None = Field(default=None, description="redis://[:password@]host:port/db")
+    redis_cluster: bool = Field(default=False, description="REDIS_URL is one seed node of a Redis Cluster (db 0)")
     llm_base_url: str | None = Field(default=None, description="OpenAI-compatible base URL, e.g. http://vllm:8000/v1")
     llm_reasoning_base_url: str | None = Field(default=None, description="override for the reasoning route")
     llm_direct_base_url: str | None = Field(default=None, description="override for the direct route")

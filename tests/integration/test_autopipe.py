@@ -54,6 +54,23 @@ async def test_one_failing_command_fails_only_its_caller(redis: Redis, unique: s
     assert pipe.flushes == 1
 
 
+async def test_a_command_the_client_refuses_to_queue_fails_only_its_caller(redis: Redis, unique: str) -> None:
+    """(A cluster pipeline refuses some methods when they are queued, e.g. ``evalsha``.)"""
+    pipe = AutoPipeline(redis)
+
+    def refused(p: object) -> None:
+        raise ValueError("refused while queueing")
+
+    ok1, bad, ok2 = await asyncio.gather(
+        pipe.call(lambda p: p.incr(f"q-{unique}")),
+        pipe.call(refused),
+        pipe.call(lambda p: p.incr(f"q-{unique}")),
+        return_exceptions=True,
+    )
+    assert (ok1, ok2) == (1, 2) and isinstance(bad, ValueError)
+    assert (pipe.flushes, pipe.commands) == (1, 2)
+
+
 async def test_connection_failure_reaches_every_caller_of_the_flush(unique: str) -> None:
     dead = Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)  # nothing listens on port 1
     pipe = AutoPipeline(dead)

@@ -130,9 +130,12 @@ class FakeStore:
 
     async def mark_finalized(self, job_id: str, output_file_id: str | None, error_file_id: str | None) -> bool:
         self.calls.append(("mark_finalized", job_id, output_file_id, error_file_id))
-        self._set(job_id, finalized_at=time.time(), output_file_id=output_file_id, error_file_id=error_file_id)
-        self.active.remove(job_id)
-        return True
+        first = self.metas[job_id].finalized_at is None  # finalized before: nothing changes but the active set
+        if first:
+            self._set(job_id, finalized_at=time.time(), output_file_id=output_file_id, error_file_id=error_file_id)
+        if job_id in self.active:
+            self.active.remove(job_id)
+        return first
 
     async def explored_pairs(self, job_id: str) -> tuple[list[Any], list[Any]]:
         return [], []

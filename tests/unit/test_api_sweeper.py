@@ -103,6 +103,9 @@ async def test_finalize_runs_once_and_only_under_the_lock() -> None:
     finalizer.release.set()
     await sw.drain()
     assert finalizer.jobs == ["b1"] and store.metas["b1"].output_file_id == "file-out"
+    # b3 was finalized but left in the active set (its serve stopped between the two steps): only removed
+    assert ("mark_finalized", "b3", None, None) in store.calls and "b3" not in await store.active_batches()
+    assert store.metas["b3"].finalized_at == NOW
 
 
 async def test_one_batchs_error_does_not_stop_the_pass() -> None:

@@ -12,7 +12,9 @@ from workers.local.redis_conf import COMMANDS, CONNECTION, REDIS_USER, acl_rules
 ROOT = Path(__file__).resolve().parents[2]
 # redis-py methods whose command is not their name in upper case
 METHOD_COMMAND = {"sscan_iter": "sscan", "delete": "del"}
-NOT_COMMANDS = {"call", "execute", "pipeline", "register_script", "aclose", "close"}
+NOT_COMMANDS = {"call", "execute", "pipeline", "register_script", "aclose", "close", "get_default_node"}
+# ``pipe.execute_command("EVALSHA", ...)``: a cluster pipeline's script call (evalsha is in the list)
+NOT_COMMANDS |= {"execute_command"}
 CLIENT = re.compile(r"\b(?:self\.redis|redis|pipe)\.([a-z_]+)\(")
 LUA = re.compile(r"redis\.call\('([A-Za-z]+)'")
 

@@ -98,7 +98,9 @@ class Sweeper:
             state = await self.store.settle_overdue(job_id) or state
         if state in ("done", "cancelled", "expired") and meta.finalized_at is None:
             await self._finalize(job_id)
-        elif state == "failed":
+        elif state == "failed" or meta.finalized_at is not None:
+            # failed: no files to write; finalized already: its owner stopped between MARK_FINALIZED and the
+            # removal from the active set (two keys, two steps in a cluster): removed now, nothing else changes
             await self.store.mark_finalized(job_id, None, None)
 
     def _due(self, meta: JobMeta) -> bool:

@@ -17,6 +17,9 @@ KEY_PATTERN = "tr:*"
 
 # what redis-py sends (AUTH is always allowed): its health checks and, on connect, its library name
 CONNECTION = ("ping", "client|setinfo")
+# what redis-py's cluster client sends besides (THINKROUTE_REDIS_CLUSTER): the slot map, and the command table it
+# finds keys with; a Redis Cluster with ACLs must allow them to ThinkRoute's user (the embedded stack is no cluster)
+CLUSTER_CLIENT = ("cluster|slots", "command")
 # what workers/ calls, directly or from the Lua scripts of workers/store/ (lua.py, lua_lifecycle.py)
 COMMANDS = (
     # strings, sets, hashes, sorted sets
@@ -64,9 +67,10 @@ COMMANDS = (
 )
 
 
-def acl_rules(password: str) -> str:
-    """The ACL rule line of the ThinkRoute user (starts from nothing: ``-@all``)."""
-    allowed = " ".join(f"+{c}" for c in (*CONNECTION, *COMMANDS))
+def acl_rules(password: str, cluster: bool = False) -> str:
+    """The ACL rule line of the ThinkRoute user (starts from nothing: ``-@all``); ``cluster``: a cluster
+    client's too (``CLUSTER_CLIENT``)."""
+    allowed = " ".join(f"+{c}" for c in (*CONNECTION, *COMMANDS, *(CLUSTER_CLIENT if cluster else ())))
     return f"on >{password} resetkeys ~{KEY_PATTERN} resetchannels -@all {allowed}"
 
 

@@ -5,8 +5,9 @@ request is already recorded and later writes its result. Sent one by one, every 
 and a pass through the connection pool; here each call queues its commands and the first caller of an
 event-loop turn starts a flush that sends everything queued by then as one non-transactional pipeline.
 Each command keeps its own result or error (``raise_on_error=False``). The client's Retry
-(`workers.store.jobstore.redis_client`) replays a flush whose connection failed; past it, the failure
-fails every caller of that flush. Lua scripts stay atomic one by one.
+(`workers.store.client.redis_client`) replays a flush whose connection failed (a cluster client: the whole
+flush, when one master's part failed); past it, the failure fails every caller of that flush. Lua scripts stay
+atomic one by one.
 """
 
 from __future__ import annotations
@@ -15,16 +16,18 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterPipeline
 
-Queue = Callable[[Pipeline], object]  # adds exactly one command to the pipeline
+from workers.store.client import RedisClient
+
+Queue = Callable[[Pipeline | ClusterPipeline], object]  # adds exactly one command to the pipeline
 
 DEFAULT_MAX_BATCH = 512
 
 
 class AutoPipeline:
-    def __init__(self, redis: Redis, max_batch: int = DEFAULT_MAX_BATCH) -> None:
+    def __init__(self, redis: RedisClient, max_batch: int = DEFAULT_MAX_BATCH) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be positive, got {max_batch}")
         self.redis = redis
@@ -45,10 +48,18 @@ class AutoPipeline:
     async def _flush(self) -> None:
         await asyncio.sleep(0)  # let the other tasks of this loop turn queue theirs
         while self._pending:
-            batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+            taken, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
             pipe = self.redis.pipeline(transaction=False)
-            for queue, _ in batch:
-                queue(pipe)
+            batch = []
+            for queue, fut in taken:
+                try:
+                    queue(pipe)
+                except Exception as exc:  # refused by the client before sending (a bug): that caller alone
+                    fut.set_exception(exc)
+                else:
+                    batch.append((queue, fut))
+            if not batch:
+                continue
             try:
                 results = await pipe.execute(raise_on_error=False)
             except Exception as exc:  # connection level: every caller of this flush sees it

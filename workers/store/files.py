@@ -18,9 +18,8 @@ import builtins
 import logging
 from typing import Any, Literal
 
-from redis.asyncio import Redis
-
 from schemas.records import FileRecord
+from workers.store.client import RedisClient
 from workers.store.keys import file_key, owner_files_key
 
 log = logging.getLogger(__name__)
@@ -53,7 +52,7 @@ def _text(value: Any) -> str:
 
 
 class FileIndex:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self.redis = redis
         self._page = redis.register_script(_PAGE_LUA)
 

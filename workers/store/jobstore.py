@@ -49,11 +49,9 @@ import math
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
-from redis.asyncio import Redis
-
 from schemas.messages import AttemptSummary, PromptMessage
 from schemas.records import ExplorationRecord, JobTotals, RequestResult, RouteTotals
-from workers.store.client import REDIS_BACKOFF, REDIS_RETRIES, redis_client
+from workers.store.client import REDIS_BACKOFF, REDIS_RETRIES, RedisClient, redis_client
 from workers.store.integrity import Verdict, mac_matches, precheck
 from workers.store.keys import (
     ESCALATION,
@@ -119,7 +117,7 @@ class Store(Lifecycle):
     concurrent tasks share round trips (``workers.store.autopipe``); what each call returns is unchanged.
     """
 
-    def __init__(self, redis: Redis, autopipeline: bool = False, settle_s: float = SETTLE_S) -> None:
+    def __init__(self, redis: RedisClient, autopipeline: bool = False, settle_s: float = SETTLE_S) -> None:
         super().__init__(redis, autopipeline, settle_s)
         self._write = redis.register_script(WRITE_RESULT)
         self._escalate = redis.register_script(WRITE_ESCALATION)

@@ -1,5 +1,7 @@
 """Every Redis key ThinkRoute uses, named in one place. All keys of one job share the hash tag ``{job_id}``, so
-they live in one slot of a Redis Cluster and the Lua scripts of ``workers.store.lua`` may touch them together."""
+they live in one slot of a Redis Cluster and the Lua scripts of ``workers.store.lua`` may touch them together.
+The keys across jobs (``JOBS_INDEX``, ``ACTIVE_BATCHES``, an owner's batches or files, a file's record) each
+have a slot of their own: never in one script or MULTI with another key (``tests/unit/test_store_slots.py``)."""
 
 from __future__ import annotations
 

@@ -22,8 +22,8 @@ import secrets
 from collections.abc import Sequence
 from typing import Any, cast
 
-from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterPipeline
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, ResponseError
 
@@ -31,6 +31,7 @@ from schemas.messages import PromptMessage
 from schemas.records import JobMeta, JobState, LineError, StopReason
 from workers.errors import InvalidInput, NotFound
 from workers.store.autopipe import AutoPipeline
+from workers.store.client import RedisClient
 from workers.store.keys import (
     ACTIVE_BATCHES,
     JOBS_INDEX,
@@ -97,7 +98,7 @@ class Lifecycle:
     """The job-level calls of ``Store`` over one Redis pool. ``settle_s``: the settle deadline of an expiry that
     ``admit`` triggers (a cancel or the sweeper passes its own)."""
 
-    def __init__(self, redis: Redis, autopipeline: bool = False, settle_s: float = SETTLE_S) -> None:
+    def __init__(self, redis: RedisClient, autopipeline: bool = False, settle_s: float = SETTLE_S) -> None:
         self.redis = redis
         self.settle_s = settle_s
         self.pipeline = AutoPipeline(redis) if autopipeline else None
@@ -111,16 +112,21 @@ class Lifecycle:
         if self.pipeline is None:
             return await script(keys=keys, args=args)
 
-        def queue(pipe: Pipeline) -> None:
-            pipe.scripts.add(script)  # type: ignore[arg-type]  # redis-py types it as the sync Script
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        def queue(pipe: Pipeline | ClusterPipeline) -> None:
+            if isinstance(pipe, Pipeline):
+                pipe.scripts.add(script)  # type: ignore[arg-type]  # redis-py types it as the sync Script
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            else:  # a cluster pipeline refuses ``evalsha`` (its keys are routed like any command's) and loads
+                # no scripts: see below
+                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
 
         try:
             return await self.pipeline.call(queue)
         except NoScriptError:
-            # Redis restarted (empty script cache) after the pipeline checked its scripts, and the client's
-            # Retry replayed it there: the script did not run; the next pipeline loads it again
-            return await self.pipeline.call(queue)
+            # The script did not run: Redis restarted (empty script cache) after the pipeline checked its
+            # scripts and the client's Retry replayed it there, or (a cluster) the master of this job's slot
+            # does not have it yet. Called on its own, it is loaded (on every master of a cluster) and run.
+            return await script(keys=keys, args=args)
 
     # --- CLI jobs ------------------------------------------------------------------------------------------
     async def register_job(
@@ -137,8 +143,11 @@ class Lifecycle:
             for i in range(0, len(request_ids), CHUNK):
                 pipe.sadd(ids_key(job), *request_ids[i : i + CHUNK])
                 pipe.rpush(order_key(job), *request_ids[i : i + CHUNK])
-            pipe.zadd(JOBS_INDEX, {job: meta.submitted_at})
             await pipe.execute()
+        # on its own: the pipeline above is on the job's slot alone (a cluster client sends a pipeline again
+        # as a whole when one master's part failed, and RPUSH is not idempotent); the index is read only by
+        # ``recent_jobs`` (a job missing from it is still found by its id)
+        await self.redis.zadd(JOBS_INDEX, {job: meta.submitted_at})
 
     async def renew_lease(self, job_id: str, lease_s: float = LEASE_S) -> bool:
         """Extend a validating or submitting job's lease; False when it is in neither state any more (failed,

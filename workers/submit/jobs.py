@@ -11,13 +11,13 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
-from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from schemas.messages import PromptPlan
 from schemas.records import TERMINAL_STATES, JobMeta, JobPlan, JobTotals
 from workers.errors import EXIT_UNREACHABLE, JobTimeout, TransientError, Unreachable
+from workers.store.client import redis_address
 from workers.store.integrity import new_secret
 from workers.store.jobstore import LEASE_S, ROUTES, TOKEN_KINDS, Store
 from workers.submit.batchfile import InputRequest
@@ -249,14 +249,6 @@ def exploration_summary(meta: JobMeta, totals: JobTotals) -> dict[str, Any]:
         for r, t in sorted(totals.exploration.items())
     }
     return {"total": sample, "pending": max(sample - explored(totals), 0), "routes": by_route}
-
-
-def redis_address(redis: Redis) -> str:
-    """host:port/db of a client (never its password), for error messages."""
-    kw = redis.connection_pool.connection_kwargs
-    if "path" in kw:
-        return f"unix:{kw['path']}"
-    return f"{kw.get('host', '?')}:{kw.get('port', '?')}/{kw.get('db', 0)}"
 
 
 async def summary(store: Store, meta: JobMeta, wall_s: float | None = None) -> dict[str, Any]:
