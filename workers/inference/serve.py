@@ -66,7 +66,7 @@ async def serve_inference(s: Settings, stop: asyncio.Event | None = None) -> Non
             inf.concurrency,
             reasoning_url,
             direct_url,
-            "none" if fallback is None else f"{public_url(fallback.base_url)} (breaker: {inf.breaker_failures} failures)",
+            "none" if fallback is None else f"{public_url(fallback.base_url)} (breaker at {inf.breaker_failures})",
         )
         await worker.run(stop)
     log.info("inference stopped: %s", worker.stats)
