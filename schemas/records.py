@@ -29,6 +29,14 @@ class Grade(Strict):
     reference: str = Field(description="the reference, normalised the same way")
 
 
+class AnsweredBy(Strict):
+    """The endpoint a request's answer (or its last failure) came from, when a fallback is configured."""
+
+    base_url: str = Field(description="the endpoint's base URL, without credentials")
+    model: str = Field(description="the model asked of it")
+    fallback: bool = Field(description="true: the fallback (the primary's retries ran out or its breaker is open)")
+
+
 class RequestResult(Strict):
     """Key ``tr:{job}:req:<request_id>``: the outcome of one request, written once."""
 
@@ -64,6 +72,9 @@ class RequestResult(Strict):
     final_answer: str | None = Field(
         default=None, description="the answer's final answer, normalised (what agreement between arms compares)"
     )
+    answered_by: AnsweredBy | None = Field(
+        default=None, description="which endpoint answered; None: no fallback configured (the route's endpoint)"
+    )
 
 
 class ExplorationRecord(Strict):
@@ -88,6 +99,7 @@ class ExplorationRecord(Strict):
     attempts: int = Field(ge=0)
     llm_latency_s: float = Field(ge=0)
     finished_at: float
+    answered_by: AnsweredBy | None = None
 
 
 class JobPlan(Strict):
@@ -180,6 +192,7 @@ class JobTotals(Strict):
     completed: int = 0
     failed: int = 0
     stopped: int = Field(default=0, description="requests never started: the job was cancelled or expired")
+    fallback: int = Field(default=0, description="results (completed or failed) that came from the fallback endpoint")
     in_flight: int = Field(default=0, description="requests admitted by a worker and not yet recorded")
     routes: dict[str, RouteTotals] = Field(default_factory=dict)
     escalations: RouteTotals = Field(

@@ -149,6 +149,20 @@ class InferenceSettings(BaseModel):
     http_transport: HttpTransport = Field(
         default="asyncio", description="LLM HTTP transport under httpx: asyncio protocols, or httpx's own httpcore"
     )
+    fallback_base_url: str | None = Field(
+        default=None, description="OpenAI-compatible base URL answering when a primary fails; unset: no fallback"
+    )
+    fallback_model: str | None = Field(default=None, description="model asked of the fallback; default: the same")
+    fallback_api_key: SecretStr | None = Field(
+        default=None, description="bearer token for the fallback; unset: none sent (LLM_API_KEY is not reused)"
+    )
+    fallback_max_attempts: int = Field(default=2, ge=1, le=20, description="attempts on the fallback per request")
+    breaker_failures: int = Field(
+        default=5, ge=1, le=10_000, description="consecutive transient failures that open a primary's breaker"
+    )
+    breaker_cooldown_s: float = Field(
+        default=30.0, ge=0, le=86_400, description="open breaker: how long before one probe tries the primary"
+    )
 
     @property
     def commit_interval_s(self) -> float:

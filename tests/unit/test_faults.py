@@ -57,3 +57,4 @@ def test_server_injects_errors_and_the_plan_changes_at_run_time() -> None:
         assert ok.status_code == 200 and ok.json()["choices"][0]["message"]["content"]
         stats = client.get("/stats").json()
         assert stats["faults"] == {"429": 1, "5xx": 1}
+        assert (stats["received"], stats["requests"]) == (3, 1)  # every request that reached it; answered

@@ -107,6 +107,7 @@ def figures(meta: JobMeta, totals: JobTotals, savings: dict[str, Any] | None) ->
         "routes": {r: t.requests for r, t in sorted(totals.routes.items()) if r in ROUTES},
         "tokens_by_route": by_route,
         "escalations": totals.escalations.requests,
+        "fallback": totals.fallback,
         "stopped": totals.stopped,
         "in_flight": totals.in_flight,
         "exploration": exploration_summary(meta, totals),

@@ -141,6 +141,8 @@ def print_summary(summary: dict[str, Any], as_json: bool) -> None:
             f"escalations: {summary['escalations']} direct answers below the confidence threshold were re-run "
             f"(their first attempts cost {esc['prompt'] + esc['completion']} tokens, included in 'all')"
         )
+    if summary.get("fallback"):
+        out.print(f"fallback: {summary['fallback']} results came from the fallback endpoint (the primary failed)")
     if summary.get("plan"):
         print_plan(summary["plan"], summary["total"])
     lat = summary["latency_s"]

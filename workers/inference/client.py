@@ -23,11 +23,13 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
+from schemas.records import AnsweredBy
 from workers.errors import PermanentError, TransientError
+from workers.inference.breaker import Outcome
 from workers.inference.http.transport import AsyncioTransport
 from workers.settings import HttpTransport, InferenceSettings
 
@@ -70,7 +72,9 @@ class LLMFailed(PermanentError):
 
     ``body``: the backend's error body (a JSON object, as sent) when the last answer was an HTTP error;
     ``code``: why there was no usable HTTP answer otherwise (``timeout``, ``connection_error``,
-    ``invalid_response``: a 200 that is not a chat completion)."""
+    ``invalid_response``: a 200 that is not a chat completion). ``transient``: the last error was transient
+    (attempts ran out, or the gate stopped the retries): another endpoint may answer it. ``answered_by``:
+    the endpoint of the last attempt, when a fallback is configured."""
 
     def __init__(
         self,
@@ -81,6 +85,7 @@ class LLMFailed(PermanentError):
         latency_s: float,
         body: dict[str, Any] | None = None,
         code: str | None = None,
+        transient: bool = False,
     ) -> None:
         super().__init__(message)
         self.status_code = status_code
@@ -88,6 +93,16 @@ class LLMFailed(PermanentError):
         self.latency_s = latency_s
         self.body = body
         self.code = code
+        self.transient = transient
+        self.answered_by: AnsweredBy | None = None  # set by `workers.inference.fallback` when one is configured
+
+
+class AttemptGate(Protocol):
+    """Told each attempt's outcome, asked before each retry (`workers.inference.fallback`: a circuit breaker)."""
+
+    def attempted(self, outcome: Outcome) -> None: ...
+
+    def retry_allowed(self) -> bool: ...
 
 
 CONNECTIONS_PER_SHARD = 1
@@ -171,7 +186,9 @@ class LLMClient:
         self.retries = 0
         self._urls: dict[str, httpx.URL] = {}
 
-    async def complete(self, base_url: str, payload: Mapping[str, Any]) -> Completion:
+    async def complete(self, base_url: str, payload: Mapping[str, Any], gate: AttemptGate | None = None) -> Completion:
+        """The completion, retrying transient errors up to ``max_attempts`` (while ``gate`` allows); LLMFailed
+        otherwise."""
         url = self._urls.get(base_url)
         if url is None:  # parsed once per base URL, not per request
             url = self._urls[base_url] = httpx.URL(base_url.rstrip("/") + "/chat/completions")
@@ -180,18 +197,26 @@ class LLMClient:
         last = "no attempt"
         status: int | None = None
         failure: Exception | None = None
+        attempt = 0
         for attempt in range(1, self.retry.max_attempts + 1):
             try:
-                return await self._once(url, content, attempt, started)
+                done = await self._once(url, content, attempt, started)
             except TransientError as exc:
                 last, status, failure = str(exc), getattr(exc, "status_code", None), exc
+                if gate is not None:
+                    gate.attempted(Outcome.FAILURE)
                 if attempt == self.retry.max_attempts:
+                    break
+                if gate is not None and not gate.retry_allowed():
+                    last = f"circuit open, not retried: {last}"
                     break
                 delay = self.retry.delay(attempt, exc.retry_after_s)
                 self.retries += 1
                 log.info("LLM attempt %d failed (%s); retrying in %.2fs", attempt, last, delay)
                 await self._sleep(delay)
             except PermanentError as exc:
+                if gate is not None:
+                    gate.attempted(Outcome.NEUTRAL)
                 raise LLMFailed(
                     str(exc),
                     status_code=getattr(exc, "status_code", None),
@@ -200,13 +225,18 @@ class LLMClient:
                     body=getattr(exc, "error_body", None),
                     code=getattr(exc, "error_code", None),
                 ) from exc
+            else:
+                if gate is not None:
+                    gate.attempted(Outcome.SUCCESS)
+                return done
         raise LLMFailed(
-            f"gave up after {self.retry.max_attempts} attempts: {last}",
+            f"gave up after {attempt} attempts: {last}",
             status_code=status,
-            attempts=self.retry.max_attempts,
+            attempts=attempt,
             latency_s=time.monotonic() - started,
             body=getattr(failure, "error_body", None),
             code=getattr(failure, "error_code", None),
+            transient=True,
         )
 
     async def _once(self, url: httpx.URL, content: bytes, attempt: int, started: float) -> Completion:

@@ -8,7 +8,7 @@ from typing import Any
 
 from schemas.chat import ChatBody
 from schemas.messages import RoutedMessage
-from schemas.records import ExplorationRecord, Grade, RequestResult, Usage
+from schemas.records import AnsweredBy, ExplorationRecord, Grade, RequestResult, Usage
 from workers.grading import final_answer, grade, reference_of
 from workers.inference.client import Completion, LLMFailed
 
@@ -69,7 +69,7 @@ def _answered(msg: RoutedMessage, c: Completion) -> dict[str, Any]:
     }
 
 
-def completed(msg: RoutedMessage, c: Completion) -> RequestResult:
+def completed(msg: RoutedMessage, c: Completion, by: AnsweredBy | None = None) -> RequestResult:
     message = c.body["choices"][0].get("message") or {}
     return result_of(
         msg,
@@ -77,6 +77,7 @@ def completed(msg: RoutedMessage, c: Completion) -> RequestResult:
         reasoning=message.get("reasoning_content") or message.get("reasoning"),
         http_status=c.status_code,
         response_body=c.body,
+        answered_by=by,
     )
 
 
@@ -92,6 +93,7 @@ def failed(msg: RoutedMessage, exc: LLMFailed) -> RequestResult:
         error_code=exc.code,
         attempts=exc.attempts,
         llm_latency_s=exc.latency_s,
+        answered_by=exc.answered_by,
     )
 
 
@@ -110,9 +112,9 @@ def exploration_of(msg: RoutedMessage, **outcome: Any) -> ExplorationRecord:
     )
 
 
-def explored(msg: RoutedMessage, c: Completion) -> ExplorationRecord:
+def explored(msg: RoutedMessage, c: Completion, by: AnsweredBy | None = None) -> ExplorationRecord:
     """The shadow's completed answer, graded as a routed result is."""
-    return exploration_of(msg, **_answered(msg, c))
+    return exploration_of(msg, **_answered(msg, c), answered_by=by)
 
 
 def explore_failed(msg: RoutedMessage, exc: LLMFailed) -> ExplorationRecord:
@@ -124,4 +126,5 @@ def explore_failed(msg: RoutedMessage, exc: LLMFailed) -> ExplorationRecord:
         error=str(exc),
         attempts=exc.attempts,
         llm_latency_s=exc.latency_s,
+        answered_by=exc.answered_by,
     )

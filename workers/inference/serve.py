@@ -8,6 +8,7 @@ from contextlib import AsyncExitStack
 
 from workers.errors import ConfigError
 from workers.inference.client import LLMClient, RetryPolicy, make_http_clients
+from workers.inference.fallback import make_fallback, public_url
 from workers.inference.worker import InferenceWorker
 from workers.kafka.clients import kafka_config, make_consumer, make_producer, start_client
 from workers.runtime.crashpoints import CrashPoints
@@ -32,7 +33,8 @@ async def serve_inference(s: Settings, stop: asyncio.Event | None = None) -> Non
     api_key = s.llm_api_key.get_secret_value() if s.llm_api_key else None
     async with AsyncExitStack() as stack:
         http = make_http_clients(inf, api_key)
-        for client in http:
+        fallback, fallback_http = make_fallback(inf)
+        for client in [*http, *fallback_http]:
             stack.push_async_callback(client.aclose)
         redis = redis_client(s)
         stack.push_async_callback(redis.aclose)
@@ -53,16 +55,18 @@ async def serve_inference(s: Settings, stop: asyncio.Event | None = None) -> Non
             Store(redis, autopipeline=True, settle_s=s.api.settle_s),
             crash=CrashPoints(s.crash_points),
             metrics=metrics,
+            fallback=fallback,
         )
         consumer.subscribe(list(t.routed()), listener=worker.rebalance_listener())
         await start_client(consumer, kc)
         stack.push_async_callback(consumer.stop)
         log.info(
-            "inference up: %s -> Redis, concurrency %d, reasoning %s, direct %s",
+            "inference up: %s -> Redis, concurrency %d, reasoning %s, direct %s, fallback %s",
             list(t.routed()),
             inf.concurrency,
             reasoning_url,
             direct_url,
+            "none" if fallback is None else f"{public_url(fallback.base_url)} (breaker at {inf.breaker_failures})",
         )
         await worker.run(stop)
     log.info("inference stopped: %s", worker.stats)

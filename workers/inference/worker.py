@@ -23,9 +23,11 @@ from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
 
 from schemas.messages import RoutedMessage
-from schemas.records import RequestResult
+from schemas.records import AnsweredBy, RequestResult
+from workers.inference.breaker import Breakers
 from workers.inference.client import Completion, LLMClient, LLMFailed
 from workers.inference.escalation import answer_confidence, attempt_summary, escalated_decision
+from workers.inference.fallback import Endpoints, Fallback, PayloadFor
 from workers.inference.families import build_request, family_for
 from workers.inference.results import completed, explore_failed, explored, failed
 from workers.kafka.commit import Checkpoint, DrainOnRevoke
@@ -65,10 +67,14 @@ class InferenceWorker:
         store: Store,
         crash: CrashPoints | None = None,
         metrics: WorkerMetrics | None = None,
+        fallback: Fallback | None = None,
     ) -> None:
         self.s = s
         self.cfg = s.inference
         self.metrics = metrics or WorkerMetrics("inference", "")
+        breakers = Breakers(self.cfg.breaker_failures, self.cfg.breaker_cooldown_s) if fallback else None
+        self.endpoints = Endpoints(llm, fallback, breakers, self.metrics)
+        self.metrics.watch_breakers(self.endpoints.breaker_states)
         self.crash = crash or CrashPoints()
         self.consumer = consumer
         self.producer = producer
@@ -182,19 +188,14 @@ class InferenceWorker:
                 self.metrics.skipped_duplicate(route.route)
             log.debug("%s: request already recorded, skipping", where)
             return
-        family = family_for(route.model, self.cfg.families, self.cfg.default_family)
-        body = prompt.body.model_dump(exclude_none=True)
-        payload = build_request(body, route.model, family, route.use_reasoning, route.reasoning_effort)
         if msg.shadow:
-            await self._explore(msg, payload, where)
+            await self._explore(msg, self._payload_for(msg, logprobs=False), where)
             return
         threshold = self._escalation_threshold(msg)
-        if threshold is not None:
-            payload.setdefault("logprobs", True)
         try:
-            completion = await self.llm.complete(self.s.llm_url(route.route, route.model), payload)
+            completion, by = await self._complete(msg, self._payload_for(msg, logprobs=threshold is not None))
             self.crash.hit("after_llm")
-            result = completed(msg, completion)
+            result = completed(msg, completion, by)
             if threshold is not None and await self._escalated(record, msg, result, completion, threshold):
                 return
         except LLMFailed as exc:
@@ -212,15 +213,33 @@ class InferenceWorker:
             self.stats.duplicates += 1
         self.crash.hit("after_store")
 
-    async def _explore(self, msg: RoutedMessage, payload: dict[str, Any], where: str) -> None:
+    def _payload_for(self, msg: RoutedMessage, logprobs: bool) -> PayloadFor:
+        """The request body for a model: the prompt's, that model, reasoning switched the way its family
+        expects (the fallback model may be of another family), ``logprobs`` when the answer may escalate."""
+        body, route = msg.prompt.body.model_dump(exclude_none=True), msg.route
+
+        def payload(model: str) -> dict[str, Any]:
+            family = family_for(model, self.cfg.families, self.cfg.default_family)
+            out = build_request(body, model, family, route.use_reasoning, route.reasoning_effort)
+            if logprobs:
+                out.setdefault("logprobs", True)
+            return out
+
+        return payload
+
+    async def _complete(self, msg: RoutedMessage, payload_for: PayloadFor) -> tuple[Completion, AnsweredBy | None]:
+        route = msg.route
+        base_url = self.s.llm_url(route.route, route.model)
+        return await self.endpoints.complete(route.route, base_url, route.model, payload_for)
+
+    async def _explore(self, msg: RoutedMessage, payload_for: PayloadFor, where: str) -> None:
         """An exploration shadow: the LLM call as for a routed message (never escalated), then its record and
         the job's exploration bucket, once. A failure is a failed record, not a dead letter (not the user's
         request: the routed one is)."""
-        route = msg.route
         try:
-            completion = await self.llm.complete(self.s.llm_url(route.route, route.model), payload)
+            completion, by = await self._complete(msg, payload_for)
             self.crash.hit("after_llm")
-            record = explored(msg, completion)
+            record = explored(msg, completion, by)
         except LLMFailed as exc:
             log.warning("%s: exploration answer failed after %d attempts: %s", where, exc.attempts, exc)
             record = explore_failed(msg, exc)

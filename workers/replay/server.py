@@ -94,8 +94,10 @@ class LatencyModel:
 
 @dataclass
 class Stats:
-    """Counts of answered requests (by source, mode, model) and of errors (by HTTP status)."""
+    """Counts of answered requests (by source, mode, model) and of errors (by HTTP status); ``received``: every
+    chat completion request that reached the server, injected faults included."""
 
+    received: int = 0
     requests: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
@@ -117,6 +119,7 @@ class Stats:
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "received": self.received,
             "requests": self.requests,
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
@@ -164,6 +167,7 @@ def create_app(data: ReplayData, latency: LatencyModel, faults: FaultPlan | None
         return JSONResponse(app.state.faults.as_dict())
 
     async def chat_completions(request: Request) -> Response | bytes:
+        stats.received += 1
         try:
             body = await request.json()
         except (ValueError, UnicodeDecodeError):

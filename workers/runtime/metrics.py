@@ -29,6 +29,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from workers.runtime.breaker_metrics import BreakerCollector, BreakerStates
+
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -133,6 +135,14 @@ class WorkerMetrics:
             registry=r,
         )
         self.retries = Counter("thinkroute_llm_retries", "LLM attempts beyond the first", ["route"], registry=r)
+        self.fallbacks = Counter(
+            "thinkroute_llm_fallback",
+            "requests sent to the fallback endpoint: breaker_open (primary skipped) or retries_exhausted",
+            ["route", "reason"],
+            registry=r,
+        )
+        self._breakers = BreakerCollector()
+        r.register(self._breakers)
         self.dead = Counter("thinkroute_dead_letters", "records sent to the dead-letter topic", ["stage"], registry=r)
         self.dead.labels(stage)
         self._policy_reloads = Counter(
@@ -193,6 +203,13 @@ class WorkerMetrics:
             self.explored_tokens.labels("shadow", route, kind).inc(n)
         if e.grade is not None:
             self.graded_shadow.labels(route, "true" if e.grade.correct else "false").inc()
+
+    def fallback(self, route: str, reason: str) -> None:
+        self.fallbacks.labels(route, reason).inc()
+
+    def watch_breakers(self, states: BreakerStates) -> None:
+        """``states()``: (base URL, closed | open | half_open, times opened) of each primary, read at scrape."""
+        self._breakers.states = states
 
     def policy_in_use(self, version: str) -> None:
         self._policy.info({"version": version})

@@ -181,6 +181,7 @@ class Store(Lifecycle):
                 result.usage.completion_tokens,
                 result.usage.reasoning_tokens,
                 repr(result.latency_s),
+                1 if result.answered_by is not None and result.answered_by.fallback else 0,
             ],
         )
         return self._counted(int(written), result.request_id)
@@ -250,6 +251,7 @@ class Store(Lifecycle):
         return JobTotals(
             completed=counts.get("completed", 0),
             failed=counts.get("failed", 0),
+            fallback=counts.get("fallback", 0),
             stopped=int(stopped),
             in_flight=int(in_flight),
             routes=routes,

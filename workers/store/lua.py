@@ -108,7 +108,8 @@ return 1
 )
 
 # KEYS: done, result, totals, latency, ids, meta, explored, inflight, stopped. ARGV: request_id, result_json,
-# status, route, prompt_tokens, completion_tokens, reasoning_tokens, latency_s.
+# status, route, prompt_tokens, completion_tokens, reasoning_tokens, latency_s, fallback (1: the fallback
+# endpoint answered, counted in ``fallback``; 0 or absent: not).
 # Returns 1 when written, 0 when the request was already recorded (a redelivery), -1 when it is not one of
 # the job's registered requests, -2 when the job failed, -3 when it ended (cancelled or expired): in those
 # four cases nothing is counted. The last result makes a running job done, a stopping one cancelled/expired.
@@ -134,6 +135,7 @@ if fresh then
   redis.call('HINCRBY', KEYS[3], ARGV[4] .. ':completion_tokens', ARGV[6])
   redis.call('HINCRBY', KEYS[3], ARGV[4] .. ':reasoning_tokens', ARGV[7])
   redis.call('ZADD', KEYS[4], ARGV[8], ARGV[1])
+  if ARGV[9] == '1' then redis.call('HINCRBY', KEYS[3], 'fallback', 1) end
   if state == 'running' and complete(KEYS[6], KEYS[3], KEYS[7]) then
     redis.call('HSET', KEYS[6], 'state', 'done', 'settled_at', stamp(now_s()))
   end

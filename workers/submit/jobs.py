@@ -295,6 +295,7 @@ async def summary(store: Store, meta: JobMeta, wall_s: float | None = None) -> d
             "tokens": tokens,
             "tokens_by_route": by_route,
             "escalations": esc.requests,
+            "fallback": totals.fallback,
             "escalation_tokens": escalation_tokens,
             "exploration": exploration_summary(current, totals),
             "latency_s": {k: round(v, 4) for k, v in lat.items()},

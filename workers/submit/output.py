@@ -20,6 +20,8 @@ def output_line(result: RequestResult) -> BatchOutputLine:
     connection failure, a 200 that is not a completion) is ``response: null`` with ``error: {code, message}``."""
     digest = hashlib.sha256(result.request_id.encode()).hexdigest()[:24]
     route = result.route.model_dump(mode="json")
+    if result.answered_by is not None:  # a fallback is configured: which endpoint answered
+        route["answered_by"] = result.answered_by.model_dump(mode="json")
     response, error = None, None
     status = result.http_status
     if result.status == "completed":
