@@ -21,7 +21,8 @@ HttpTransport = Literal["asyncio", "httpcore"]  # the LLM client's transport und
 FROZEN = ConfigDict(frozen=True)
 
 DEFAULT_MODEL = "Qwen/Qwen3-30B-A3B"
-DEFAULT_FAMILIES: dict[str, Family] = {"qwen3": "qwen3", "deepseek": "deepseek", "gpt-oss": "gpt-oss"}
+# smollm: SmolLM2 (the llama.cpp test tier's model) has no reasoning switch
+DEFAULT_FAMILIES: dict[str, Family] = {"qwen3": "qwen3", "deepseek": "deepseek", "gpt-oss": "gpt-oss", "smollm": "none"}
 
 
 class Topics(BaseModel):
@@ -253,6 +254,11 @@ class Settings(BaseSettings):
     @property
     def embedded(self) -> bool:
         return self.kafka_bootstrap is None
+
+    @property
+    def external_llm(self) -> bool:
+        """An LLM URL is set: the embedded stack starts no replay server and its workers use these settings."""
+        return bool(self.llm_base_url or self.llm_reasoning_base_url or self.llm_direct_base_url or self.llm_model_urls)
 
     def reasoning_url(self) -> str | None:
         return self.llm_reasoning_base_url or self.llm_base_url

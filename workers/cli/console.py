@@ -145,11 +145,22 @@ def print_summary(summary: dict[str, Any], as_json: bool) -> None:
         out.print(f"fallback: {summary['fallback']} results came from the fallback endpoint (the primary failed)")
     if summary.get("plan"):
         print_plan(summary["plan"], summary["total"])
+    if summary.get("llm"):
+        out.print(describe_llm(summary["llm"]), markup=False, highlight=False)
     lat = summary["latency_s"]
     out.print(f"latency (submit -> stored): p50 {lat['p50']:.2f}s  p95 {lat['p95']:.2f}s  p99 {lat['p99']:.2f}s")
     print_savings(summary)
     if "output" in summary:
         out.print(f"results: {summary['output']['lines']} lines in {summary['output']['path']}")
+
+
+def describe_llm(llm: dict[str, Any]) -> str:
+    """One line: which LLM answered (the embedded stack's replay server, or the user's) and where."""
+    routes: dict[str, str | None] = llm.get("routes") or {}
+    urls = set(routes.values())
+    where = str(urls.pop()) if len(urls) == 1 else ", ".join(f"{r} {u}" for r, u in routes.items())
+    extra = f" (+{len(llm['model_urls'])} per-model URLs)" if llm.get("model_urls") else ""
+    return f"LLM: {llm['backend']} at {where}{extra}"
 
 
 STOP_WORDS = {"cancelled": "cancel", "expired": "end of its completion window"}

@@ -69,6 +69,12 @@ async def run_job(
     return result
 
 
+def llm_field(stack: EmbeddedStack | None) -> dict[str, Any]:
+    """The summary's ``llm`` (`workers.local.llm.describe`): which backend the embedded stack's workers used.
+    Against a configured broker the workers are the operator's: their settings, not ours, say."""
+    return {"llm": stack.llm} if stack is not None else {}
+
+
 async def _submit_and_wait(
     s: Settings,
     opts: RunOptions,
@@ -90,7 +96,7 @@ async def _submit_and_wait(
             with console.progress_bar(meta.total, quiet=opts.as_json) as advance:
                 check = stack.check if stack is not None else None
                 await wait_for_job(store, meta, progress=advance, check=check, timeout_s=opts.timeout)
-            result = await summary(store, meta, wall_s=time.time() - started)
+            result = await summary(store, meta, wall_s=time.time() - started) | llm_field(stack)
             output = opts.output
             if output is None and result["state"] in ("cancelled", "expired"):  # stopped from elsewhere: keep them
                 output = Path(f"results-{meta.job_id}.partial.jsonl")
@@ -133,7 +139,7 @@ async def _stop_early(
             meta = await store.job_meta(job_id)
             if meta is None:
                 raise OSError(f"job {job_id} is not in Redis any more")
-            result = await summary(store, meta, wall_s=time.time() - started)
+            result = await summary(store, meta, wall_s=time.time() - started) | llm_field(stack)
             written = await write_output(store, job_id, requests, path, earlier)
     except (OSError, TimeoutError, *REDIS_ERRORS) as exc:
         say(f"could not write the results so far to {path}: {exc}")

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from workers.cli import console
 from workers.cli.common import JsonOpt, err, guarded, print_json, settings
 from workers.errors import ServiceError
 
@@ -25,7 +26,9 @@ def stack_up(
 
     The Redis URL in it carries the stack's generated password: the stack is for the user who started it. It
     also serves the OpenAI Batch API (``thinkroute serve``): ``OPENAI_BASE_URL`` and ``OPENAI_API_KEY`` (a key
-    made for this stack) point the official SDK at it.
+    made for this stack) point the official SDK at it. With ``THINKROUTE_LLM_BASE_URL`` (or a route or model
+    URL) set, no replay server starts: the workers send the requests to that server (with
+    ``THINKROUTE_LLM_API_KEY``, which is not printed).
     """
     s = settings("INFO")
 
@@ -52,6 +55,7 @@ def stack_up(
             else:
                 for k, v in env.items():
                     typer.echo(f"export {k}={v}")
+            err.print(console.describe_llm(stack.llm), markup=False, highlight=False)
             err.print("stack up; Ctrl-C stops it")
             while not stop.is_set():
                 stack.check()

@@ -1,5 +1,8 @@
 """The embedded default: broker, Redis, replay LLM server, one router and the inference workers.
 
+With an LLM URL set (``THINKROUTE_LLM_BASE_URL`` or the route/model overrides) no replay server starts: the
+workers are handed the user's LLM settings and key (`workers.local.llm`); ``llm`` says which backend it is.
+
 Started by ``thinkroute run`` when no broker is configured, and by ``thinkroute stack up``; every part
 is a child process on a free loopback port, stopped (workers first, gracefully) when the job is done.
 
@@ -21,8 +24,10 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from workers.kafka.clients import ensure_topics, kafka_config
+from workers.local import llm
 from workers.local.redis_conf import REDIS_USER
 from workers.local.services import (
     Service,
@@ -67,6 +72,7 @@ class EmbeddedStack:
         self.workers: list[Service] = []
         self.env: dict[str, str] = {}
         self.metrics_urls: dict[str, str] = {}  # worker name -> its /metrics
+        self.llm: dict[str, Any] = {}  # `llm.describe`, once started
         self.stopped = False
         atexit.register(self._at_exit)
 
@@ -80,22 +86,32 @@ class EmbeddedStack:
         # started from this thread, not an executor thread: a child gets its death signal when the thread
         # that spawned it ends (PR_SET_PDEATHSIG), and these must live as long as the stack. The three start
         # at once, then each is waited for without blocking the loop (a signal is handled meanwhile).
+        external = self.settings.external_llm
+        if external:
+            llm.check_routes(self.settings)  # before anything starts
         password = secrets.token_urlsafe(24)
         broker = start_broker(self.workdir, cache_dir=self.settings.cache_dir, wait=False, death_signal=DEATH_SIGNAL)
         self.services.append(broker)
         redis = start_redis(self.workdir, user=REDIS_USER, password=password, wait=False, death_signal=DEATH_SIGNAL)
         self.services.append(redis)
-        replay = start_replay(self.workdir, time_scale=self.replay_time_scale, wait=False, death_signal=DEATH_SIGNAL)
-        self.services.append(replay)
-        for svc, timeout in ((broker, 15.0), (redis, 15.0), (replay, 60.0)):
+        waits = [(broker, 15.0), (redis, 15.0)]
+        replay_url = None
+        if not external:
+            dt = self.replay_time_scale
+            replay = start_replay(self.workdir, time_scale=dt, wait=False, death_signal=DEATH_SIGNAL)
+            self.services.append(replay)
+            waits.append((replay, 60.0))
+            replay_url = f"http://{replay.address}/v1"
+        for svc, timeout in waits:
             await wait_port_async(svc, timeout)
         self.env = {
             "THINKROUTE_KAFKA_BOOTSTRAP": broker.address,
             "THINKROUTE_REDIS_URL": f"redis://{REDIS_USER}:{password}@{redis.address}/0",
-            "THINKROUTE_LLM_BASE_URL": f"http://{replay.address}/v1",
+            **llm.client_env(self.settings, replay_url),
             "THINKROUTE_SESSION_TIMEOUT_MS": "6000",
             "THINKROUTE_CACHE_DIR": str(self.settings.cache_dir),
         }
+        self.llm = llm.describe(self.settings, replay_url)
         t = self.settings.topics
         embedded = {"kafka_bootstrap": broker.address, "kafka": KafkaSecurity()}  # Tansu here: plaintext
         kc = kafka_config(self.settings.model_copy(update=embedded))
@@ -107,11 +123,12 @@ class EmbeddedStack:
         if self.api:
             await self._start_api()
         log.info(
-            "embedded stack up in %s: broker %s, redis %s, replay %s",
+            "embedded stack up in %s: broker %s, redis %s, LLM %s at %s",
             self.workdir,
             broker.address,
             redis.address,
-            replay.address,
+            self.llm["backend"],
+            self.llm["base_url"] or self.llm["routes"],
         )
         return self.env
 
@@ -121,6 +138,8 @@ class EmbeddedStack:
         self.metrics_urls[f"{kind}-{index}"] = f"http://127.0.0.1:{port}/metrics"
         env = {**self.env, "THINKROUTE_METRICS_HOST": "127.0.0.1"}
         env[f"THINKROUTE_{kind.upper()}__METRICS_PORT"] = str(port)
+        if kind == "inference":
+            env |= llm.secret_env(self.settings)
         return spawn(f"{kind}-{index}", argv, self.workdir, port, env=env, death_signal=DEATH_SIGNAL)
 
     async def _start_api(self) -> None:
