@@ -45,9 +45,16 @@ GIB = 1024**3
 OBSERVER = "bench-observer"
 
 
-def write_file(path: Path, n: int) -> int:
-    """``n`` OpenAI Batch request lines (custom ids ``r-<i>``); returns the file's size in bytes."""
+def write_file(path: Path, n: int, chars: int = 0) -> int:
+    """``n`` OpenAI Batch request lines (custom ids ``r-<i>``); returns the file's size in bytes. ``chars`` > 0:
+    each prompt is the first ``chars`` characters of its MMLU-Pro question alone (no instructions, no
+    options): fewer tokens for the router's classifier, whose cost grows with them up to its 128-token window."""
     bodies = [b.model_dump(mode="json", exclude_none=True) for b in load_bodies(min(n, 12_000))]
+    if chars > 0:
+        for body in bodies:
+            text = body["messages"][-1]["content"]
+            question = text.split("Question: ", 1)[-1].split("\nOptions:", 1)[0]
+            body["messages"] = [{"role": "user", "content": question[:chars]}]
     with open(path, "w", encoding="utf-8") as f:
         for i in range(n):
             line = {
@@ -171,7 +178,7 @@ async def one_size(
     args: argparse.Namespace, stack: Any, observer_password: str, work: Path, n: int, concurrency: int
 ) -> dict[str, Any]:
     file = work / f"prompts-{n}.jsonl"
-    size = write_file(file, n)
+    size = write_file(file, n, args.prompt_chars)
     log(f"{n} prompts: {size / 1e6:.1f} MB in {file}")
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("THINKROUTE_")}, **stack.env}
     redis = next(svc for svc in stack.services if svc.name == "redis")
@@ -246,10 +253,14 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     try:
         with mock.patch.object(services, "redis_config", observed(services.redis_config, password)):
             await stack.start()
-        rows = [await one_size(args, stack, password, work, n, concurrency) for n in args.sizes]
+        rows: list[dict[str, Any]] = []
+        for n in args.sizes:
+            rows.append(await one_size(args, stack, password, work, n, concurrency))
+            log(f"{n} prompts: {json.dumps(rows[-1], sort_keys=True)}")
     finally:
         stack.stop()
     out: dict[str, Any] = {"cpu_count": os.cpu_count(), "concurrency": concurrency, "sizes": rows}
+    out["prompt_chars"] = args.prompt_chars
     if len(rows) > 1:
         small, large = rows[0], rows[-1]
         cli = large["thinkroute"]["peak_rss_mb"]["cli"] / max(small["thinkroute"]["peak_rss_mb"]["cli"], 1e-9)
@@ -324,6 +335,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--prompts", type=int, default=200_000, help="the job's size")
     p.add_argument("--small", type=int, default=20_000, help="a smaller job first, for the CLI's RSS ratio (0: none)")
     p.add_argument("--inference-workers", type=int, default=1)
+    p.add_argument(
+        "--prompt-chars", type=int, default=0, help="prompts cut to this many characters of the question (0: whole)"
+    )
     p.add_argument("--budget-gb", type=float, default=20.0, help="memory for the broker's records and Redis (of 24 GB)")
     p.add_argument("--timeout-s", type=float, default=3600.0, help="longest wait for one job")
     p.add_argument("--json", action="store_true")
