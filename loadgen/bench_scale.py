@@ -29,7 +29,6 @@ import secrets
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +38,7 @@ from unittest import mock
 from redis.asyncio import Redis
 
 from loadgen.bench_common import load_bodies, log
+from loadgen.peak_rss import PeakWatch, status_kb
 from workers.local import services
 
 GIB = 1024**3
@@ -65,60 +65,6 @@ def write_file(path: Path, n: int, chars: int = 0) -> int:
             }
             f.write(json.dumps(line, ensure_ascii=False) + "\n")
     return path.stat().st_size
-
-
-def status_kb(pid: int, field: str) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def reset_peak(pid: int) -> None:
-    """Linux: writing 5 to clear_refs resets the process's peak RSS (VmHWM) to its current RSS."""
-    try:
-        Path(f"/proc/{pid}/clear_refs").write_text("5")
-    except OSError:
-        pass
-
-
-class PeakWatch:
-    """Samples the peak RSS (VmHWM, MB) of named processes every ``every`` seconds in a thread, keeping the
-    highest seen (a process's last sample before it exits is its peak, to within one interval)."""
-
-    def __init__(self, pids: dict[str, int], every: float = 0.25) -> None:
-        self.pids = dict(pids)
-        self.every = every
-        self.peak: dict[str, float] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def add(self, name: str, pid: int) -> None:
-        self.pids[name] = pid
-
-    def __enter__(self) -> PeakWatch:
-        for pid in self.pids.values():
-            reset_peak(pid)
-        self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        for name, pid in list(self.pids.items()):
-            kb = status_kb(pid, "VmHWM")
-            if kb:
-                self.peak[name] = max(self.peak.get(name, 0.0), round(kb / 1024, 1))
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.every):
-            self._sample()
-
-    def __exit__(self, *exc: object) -> None:
-        self._sample()
-        self._stop.set()
-        self._thread.join()
 
 
 def check_output(path: Path, n: int) -> int:
