@@ -1,4 +1,4 @@
-"""``python -m loadgen {samples,chaos,bench} [...]`` (the replay server is ``thinkroute replay-server``)."""
+"""``python -m loadgen {samples,chaos,bench,scale} [...]`` (the replay server is ``thinkroute replay-server``)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ COMMANDS = {
     "samples": "loadgen.samples",
     "chaos": "loadgen.chaos",
     "bench": "loadgen.bench",
+    "scale": "loadgen.bench_scale",
 }
 USAGE = f"usage: python -m loadgen {{{','.join(COMMANDS)}}} [options]  (--help after a command for its options)"
 

@@ -8,7 +8,6 @@ import os
 import stat
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -18,12 +17,7 @@ from tests.factories import route_decision
 from workers.cli.partial import check_writable, read_done, write_output
 from workers.errors import InvalidInput
 from workers.local import workdir
-from workers.submit.batchfile import InputRequest
 from workers.submit.output import output_line
-
-
-def req(custom_id: str, line: int) -> InputRequest:
-    return InputRequest(line=line, custom_id=custom_id, body=None)  # type: ignore[arg-type]  # unused here
 
 
 def result(custom_id: str, line: int, status: str = "completed") -> RequestResult:
@@ -48,12 +42,18 @@ def result(custom_id: str, line: int, status: str = "completed") -> RequestResul
 
 
 class FakeStore:
-    def __init__(self, results: list[RequestResult]) -> None:
-        self._results = results
+    """The job's order list (``order``: its custom ids) and results, as ``Store`` reads them."""
 
-    async def results(self, job_id: str) -> AsyncIterator[RequestResult]:
-        for r in self._results:
-            yield r
+    def __init__(self, results: list[RequestResult], order: list[str] | None = None) -> None:
+        self._results = {r.custom_id: r for r in results}
+        self._order = order or []
+
+    async def request_ids_in_order(self, job_id: str, start: int, count: int) -> list[str]:
+        return [f"{job_id}/{cid}" for cid in self._order[start : start + count]]
+
+    async def results_of(self, job_id: str, request_ids: list[str], chunk: int = 500) -> list[RequestResult]:
+        cids = [rid.removeprefix(f"{job_id}/") for rid in request_ids]
+        return [self._results[c].model_copy(update={"request_id": f"{job_id}/{c}"}) for c in cids if c in self._results]
 
 
 def line_of(r: RequestResult) -> str:
@@ -61,10 +61,10 @@ def line_of(r: RequestResult) -> str:
 
 
 async def test_results_so_far_in_input_order_with_the_missing_ids_beside_them(tmp_path: Path) -> None:
-    requests = [req(f"r{i}", i + 1) for i in range(5)]
-    store = FakeStore([result("r3", 4), result("r0", 1), result("r1", 2, status="failed")])
+    order = [f"r{i}" for i in range(5)]
+    store = FakeStore([result("r3", 4), result("r0", 1), result("r1", 2, status="failed")], order)
     out = tmp_path / "out.jsonl"
-    written = await write_output(store, "job-1", requests, out, {})  # type: ignore[arg-type]
+    written = await write_output(store, "job-1", out, {})  # type: ignore[arg-type]
     assert [json.loads(x)["custom_id"] for x in out.read_text().splitlines()] == ["r0", "r1", "r3"]
     assert (written.lines, written.missing, written.missing_path) == (
         3,
@@ -73,8 +73,8 @@ async def test_results_so_far_in_input_order_with_the_missing_ids_beside_them(tm
     )
     assert (tmp_path / "out.jsonl.missing.txt").read_text() == "r2\nr4\n"
     # the same file completed later: the list of missing ids goes
-    complete = FakeStore([result(f"r{i}", i + 1) for i in range(5)])
-    written = await write_output(complete, "job-1", requests, out, {})  # type: ignore[arg-type]
+    complete = FakeStore([result(f"r{i}", i + 1) for i in range(5)], order)
+    written = await write_output(complete, "job-1", out, {})  # type: ignore[arg-type]
     assert (written.lines, written.missing, written.missing_path) == (5, [], None)
     assert not (tmp_path / "out.jsonl.missing.txt").exists()
 
@@ -88,9 +88,8 @@ async def test_skip_done_keeps_answered_lines_and_runs_failed_ones_again(tmp_pat
     earlier.write_text("\n".join([answered, failed, json.dumps(http_error), other, ""]))
     done = read_done(earlier)
     assert set(done) == {"r0", "gone"}  # a failure, HTTP error or not, is not done
-    requests = [req("r0", 1), req("r1", 2), req("r2", 3)]
-    store = FakeStore([result("r2", 3), result("r1", 2)])
-    written = await write_output(store, "job-2", requests, earlier, done)  # type: ignore[arg-type]
+    store = FakeStore([result("r2", 3), result("r1", 2)], ["r1", "r2"])  # the job ran what was not done
+    written = await write_output(store, "job-2", earlier, done, ["r0", "r1", "r2"])  # type: ignore[arg-type]
     lines = earlier.read_text().splitlines()
     assert lines[0] == answered and lines[3] == other  # kept byte for byte; nothing is dropped
     assert [json.loads(x)["custom_id"] for x in lines] == ["r0", "r1", "r2", "gone"]

@@ -155,7 +155,14 @@ async def run_compare(s: Settings, opts: CompareOptions, requests: list[InputReq
     try:
         budgeted = [arm for arm in opts.arms if arm.budget is not None]
         planned = await in_daemon_thread(
-            partial(make_plans, s, requests, [PlanArgs(arm.budget) for arm in budgeted], opts.as_json)
+            partial(
+                make_plans,
+                s,
+                [r.custom_id for r in requests],
+                lambda: (r.body for r in requests),
+                [PlanArgs(arm.budget) for arm in budgeted],
+                opts.as_json,
+            )
         )  # before the stack starts, as `run` does; one classification for every budget arm
         plans: dict[str, Plan | None] = dict(zip((a.name for a in budgeted), planned, strict=True))
         plans |= {arm.name: arm_plan(arm, requests) for arm in opts.arms if arm.budget is None}

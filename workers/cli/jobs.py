@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -14,6 +15,10 @@ from workers.cli.planning import ExploreOpt, SeedOpt, ShareOpt, TokensOpt, plan_
 from workers.errors import EXIT_FAILED, EXIT_INTERRUPTED, NotFound
 from workers.runtime.eventloop import run_loop
 from workers.settings import Settings
+
+if TYPE_CHECKING:
+    from workers.submit.batchfile import InputRequest
+    from workers.submit.stream import Checked
 
 FileArg = Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="batch JSONL file")]
 SkipOpt = Annotated[bool, typer.Option("--skip-invalid", help="submit the valid lines even if some are bad")]
@@ -37,6 +42,26 @@ def read_requests(file: Path, s: Settings, skip_invalid: bool) -> list[Any]:
     if not good:
         fail(f"no valid request in {file}")
     return good
+
+
+def check_requests(file: Path, s: Settings, skip_invalid: bool) -> Checked:
+    """The check pass over FILE (``workers.submit.stream``): its bad lines named on stderr (exit 2 unless
+    ``skip_invalid``); only the good requests' ids are kept."""
+    from workers.submit.stream import check_file
+
+    checked = check_file(file, s.max_prompt_chars, s.max_tokens)
+    for e in checked.errors:
+        err.print(f"{file}: {e}", style="red", highlight=False, markup=False)
+    if checked.bad > len(checked.errors):
+        err.print(f"... and {checked.bad - len(checked.errors)} more bad lines", style="red")
+    if checked.bad and not skip_invalid:
+        fail(
+            f"{checked.bad} invalid line(s) in {file}; nothing submitted (use --skip-invalid "
+            f"to submit the {len(checked.ids)} valid ones)"
+        )
+    if not checked.ids:
+        fail(f"no valid request in {file}")
+    return checked
 
 
 def run(
@@ -75,24 +100,26 @@ def run(
     """
     from workers.cli.partial import check_writable, read_done, write_output
     from workers.cli.runjob import RunOptions, run_job, tell_stopped
+    from workers.submit.stream import todo_ids
 
     planning = plan_args(reasoning_share, reasoning_tokens, explore, explore_seed)
     s = settings("WARNING", client=True)
-    requests = read_requests(file, s, skip_invalid)
+    checked = check_requests(file, s, skip_invalid)
     earlier = read_done(skip_done) if skip_done is not None else {}
     output = output or skip_done
     if output is not None:
         check_writable(output)  # before anything is submitted
-    todo = [r for r in requests if r.custom_id not in earlier]
+    todo = todo_ids(checked, earlier)
     if not todo:
+        total = len(checked.ids)
         if output is not None and output != skip_done:
-            run_loop(write_output(None, None, requests, output, earlier))
-        err.print(f"all {len(requests)} requests of {file} are answered in {skip_done}: nothing to run")
+            run_loop(write_output(None, None, output, earlier, list(checked.ids)))
+        err.print(f"all {total} requests of {file} are answered in {skip_done}: nothing to run")
         if as_json:
-            print_json({"total": 0, "skipped": len(requests), "output": str(output)})
+            print_json({"total": 0, "skipped": total, "output": str(output)})
         return
     opts = RunOptions(file, output, inference_workers, time_scale, timeout, as_json, skip_done, planning)
-    summary = run_loop(run_job(s, opts, requests, todo, earlier))
+    summary = run_loop(run_job(s, opts, checked, todo, earlier))
     console.print_summary(summary, as_json)
     if "interrupted" in summary:
         fail(tell_stopped(summary), EXIT_INTERRUPTED)
@@ -122,20 +149,24 @@ def submit(
     With a budget the prompts are classified here first, with the router's classifier and policy, and each
     one's route is fixed in the job's plan (signed with the prompt)."""
     from workers.cli.planning import make_plan
+    from workers.submit.stream import bodies, submit_file, todo_requests
 
     planning = plan_args(reasoning_share, reasoning_tokens, explore, explore_seed)
     s = settings("WARNING", client=True)
     if s.embedded:
         fail("THINKROUTE_KAFKA_BOOTSTRAP is not set (use `thinkroute run` for the embedded stack)")
-    requests = read_requests(file, s, skip_invalid)
-    plan = make_plan(s, requests, planning, quiet=as_json)
+    checked = check_requests(file, s, skip_invalid)
+    todo = list(checked.ids)
+
+    def requests() -> Iterator[InputRequest]:
+        return todo_requests(checked, s.max_prompt_chars, s.max_tokens)
+
+    plan = make_plan(s, todo, lambda: bodies(requests()), planning, quiet=as_json)
 
     async def go() -> tuple[str, int]:
-        from workers.submit.jobs import submit as do_submit
-
         async with console.clients(s) as (producer, store):
             assert producer is not None
-            meta = await do_submit(producer, store, s.topics.prompts, requests, source=file.name, plan=plan)
+            meta = await submit_file(producer, store, s.topics.prompts, checked, requests(), todo, file.name, plan)
             return meta.job_id, meta.total
 
     job_id, total = asyncio.run(go())

@@ -11,15 +11,15 @@ import asyncio
 import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from workers.errors import InvalidInput
+from workers.store.integrity import request_id
 from workers.store.jobstore import Store
-from workers.submit.batchfile import InputRequest
-from workers.submit.output import output_line
+from workers.submit.output import ORDER_CHUNK, encode_line, in_order, write_lines
 
 
 @dataclass
@@ -74,34 +74,58 @@ def read_done(path: Path) -> dict[str, str]:
 
 
 async def write_output(
-    store: Store | None, job_id: str | None, requests: Sequence[InputRequest], path: Path, earlier: dict[str, str]
+    store: Store | None,
+    job_id: str | None,
+    path: Path,
+    earlier: dict[str, str],
+    order: Sequence[str] | None = None,
 ) -> Written:
-    """The job's results (none if ``job_id`` is None) and the ``earlier`` done lines, in the order of
-    ``requests`` (the whole input file), written to ``path``; the ids with neither are listed, beside it."""
-    new: dict[str, str] = {}
-    if store is not None and job_id is not None:
-        async for result in store.results(job_id):
-            new[result.custom_id] = json.dumps(output_line(result).model_dump(mode="json"), ensure_ascii=False)
-    lines: list[str] = []
+    """The job's results (none if ``job_id`` is None) and the ``earlier`` done lines, in input order, written to
+    ``path`` as they are read (a chunk of results in memory at a time); the ids with neither are listed, beside
+    it. ``order``: the input file's custom ids in order (``--skip-done``: the job has only some of them); None:
+    the job's own order list in Redis is the input order."""
     missing: list[str] = []
-    for req in requests:
-        line = new.get(req.custom_id) or earlier.get(req.custom_id)
-        if line is None:
-            missing.append(req.custom_id)
-        else:
-            lines.append(line)
-    known = {req.custom_id for req in requests}
-    lines += [line for cid, line in earlier.items() if cid not in known]  # never drop an answer
+
+    async def lines() -> AsyncIterator[list[str]]:
+        async for cids, new in _chunks(store, job_id, earlier, order):
+            out: list[str] = []
+            for cid in cids:
+                line = new.get(cid) or earlier.get(cid)
+                if line is None:
+                    missing.append(cid)
+                else:
+                    out.append(line + "\n")
+            yield out
+        known = set(order) if order is not None else set()
+        yield [line + "\n" for cid, line in earlier.items() if cid not in known]  # never drop an answer
+
+    count = await write_lines(path, lines())
     missing_path = path.with_name(path.name + ".missing.txt")
-    await asyncio.to_thread(_write, path, lines, missing_path, missing)
-    return Written(path, len(lines), missing, missing_path if missing else None)
+    await asyncio.to_thread(_write_missing, missing_path, missing)
+    return Written(path, count, missing, missing_path if missing else None)
 
 
-def _write(path: Path, lines: list[str], missing_path: Path, missing: list[str]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(line + "\n" for line in lines)
-    tmp.replace(path)
+async def _chunks(
+    store: Store | None, job_id: str | None, earlier: dict[str, str], order: Sequence[str] | None
+) -> AsyncIterator[tuple[Sequence[str], dict[str, str]]]:
+    """Custom ids in input order, a chunk at a time, with the output lines of the job's results among them."""
+    if order is None:
+        if store is None or job_id is None:
+            return
+        prefix = f"{job_id}/"
+        async for ids, results in in_order(store, job_id):
+            yield [rid.removeprefix(prefix) for rid in ids], {r.custom_id: encode_line(r) for r in results.values()}
+        return
+    for i in range(0, len(order), ORDER_CHUNK):
+        cids = order[i : i + ORDER_CHUNK]
+        new: dict[str, str] = {}
+        if store is not None and job_id is not None:
+            wanted = [request_id(job_id, cid) for cid in cids if cid not in earlier]
+            new = {r.custom_id: encode_line(r) for r in await store.results_of(job_id, wanted)}
+        yield cids, new
+
+
+def _write_missing(missing_path: Path, missing: list[str]) -> None:
     if missing:
         missing_path.write_text("".join(cid + "\n" for cid in missing), encoding="utf-8")
     else:

@@ -5,20 +5,20 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from schemas.batch import ChatBody
 from schemas.messages import PromptPlan
 from schemas.records import JobPlan
 from workers.cli.common import err
 from workers.errors import InvalidInput
 from workers.router.plan import Budget, PlanArgs
 from workers.settings import Settings
-from workers.submit.batchfile import InputRequest
 
 log = logging.getLogger(__name__)
 
@@ -71,23 +71,30 @@ def _progress(total: int, quiet: bool) -> Iterator[Callable[[int, int], None] | 
         yield lambda done, total: progress.update(task, completed=done, total=total)
 
 
-def make_plan(s: Settings, requests: Sequence[InputRequest], args: PlanArgs, quiet: bool) -> Plan | None:
+def make_plan(
+    s: Settings, custom_ids: Sequence[str], bodies: Callable[[], Iterable[ChatBody]], args: PlanArgs, quiet: bool
+) -> Plan | None:
     """The job's plan (None when the flags ask for none). A share or token budget classifies every prompt with
-    the router's classifier artefact and policy (``THINKROUTE_ROUTER__*``), built on first use."""
-    return make_plans(s, requests, [args], quiet)[0]
+    the router's classifier artefact and policy (``THINKROUTE_ROUTER__*``), built on first use. ``bodies``: a
+    fresh iterator over the prompts' bodies, same order as ``custom_ids`` (read once, a chunk at a time)."""
+    return make_plans(s, custom_ids, bodies, [args], quiet)[0]
 
 
 def make_plans(
-    s: Settings, requests: Sequence[InputRequest], many: Sequence[PlanArgs], quiet: bool
+    s: Settings,
+    custom_ids: Sequence[str],
+    bodies: Callable[[], Iterable[ChatBody]],
+    many: Sequence[PlanArgs],
+    quiet: bool,
 ) -> list[Plan | None]:
     """``make_plan`` for each of ``many`` on the same requests (``compare``'s budget arms): the classifier is
-    loaded, and the requests classified, once for all of them."""
+    loaded, and the requests classified, once for all of them. What stays in memory per prompt: its custom id,
+    its classification (with its embedding) and its PromptPlan; never its prompt."""
     from workers.router.plan import classify_job, plan_classified
     from workers.router.policy import load_policy
 
     if all(a.empty for a in many):
         return [None] * len(many)
-    custom_ids = [r.custom_id for r in requests]
     if not any(a.needs_classifier for a in many):
         policy = load_policy(s.router.policy_path)
         return [
@@ -101,9 +108,11 @@ def make_plans(
     started = time.perf_counter()
     with Classifier.load(artifact, s.router.providers, s.router.intra_op_threads, embeddings=True) as classifier:
         policy = load_policy(s.router.policy_path, classifier.labels)
-        with _progress(len(requests), quiet) as progress:
-            classes = classify_job(classifier, [r.body for r in requests], progress)
-    log.info("classified %d prompts for planning in %.2fs", len(requests), time.perf_counter() - started)
+        with _progress(len(custom_ids), quiet) as progress:
+            classes = classify_job(classifier, bodies(), progress, total=len(custom_ids))
+    if len(classes) != len(custom_ids):
+        raise RuntimeError(f"{len(classes)} prompts classified for {len(custom_ids)} requests")
+    log.info("classified %d prompts for planning in %.2fs", len(custom_ids), time.perf_counter() - started)
     return [
         None
         if a.empty

@@ -14,10 +14,13 @@ from __future__ import annotations
 import asyncio
 import shlex
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from schemas.batch import ChatBody
 from workers.cli import console
 from workers.cli.common import REDIS_ERRORS
 from workers.cli.interrupt import Interrupted, StopSignals, in_daemon_thread
@@ -26,7 +29,7 @@ from workers.cli.pipeline import Pipeline, say
 from workers.cli.planning import Plan, make_plan
 from workers.router.plan import PlanArgs
 from workers.settings import Settings
-from workers.submit.batchfile import InputRequest
+from workers.submit.stream import Checked, bodies, todo_requests
 
 if TYPE_CHECKING:
     from workers.local.stack import EmbeddedStack
@@ -49,16 +52,18 @@ class RunOptions:
 
 
 async def run_job(
-    s: Settings, opts: RunOptions, requests: list[InputRequest], todo: list[InputRequest], earlier: dict[str, str]
+    s: Settings, opts: RunOptions, checked: Checked, todo: list[str], earlier: dict[str, str]
 ) -> dict[str, Any]:
-    """Run ``todo`` (of ``requests``, the whole input file; ``earlier``: results kept from ``--skip-done``)."""
+    """Run the custom ids ``todo`` (input order) of the checked file (``earlier``: results kept from
+    ``--skip-done``); the requests are read from the file again as they are planned and published."""
     pipe = Pipeline(opts.inference_workers, opts.time_scale, quiet=opts.as_json)
     pipe.install()
     started = time.time()
     try:
-        plan = await in_daemon_thread(lambda: make_plan(s, todo, opts.plan, opts.as_json))  # before the stack
+        prompts = partial(_bodies, s, checked, earlier)
+        plan = await in_daemon_thread(lambda: make_plan(s, todo, prompts, opts.plan, opts.as_json))  # before the stack
         s = await pipe.start(s)
-        result = await _submit_and_wait(s, opts, requests, todo, earlier, pipe.stack, pipe.signals, started, plan)
+        result = await _submit_and_wait(s, opts, checked, todo, earlier, pipe.stack, pipe.signals, started, plan)
     except BaseException as exc:
         if pipe.abort(exc):
             raise Interrupted(f"{pipe.signals.first}: stopped before the job was submitted; nothing to keep") from None
@@ -75,24 +80,36 @@ def llm_field(stack: EmbeddedStack | None) -> dict[str, Any]:
     return {"llm": stack.llm} if stack is not None else {}
 
 
+def _bodies(s: Settings, checked: Checked, earlier: dict[str, str]) -> Iterator[ChatBody]:
+    return bodies(todo_requests(checked, s.max_prompt_chars, s.max_tokens, earlier))
+
+
+def _order(checked: Checked, earlier: dict[str, str]) -> list[str] | None:
+    """The output's order: the whole file's ids when the job runs only some of them (``--skip-done``), else
+    None (the job's order list in Redis)."""
+    return list(checked.ids) if earlier else None
+
+
 async def _submit_and_wait(
     s: Settings,
     opts: RunOptions,
-    requests: list[InputRequest],
-    todo: list[InputRequest],
+    checked: Checked,
+    todo: list[str],
     earlier: dict[str, str],
     stack: EmbeddedStack | None,
     signals: StopSignals,
     started: float,
     plan: Plan | None = None,
 ) -> dict[str, Any]:
-    from workers.submit.jobs import submit, summary, wait_for_job
+    from workers.submit.jobs import summary, wait_for_job
+    from workers.submit.stream import submit_file
 
     async with console.clients(s) as (producer, store):
         assert producer is not None
         meta = None
         try:
-            meta = await submit(producer, store, s.topics.prompts, todo, source=opts.file.name, plan=plan)
+            requests = todo_requests(checked, s.max_prompt_chars, s.max_tokens, earlier)
+            meta = await submit_file(producer, store, s.topics.prompts, checked, requests, todo, opts.file.name, plan)
             with console.progress_bar(meta.total, quiet=opts.as_json) as advance:
                 check = stack.check if stack is not None else None
                 await wait_for_job(store, meta, progress=advance, check=check, timeout_s=opts.timeout)
@@ -101,16 +118,17 @@ async def _submit_and_wait(
             if output is None and result["state"] in ("cancelled", "expired"):  # stopped from elsewhere: keep them
                 output = Path(f"results-{meta.job_id}.partial.jsonl")
             if output is not None:
-                written = await write_output(store, meta.job_id, requests, output, earlier)
+                written = await write_output(store, meta.job_id, output, earlier, _order(checked, earlier))
                 result["output"] = {"path": str(written.path), "lines": written.lines}
         except BaseException as exc:
             if not signals.stopped(exc):
                 raise
             if meta is None:
                 raise Interrupted(f"{signals.first}: stopped while submitting the job; nothing to keep") from None
-            return await _stop_early(opts, store, meta.job_id, requests, earlier, stack, signals, started)
+            order = _order(checked, earlier)
+            return await _stop_early(opts, store, meta.job_id, order, earlier, stack, signals, started)
     if earlier:
-        result["skipped"] = len(requests) - len(todo)
+        result["skipped"] = len(checked.ids) - len(todo)
     return result
 
 
@@ -118,7 +136,7 @@ async def _stop_early(
     opts: RunOptions,
     store: Store,
     job_id: str,
-    requests: list[InputRequest],
+    order: list[str] | None,
     earlier: dict[str, str],
     stack: EmbeddedStack | None,
     signals: StopSignals,
@@ -140,7 +158,7 @@ async def _stop_early(
             if meta is None:
                 raise OSError(f"job {job_id} is not in Redis any more")
             result = await summary(store, meta, wall_s=time.time() - started) | llm_field(stack)
-            written = await write_output(store, job_id, requests, path, earlier)
+            written = await write_output(store, job_id, path, earlier, order)
     except (OSError, TimeoutError, *REDIS_ERRORS) as exc:
         say(f"could not write the results so far to {path}: {exc}")
         raise Interrupted(f"job {job_id} stopped by {signals.first}; its results could not be written") from None

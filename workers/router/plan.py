@@ -28,8 +28,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass
+from itertools import islice
 from typing import Literal, get_args
 
 from schemas.chat import ChatBody
@@ -152,14 +153,19 @@ def explore_sample(custom_ids: Sequence[str], share: float, seed: int) -> set[st
 
 
 def classify_job(
-    classifier: Classifier, bodies: Sequence[ChatBody], progress: ProgressFn | None = None
+    classifier: Classifier, bodies: Iterable[ChatBody], progress: ProgressFn | None = None, total: int | None = None
 ) -> list[Classification]:
-    """Every prompt classified as the router would (its text, its classifier), in chunks for the progress."""
+    """Every prompt classified as the router would (its text, its classifier), in chunks for the progress;
+    ``bodies`` is read a chunk at a time (a generator over a file is never held whole; ``total``: its length,
+    for the progress). The classifications are kept, embeddings included (an ``embedding-v1`` gain head reads
+    them): O(N), the planning pass's known weakness."""
     out: list[Classification] = []
-    for i in range(0, len(bodies), CLASSIFY_CHUNK):
-        out.extend(classifier.classify([prompt_text(b) for b in bodies[i : i + CLASSIFY_CHUNK]]))
+    size = total if total is not None else (len(bodies) if isinstance(bodies, Sized) else None)
+    it = iter(bodies)
+    while chunk := list(islice(it, CLASSIFY_CHUNK)):
+        out.extend(classifier.classify([prompt_text(b) for b in chunk]))
         if progress is not None:
-            progress(len(out), len(bodies))
+            progress(len(out), size if size is not None else len(out))
     return out
 
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from itertools import islice
 from typing import Any, cast
 
 from redis.asyncio.client import Pipeline
@@ -130,20 +131,22 @@ class Lifecycle:
 
     # --- CLI jobs ------------------------------------------------------------------------------------------
     async def register_job(
-        self, meta: JobMeta, request_ids: Sequence[str], secret: bytes, lease_s: float = LEASE_S
+        self, meta: JobMeta, request_ids: Iterable[str], secret: bytes, lease_s: float = LEASE_S
     ) -> None:
-        """Record a new job as ``submitting`` with its secret, then its request ids (input order); before any
-        publish. InvalidInput if the job exists (nothing changes). If Redis fails after the first step, the job
-        stays ``submitting`` until its lease expires, then is failed (nothing of it was published)."""
+        """Record a new job as ``submitting`` with its secret, then its request ids (input order, read ``CHUNK``
+        at a time: a generator is never held whole); before any publish. InvalidInput if the job exists
+        (nothing changes). If Redis fails after the first step, the job stays ``submitting`` until its lease
+        expires, then is failed (nothing of it was published)."""
         job = meta.job_id
         args: list[str | int | float] = [_record(meta, "submitting"), meta.total, secret.hex(), lease_s]
         if not await self._register(keys=[meta_key(job)], args=[*args, _explore_total(meta)]):
             raise InvalidInput(f"job {job} already exists")
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for i in range(0, len(request_ids), CHUNK):
-                pipe.sadd(ids_key(job), *request_ids[i : i + CHUNK])
-                pipe.rpush(order_key(job), *request_ids[i : i + CHUNK])
-            await pipe.execute()
+        ids = iter(request_ids)
+        while chunk := list(islice(ids, CHUNK)):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.sadd(ids_key(job), *chunk)
+                pipe.rpush(order_key(job), *chunk)
+                await pipe.execute()
         # on its own: the pipeline above is on the job's slot alone (a cluster client sends a pipeline again
         # as a whole when one master's part failed, and RPUSH is not idempotent); the index is read only by
         # ``recent_jobs`` (a job missing from it is still found by its id)

@@ -26,7 +26,7 @@ from workers.files.ids import new_file_id
 from workers.files.storage import FileStorage
 from workers.store.files import FileIndex
 from workers.store.jobstore import Store
-from workers.submit.output import output_line
+from workers.submit.output import in_order, output_line
 
 log = logging.getLogger(__name__)
 
@@ -127,14 +127,9 @@ async def finalize(
     output, error = _File(storage, "output", meta, meta.owner), _File(storage, "error", meta, meta.owner)
     code, message = STOPPED.get(meta.stop or meta.state, STOPPED["cancelled"])
     try:
-        start = 0
-        while ids := await store.request_ids_in_order(job_id, start, IDS_CHUNK):
-            start += len(ids)
-            results = await store.results_of(job_id, ids, IDS_CHUNK)
+        async for ids, results in in_order(store, job_id, IDS_CHUNK):
             for completed, line in await asyncio.to_thread(_encode, job_id, ids, results, code, message):
                 await (output if completed else error).write(line)
-            if len(ids) < IDS_CHUNK:
-                break
         records = await output.close(), await error.close()
     except BaseException:
         await output.abort()
@@ -150,10 +145,9 @@ async def finalize(
 
 
 def _encode(
-    job_id: str, ids: list[str], results: list[RequestResult], code: str, message: str
+    job_id: str, ids: list[str], by_id: dict[str, RequestResult], code: str, message: str
 ) -> list[tuple[bool, bytes]]:
     """Each request's line (JSON, UTF-8, newline-ended) in the order of ``ids``, and whether it is completed."""
-    by_id = {r.request_id: r for r in results}
     out: list[tuple[bool, bytes]] = []
     for rid in ids:
         result = by_id.get(rid)

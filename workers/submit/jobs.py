@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -30,6 +30,7 @@ ProgressFn = Callable[[int, int], None]
 
 LEASE_EXPIRED = "the submitter stopped before every prompt was published (its lease expired)"
 STOPPED_STATES = ("stopping", "cancelled", "expired")  # a cancel or an expiry happened
+MAX_PENDING = 2000  # prompts sent and not yet acknowledged, at most (memory flat in the job's size)
 
 
 class SubmitFailed(TransientError):
@@ -83,10 +84,26 @@ async def submit(
     job_plan, plans = plan if plan is not None else (None, None)
     encoded = encode_prompts(job_id, requests, now, secret, limit, plans)
     meta = JobMeta(job_id=job_id, total=len(requests), source=source, submitted_at=now, plan=job_plan)
-    await store.register_job(meta, [key.decode() for key, _ in encoded], secret)  # before the first publish
+    return await submit_encoded(producer, store, topic, meta, secret, [key.decode() for key, _ in encoded], encoded)
+
+
+async def submit_encoded(
+    producer: AIOKafkaProducer,
+    store: Store,
+    topic: str,
+    meta: JobMeta,
+    secret: bytes,
+    request_ids: Iterable[str],
+    encoded: Iterable[tuple[bytes, bytes]],
+) -> JobMeta:
+    """``submit`` from here on: register the job (``meta.total`` requests, ``request_ids`` in input order, read
+    in chunks), then publish ``encoded`` (each prompt's signed message, same order, made with ``secret``; it
+    may be a generator, consumed as it is sent: ``workers.submit.stream``) and start the job."""
+    job_id = meta.job_id
+    await store.register_job(meta, request_ids, secret)  # before the first publish
     published = False
     try:
-        stopped = await _publish(producer, store, topic, job_id, encoded)
+        stopped = await _publish(producer, store, topic, job_id, encoded, meta.total)
         if stopped is not None:
             return meta.model_copy(update={"state": stopped})
         published = True
@@ -115,11 +132,17 @@ class _Stopped(Exception):
 
 
 async def _publish(
-    producer: AIOKafkaProducer, store: Store, topic: str, job_id: str, encoded: Sequence[tuple[bytes, bytes]]
+    producer: AIOKafkaProducer,
+    store: Store,
+    topic: str,
+    job_id: str,
+    encoded: Iterable[tuple[bytes, bytes]],
+    total: int,
 ) -> str | None:
-    """Send every prompt and wait for every ack, renewing the job's lease meanwhile. The job's state when it
-    was stopped (cancelled, expired) meanwhile: publishing ends there, quietly (the prompts not published are
-    counted stopped by the stop); None once every prompt was acknowledged."""
+    """Send every prompt and wait for every ack (at most ``MAX_PENDING`` unacknowledged), renewing the job's
+    lease meanwhile. The job's state when it was stopped (cancelled, expired) meanwhile: publishing ends there,
+    quietly (the prompts not published are counted stopped by the stop); None once every prompt was
+    acknowledged."""
     every = LEASE_S / 4
     renew_at = time.monotonic() + every
 
@@ -133,27 +156,34 @@ async def _publish(
                     raise _Stopped(meta.state)
                 raise SubmitFailed(job_id, _reason_of(meta))
 
-    acks: list[asyncio.Future[Any]] = []
+    pending: set[asyncio.Future[Any]] = set()
+    sent = acked = 0
+
+    async def settle(when: str) -> None:
+        nonlocal pending, acked
+        done, pending = await asyncio.wait(pending, timeout=every, return_when=when)
+        for fut in done:
+            fut.result()  # the first broker error ends the submit
+        acked += len(done)
+        await renew()
+
     try:
         for key, value in encoded:
             fut = await producer.send(topic, value, key=key)
             fut.add_done_callback(_retrieve)
-            acks.append(fut)
+            pending.add(fut)
+            sent += 1
             await renew()
-        pending = set(acks)
+            while len(pending) >= MAX_PENDING:
+                await settle(asyncio.FIRST_COMPLETED)
         while pending:
-            done, pending = await asyncio.wait(pending, timeout=every, return_when=asyncio.FIRST_EXCEPTION)
-            for fut in done:
-                fut.result()  # the first broker error ends the submit
-            await renew()
+            await settle(asyncio.FIRST_EXCEPTION)
     except _Stopped as stopped:
-        log.info(
-            "job %s %s while being published: %d of %d prompts sent", job_id, stopped.state, len(acks), len(encoded)
-        )
+        log.info("job %s %s while being published: %d of %d prompts sent", job_id, stopped.state, sent, total)
         return stopped.state
     except BaseException:
-        acked = sum(1 for f in acks if f.done() and not f.cancelled() and f.exception() is None)
-        log.warning("job %s: publishing stopped after %d of %d prompts were acknowledged", job_id, acked, len(encoded))
+        acked += sum(1 for f in pending if f.done() and not f.cancelled() and f.exception() is None)
+        log.warning("job %s: publishing stopped after %d of %d prompts were acknowledged", job_id, acked, total)
         raise
     return None
 

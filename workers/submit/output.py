@@ -6,11 +6,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Final
 
 from schemas.batch import BatchError, BatchOutputLine, BatchResponse
 from schemas.records import RequestResult
 from workers.store.jobstore import Store
+
+ORDER_CHUNK: Final = 1000  # request ids (and their results) read from Redis per step
 
 
 def output_line(result: RequestResult) -> BatchOutputLine:
@@ -39,17 +43,47 @@ def output_line(result: RequestResult) -> BatchOutputLine:
     )
 
 
+async def in_order(
+    store: Store, job_id: str, chunk: int = ORDER_CHUNK
+) -> AsyncIterator[tuple[list[str], dict[str, RequestResult]]]:
+    """The job's request ids in input order (its ``order`` list), ``chunk`` at a time, each chunk with the
+    results recorded for them (by request id; a request with no result is missing from the dict). Memory holds
+    one chunk, whatever the job's size; the walk ``finalize`` and the CLI's exports share."""
+    start = 0
+    while ids := await store.request_ids_in_order(job_id, start, chunk):
+        start += len(ids)
+        yield ids, {r.request_id: r for r in await store.results_of(job_id, ids, chunk)}
+        if len(ids) < chunk:
+            return
+
+
+def encode_line(result: RequestResult) -> str:
+    """The result's output line as JSON text (no line end)."""
+    return json.dumps(output_line(result).model_dump(mode="json"), ensure_ascii=False)
+
+
 async def write_results(store: Store, job_id: str, path: Path) -> int:
-    """Write the job's results in input order, one OpenAI Batch output line each; returns the count."""
-    results = [r async for r in store.results(job_id)]
-    results.sort(key=lambda r: r.line)
-    lines = [json.dumps(output_line(r).model_dump(mode="json"), ensure_ascii=False) + "\n" for r in results]
-    await asyncio.to_thread(_write_atomically, path, lines)
-    return len(results)
+    """Write the job's results in input order, one OpenAI Batch output line each, streamed from Redis a chunk
+    at a time (``write_lines``); returns the count."""
+
+    async def lines() -> AsyncIterator[list[str]]:
+        async for ids, results in in_order(store, job_id):
+            yield [encode_line(results[rid]) + "\n" for rid in ids if rid in results]
+
+    return await write_lines(path, lines())
 
 
-def _write_atomically(path: Path, lines: list[str]) -> None:
+async def write_lines(path: Path, chunks: AsyncIterator[list[str]]) -> int:
+    """Write the chunks of lines (newline-ended) to a temporary file beside ``path``, renamed over it once all
+    are written (a reader never sees half a file); returns the number of lines."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(lines)
-    tmp.replace(path)
+    f = await asyncio.to_thread(open, tmp, "w", encoding="utf-8")
+    count = 0
+    try:
+        async for lines in chunks:
+            await asyncio.to_thread(f.writelines, lines)
+            count += len(lines)
+    finally:
+        await asyncio.to_thread(f.close)
+    await asyncio.to_thread(tmp.replace, path)
+    return count
