@@ -276,7 +276,7 @@ def test_replay_server_runs_the_server_with_its_flags(monkeypatch: pytest.Monkey
 def test_loadgen_no_longer_serves_replay() -> None:
     from loadgen.__main__ import COMMANDS, main
 
-    assert set(COMMANDS) == {"samples", "chaos", "bench"}
+    assert set(COMMANDS) == {"samples", "chaos", "bench", "scale"}
     with pytest.raises(SystemExit) as exc:
         main(["replay-server"])
     assert exc.value.code == 2
