@@ -246,9 +246,10 @@ def report(card: Mapping[str, Any]) -> str:
     """The held-out report of an artefact card, as plain text."""
     m = card["metrics"]
     split = card.get("split", {})
+    unit = split.get("unit", "MMLU-Pro questions")  # a custom classifier's (`thinkroute train --data`): examples
     lines = [
         f"classifier {card.get('version', '?')}  ({card.get('encoder', '')}; {card.get('head', '')})",
-        f"held-out: {split.get('heldout', '?')} MMLU-Pro questions, trained on {split.get('train', '?')}",
+        f"held-out: {split.get('heldout', '?')} {unit}, trained on {split.get('train', '?')}",
         f"accuracy {m['heldout_accuracy']:.4f}   macro-F1 {m['heldout_macro_f1']:.4f}",
         "",
         f"{'category':<18} {'precision':>9} {'recall':>7} {'F1':>6} {'n':>5}",

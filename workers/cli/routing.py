@@ -32,7 +32,13 @@ def _load(s: Settings, policy_path: Path | None) -> tuple[Any, Any]:
 
 
 def train(
-    output: Annotated[Path | None, typer.Option(help="where to write adapter.npz + card (default: the assets)")] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            help="where to write adapter.npz + card (default: the assets); with --data: the artefact dir "
+            "(default: <cache_dir>/classifier/custom-<version>)"
+        ),
+    ] = None,
     epochs: Annotated[float, typer.Option(help="fine-tuning epochs")] = 2.0,
     seed: Annotated[int, typer.Option(help="seed (split, sampling, initialisation)")] = 13,
     resume: Annotated[
@@ -41,9 +47,27 @@ def train(
             exists=True, dir_okay=False, help="re-compose and re-measure a saved adapter instead of fitting (no torch)"
         ),
     ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True, dir_okay=False, help="JSONL of labelled prompts: train your own categories (no torch)"
+        ),
+    ] = None,
+    label_field: Annotated[
+        str | None, typer.Option(help="--data: the label's field (a dotted path like meta.topic allowed)")
+    ] = None,
+    text_field: Annotated[
+        str | None, typer.Option(help="--data: the text's field (default: prompt, question, text or a Batch body)")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Fine-tune the classifier (needs the `train` extra: torch) and print the held-out report."""
+    """Fine-tune the classifier (needs the `train` extra: torch) and print the held-out report.
+
+    With --data FILE --label-field FIELD: a classifier for your own categories on the shipped encoder (no
+    torch), written with its held-out report and a policy skeleton (policy.yaml) with one rule per category."""
+    if data is not None or label_field is not None or text_field is not None:
+        _train_custom(data, label_field, text_field, output, seed, as_json)
+        return
     settings("INFO")
     try:
         if resume is None:
@@ -58,6 +82,23 @@ def train(
         print_json(card)
     else:
         typer.echo(report(card))
+
+
+def _train_custom(
+    data: Path | None, label_field: str | None, text_field: str | None, output: Path | None, seed: int, as_json: bool
+) -> None:
+    from workers.classifier.build import report
+    from workers.training.custom import train_custom
+
+    if data is None or label_field is None:
+        fail("train your own categories with both --data FILE.jsonl and --label-field FIELD")
+    s = settings("INFO")
+    card = train_custom(data, label_field, s.cache_dir, text_field=text_field, output=output, seed=seed)
+    if as_json:
+        print_json(card)
+    else:
+        typer.echo(report(card))
+        err.print(f"wrote {card['path']} (policy skeleton: {card['path']}/policy.yaml)", highlight=False, markup=False)
 
 
 def classify(

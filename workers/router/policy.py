@@ -79,6 +79,8 @@ class Policy(BaseModel):
     reasoning: ScoreRule | None = None
     gain: GainModel | None = Field(default=None, description="the fitted gain head (`thinkroute fit`), if any")
     tokens: TokenModel = Field(default_factory=TokenModel)
+    classifier: str | None = None
+    """The classifier artefact dir this policy's categories are of (`thinkroute train --data`); None: the shipped."""
 
     def priority(self, c: Classification) -> float | None:
         """What a budget ranks prompts by: the gain model's predicted gain, else the reasoning score."""
