@@ -152,7 +152,7 @@ def test_fit_finds_a_known_gain_and_writes_a_policy_that_orders_by_it(tmp_path: 
 def test_fit_refuses_random_labels_exit_1_and_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     records = tmp_path / "recs.jsonl"
     records.write_text("".join(r.model_dump_json(exclude_none=True) + "\n" for r in synthetic(400, 2, False)))
-    monkeypatch.setattr(workers.cli.learn, "_classifier", lambda s, embeddings: FakeClassifier())
+    monkeypatch.setattr(workers.cli.learn, "_classifier", lambda s, embeddings, named=None: FakeClassifier())
     out = tmp_path / "new.yaml"
     result = CliRunner().invoke(app, ["fit", "--records", str(records), "-o", str(out), "--json"])
     assert result.exit_code == 1, result.output
@@ -166,7 +166,7 @@ def test_fit_cli_writes_when_better(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     records = tmp_path / "recs.jsonl.gz"
     with gzip.open(records, "wt") as f:
         f.writelines(r.model_dump_json(exclude_none=True) + "\n" for r in synthetic(500, 3, True))
-    monkeypatch.setattr(workers.cli.learn, "_classifier", lambda s, embeddings: FakeClassifier())
+    monkeypatch.setattr(workers.cli.learn, "_classifier", lambda s, embeddings, named=None: FakeClassifier())
     out = tmp_path / "new.yaml"
     result = CliRunner().invoke(app, ["fit", "--records", str(records), "-o", str(out), "--features", "signals-v1"])
     assert result.exit_code == 0, result.output

@@ -76,12 +76,9 @@ class Planners:
     def _classifier(self) -> tuple[Classifier, Policy]:
         with self._lock:
             if self._loaded is None:
-                from workers.classifier.cache import ensure_artifact
+                from workers.router.loading import load_routing
 
-                artifact = self.s.router.artifact_dir or ensure_artifact(self.s.cache_dir, progress=False)
-                r = self.s.router
-                classifier = Classifier.load(artifact, r.providers, r.intra_op_threads, embeddings=True)
-                self._loaded = classifier, load_policy(r.policy_path, classifier.labels)
+                self._loaded = load_routing(self.s, self.s.router.policy_path)  # the policy's own classifier first
             return self._loaded
 
     def close(self) -> None:

@@ -23,11 +23,12 @@ def _features(value: str) -> FeatureSet:
     return cast(FeatureSet, value)
 
 
-def _classifier(s: Settings, embeddings: bool) -> Any:
+def _classifier(s: Settings, embeddings: bool, named: str | None = None) -> Any:
+    """The classifier a policy names (``named``), else the configured one."""
     from workers.classifier.cache import ensure_artifact
     from workers.classifier.model import Classifier
 
-    artifact = s.router.artifact_dir or ensure_artifact(s.cache_dir, progress=True)
+    artifact = Path(named) if named else s.router.artifact_dir or ensure_artifact(s.cache_dir, progress=True)
     return Classifier.load(
         artifact, providers=s.router.providers, intra_op_threads=s.router.intra_op_threads, embeddings=embeddings
     )
@@ -103,7 +104,7 @@ def fit(
     """
     from workers.evaluation.fit import fit as run_fit
     from workers.evaluation.fit import read_records, write_policy_atomic
-    from workers.router.policy import load_policy
+    from workers.router.policy import check_policy, load_policy
 
     s = settings("WARNING")
     feats = _features(features)
@@ -114,8 +115,9 @@ def fit(
     recs = read_records(records or [])
     if from_job:
         recs += _job_records(s, from_job)
-    with _classifier(s, feats == "embedding-v1") as clf:
-        current = load_policy(policy or s.router.policy_path, clf.labels)
+    current = load_policy(policy or s.router.policy_path)
+    with _classifier(s, feats == "embedding-v1", current.classifier) as clf:  # the policy's own classifier first
+        check_policy(current, clf.labels, str(policy or s.router.policy_path or current.version))
         sources = [str(p) for p in records or []] + [f"job:{j}" for j in from_job or []]
         result = run_fit(recs, clf, current, cheap, expensive, feats, folds, seed, sources)
     if result.accepted and result.policy is not None:

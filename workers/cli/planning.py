@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -101,13 +102,16 @@ def make_plans(
             None if a.empty else plan_classified(policy, custom_ids, None, a.budget, a.explore, a.explore_seed)
             for a in many
         ]
-    from workers.classifier.model import Classifier
     from workers.cli.pipeline import ensure_classifier
+    from workers.router.loading import loader, open_pair
 
-    artifact = s.router.artifact_dir or ensure_classifier(s.cache_dir, not quiet)
     started = time.perf_counter()
-    with Classifier.load(artifact, s.router.providers, s.router.intra_op_threads, embeddings=True) as classifier:
-        policy = load_policy(s.router.policy_path, classifier.labels)
+    policy = load_policy(s.router.policy_path)
+
+    def default() -> Path:  # the configured classifier, for a policy that names none
+        return s.router.artifact_dir or ensure_classifier(s.cache_dir, not quiet)
+
+    with open_pair(policy, default, loader(s), str(s.router.policy_path or policy.version)) as classifier:
         with _progress(len(custom_ids), quiet) as progress:
             classes = classify_job(classifier, bodies(), progress, total=len(custom_ids))
     if len(classes) != len(custom_ids):

@@ -23,12 +23,10 @@ PolicyOpt = Annotated[
 
 
 def _load(s: Settings, policy_path: Path | None) -> tuple[Any, Any]:
-    from workers.router.policy import load_policy
-    from workers.router.serve import load_classifier
+    """The classifier the policy names (its ``classifier`` key), else the router's configured one."""
+    from workers.router.loading import load_routing
 
-    classifier = load_classifier(s)
-    policy = load_policy(policy_path or s.router.policy_path, classifier.labels)
-    return classifier, policy
+    return load_routing(s, policy_path or s.router.policy_path)
 
 
 def train(

@@ -5,6 +5,11 @@ A rule's ``use_reasoning`` is ``true`` (always), ``false`` (never) or ``"score"`
 prompt's ``reasoning_score`` plus the rule's ``score_offset`` reaches ``reasoning.threshold`` (derived
 from data by ``thinkroute calibrate``). Without a score (an artefact without a score head) or without a
 ``reasoning`` section, a ``"score"`` rule falls back to its own ``fallback``, else ``reasoning.fallback``.
+
+``classifier`` names the artefact dir of the classifier the policy's categories are for (a custom one from
+``thinkroute train --data``); ``load_policy`` resolves a relative one against the policy file's directory,
+so a loaded policy holds it absolute. None: the router's configured classifier (``ROUTER__ARTIFACT_DIR``, else
+the shipped one).
 """
 
 from __future__ import annotations
@@ -80,7 +85,8 @@ class Policy(BaseModel):
     gain: GainModel | None = Field(default=None, description="the fitted gain head (`thinkroute fit`), if any")
     tokens: TokenModel = Field(default_factory=TokenModel)
     classifier: str | None = None
-    """The classifier artefact dir this policy's categories are of (`thinkroute train --data`); None: the shipped."""
+    """The classifier artefact dir this policy's categories are of (`thinkroute train --data`); None: the shipped.
+    A relative path is resolved against the policy file's directory (``load_policy``)."""
 
     def priority(self, c: Classification) -> float | None:
         """What a budget ranks prompts by: the gain model's predicted gain, else the reasoning score."""
@@ -173,7 +179,9 @@ class Policy(BaseModel):
 
 
 def load_policy(path: Path | None = None, known_categories: list[str] | None = None) -> Policy:
-    """Read a policy file (the shipped table when ``path`` is None) and check it against the labels."""
+    """Read a policy file (the shipped table when ``path`` is None) and check it against the labels (when given:
+    those of the classifier the policy names, see `check_policy`). A relative ``classifier`` is resolved
+    against the file's directory."""
     if path is None:
         text = resources.files("workers.router").joinpath("default_policy.yaml").read_text("utf-8")
         where = "default_policy.yaml"
@@ -187,8 +195,22 @@ def load_policy(path: Path | None = None, known_categories: list[str] | None = N
         policy = Policy.model_validate(yaml.safe_load(text))
     except (yaml.YAMLError, ValidationError) as exc:
         raise ConfigError(f"invalid policy file {where}: {exc}") from exc
+    if policy.classifier is not None:
+        base = Path.cwd() if path is None else path.parent
+        resolved = (base / Path(policy.classifier).expanduser()).resolve()
+        policy = policy.model_copy(update={"classifier": str(resolved)})
     if known_categories is not None:
-        unknown = sorted(set(policy.categories) - set(known_categories))
-        if unknown:
-            raise ConfigError(f"policy {where} names categories the classifier does not know: {unknown}")
+        check_policy(policy, known_categories, where)
     return policy
+
+
+def check_policy(policy: Policy, labels: list[str], where: str = "") -> None:
+    """A ConfigError unless the policy fits a classifier with these labels: every category it has a rule for is
+    one of them, and a gain head was fitted on the same labels, in the same order (its features include the
+    label probabilities)."""
+    name = where or policy.version
+    unknown = sorted(set(policy.categories) - set(labels))
+    if unknown:
+        raise ConfigError(f"policy {name} names categories the classifier does not know: {unknown}")
+    if policy.gain is not None and policy.gain.labels != labels:
+        raise ConfigError(f"policy {name}: its gain head {policy.gain.version} was fitted on other labels")

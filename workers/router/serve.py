@@ -7,9 +7,9 @@ import logging
 from contextlib import AsyncExitStack
 from pathlib import Path
 
-from workers.classifier.cache import ensure_artifact
 from workers.classifier.model import Classifier
 from workers.kafka.clients import kafka_config, make_consumer, make_producer, start_client
+from workers.router.loading import default_artifact, loader, open_pair
 from workers.router.policy import load_policy
 from workers.router.reload import PolicyWatcher
 from workers.router.worker import RouterWorker
@@ -22,13 +22,11 @@ log = logging.getLogger(__name__)
 
 
 def load_classifier(s: Settings) -> Classifier:
-    """The router's classifier, its sentence embedding exposed: a policy with an ``embedding-v1`` gain head (one
-    `thinkroute fit` writes, and a running router may swap to) needs it; it costs about 5% of classify time
-    (400 prompts, int8 CPU: 2.53 s vs 2.40 s, medians of 5 alternating runs)."""
-    artifact = s.router.artifact_dir or ensure_artifact(s.cache_dir, progress=False)
-    return Classifier.load(
-        artifact, providers=s.router.providers, intra_op_threads=s.router.intra_op_threads, embeddings=True
-    )
+    """The router's configured classifier, its sentence embedding exposed: a policy with an ``embedding-v1`` gain
+    head (one `thinkroute fit` writes, and a running router may swap to) needs it; it costs about 5% of classify
+    time (400 prompts, int8 CPU: 2.53 s vs 2.40 s, medians of 5 alternating runs). A policy file's own
+    ``classifier`` comes first: see `workers.router.loading.load_routing`."""
+    return loader(s)(default_artifact(s))
 
 
 async def serve_router(s: Settings, stop: asyncio.Event | None = None, artifact: Path | None = None) -> None:
@@ -36,18 +34,20 @@ async def serve_router(s: Settings, stop: asyncio.Event | None = None, artifact:
     if stop is None:
         stop = asyncio.Event()
         install_stop_signals(stop)
-    classifier = (
-        Classifier.load(
-            artifact, providers=s.router.providers, intra_op_threads=s.router.intra_op_threads, embeddings=True
-        )
-        if artifact
-        else await asyncio.to_thread(load_classifier, s)
-    )
+    default = (lambda: artifact) if artifact else (lambda: default_artifact(s))  # for a policy naming none
     metrics = WorkerMetrics("router", s.router.group)
     path = s.router.policy_path  # a file is watched for new versions; the shipped table has none
-    watcher = None if path is None else PolicyWatcher.open(path, classifier.labels, metrics, s.router.policy_poll_s)
-    policy = load_policy(None, classifier.labels) if watcher is None else watcher.policy
-    metrics.policy_in_use(policy.version)
+    load = loader(s)
+    if path is None:
+        policy = load_policy(None)
+        classifier = await asyncio.to_thread(open_pair, policy, default, load)
+        watcher = None
+        metrics.policy_in_use(policy.version, classifier.version)
+    else:
+        watcher, classifier = await asyncio.to_thread(
+            PolicyWatcher.open, path, default, load, metrics, s.router.policy_poll_s
+        )
+        policy = watcher.policy
     kc = kafka_config(s)
     t = s.topics
     producer = make_producer(kc)
@@ -60,7 +60,7 @@ async def serve_router(s: Settings, stop: asyncio.Event | None = None, artifact:
     )
     consumer.subscribe([t.prompts], listener=worker.rebalance_listener())
     async with AsyncExitStack() as stack:
-        stack.callback(classifier.close)
+        stack.callback(lambda: worker.classifier.close())  # the one in use then (a swap closes the one before)
         await start_client(producer, kc)
         stack.push_async_callback(producer.stop)
         await serve_metrics(stack, metrics, s.metrics_host, s.router.metrics_port)

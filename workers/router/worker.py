@@ -18,7 +18,8 @@ The queues between the stages hold at most ``pending_limit`` batches (each holds
 record budget is what applies backpressure. Offsets are committed only after the broker acknowledged every
 publish of their batch and of every earlier batch, so a crash re-routes what was not committed (at least
 once); downstream writes are idempotent by request id. Before a rebalance, ``quiesce`` lets everything in
-flight through and drops what is buffered for the revoked partitions.
+flight through and drops what is buffered for the revoked partitions. A new (policy, classifier) pair from
+``watcher`` (`workers.router.pair`) holds dispatch until the batches in flight are decided by the old pair.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from workers.classifier.model import Classifier
 from workers.kafka.commit import Checkpoint, DrainOnRevoke
 from workers.router.batcher import Batcher
 from workers.router.intake import Record, parse
+from workers.router.pair import Pair
 from workers.router.policy import Policy
 from workers.router.reload import PolicyWatcher
 from workers.router.text import prompt_text
@@ -87,8 +89,7 @@ class RouterWorker:
         self.crash = crash or CrashPoints()
         self.consumer = consumer
         self.producer = producer
-        self.classifier = classifier
-        self.policy = policy  # replaced between batches by ``watcher`` (a new version of the policy file)
+        self.pair = Pair(policy, classifier)  # replaced between batches by ``watcher`` (a new policy file)
         self.watcher = watcher
         self.batcher: Batcher[Record] = Batcher(self.cfg.batch_max, self.cfg.batch_wait_s, clock)
         self.checkpoint = Checkpoint(consumer, on_commit=self.metrics.committed, on_forget=self.metrics.forget)
@@ -125,6 +126,7 @@ class RouterWorker:
         finally:
             self._running = False
             self._wake_quiesce.set()
+            self.pair.discard()
 
     async def quiesce(self, revoked: Collection[TopicPartition] = ()) -> None:
         """Before partitions move: dispatch nothing new, wait until every batch in flight is classified,
@@ -150,12 +152,27 @@ class RouterWorker:
         self._stopping = True
         self._wake_fetch.set()
 
-    def _swap(self, policy: Policy) -> None:
-        self.policy = policy
+    @property
+    def policy(self) -> Policy:
+        return self.pair.policy
+
+    @property
+    def classifier(self) -> Classifier:
+        return self.pair.classifier
+
+    def _swap(self, policy: Policy, classifier: Classifier | None = None) -> None:
+        self.pair.offer(policy, classifier)
+        self._wake_dispatch.set()
+
+    async def _switch(self) -> None:
+        """A waiting pair replaces the one in use once no batch is being classified or decided by it."""
+        if self._batches_classifying == 0 and (old := self.pair.switch()) is not None:
+            self._wake_fetch.set()
+            await asyncio.to_thread(old.close)
 
     def _blocked(self) -> bool:
         """A batch is due but the classifier takes no more now: wait for it instead of polling the broker."""
-        return self.batcher.ready() and (self._holds > 0 or self._batches_classifying >= self.cfg.depth)
+        return self.batcher.ready() and (self._holds > 0 or self._busy())
 
     async def _fetch(self) -> None:
         """Consumer -> batcher, within the record budget, until stop."""
@@ -184,8 +201,11 @@ class RouterWorker:
             self._fetching = False
             self._wake_dispatch.set()
 
+    def _busy(self) -> bool:
+        return self.pair.pending is not None or self._batches_classifying >= self.cfg.depth
+
     def _due(self) -> bool:
-        if self._holds or self._batches_classifying >= self.cfg.depth:
+        if self._holds or self._busy():
             return False
         return self.batcher.ready(idle=self._classifying < self.classifier.parallelism)
 
@@ -193,9 +213,10 @@ class RouterWorker:
         """Batcher -> classifier -> publish queue; once fetching stopped, the rest is flushed."""
         while self._fetching:
             self._wake_dispatch.clear()
+            await self._switch()
             while self._due():
                 await self._start(tg, self.batcher.take())
-            busy = self._holds or self._batches_classifying >= self.cfg.depth
+            busy = self._holds or self._busy()
             await wait_event(self._wake_dispatch, None if busy else self.batcher.time_left())
         while len(self.batcher) and not self._holds:
             await self._start(tg, self.batcher.take())
@@ -229,15 +250,16 @@ class RouterWorker:
 
     async def _classify(self, prompts: list[tuple[Record, PromptMessage]]) -> Routed:
         texts = [prompt_text(p.body) for _, p in prompts]
+        classifier = self.classifier  # the same until this batch is decided (a new pair waits for it)
         with self.metrics.classifier_latency.time():
-            classes = await asyncio.to_thread(self.classifier.classify, texts)
+            classes = await asyncio.to_thread(classifier.classify, texts)
         # one policy per batch, read when its decisions are made (no await from here to the last one), so in
         # routing order (routed_at) no decision of an old version follows one of its replacement
         policy = self.policy
         now = time.time()
         out = []
         for (record, prompt), c in zip(prompts, classes, strict=True):
-            decision = policy.decide(c, prompt.body.model, self.s.default_model, self.classifier.version, prompt.plan)
+            decision = policy.decide(c, prompt.body.model, self.s.default_model, classifier.version, prompt.plan)
             if prompt.plan is None or not prompt.plan.explore:
                 out.append((record, RoutedMessage(prompt=prompt, route=decision, routed_at=now)))
                 continue

@@ -151,7 +151,9 @@ class WorkerMetrics:
             ["result"],
             registry=r,
         )
-        self._policy = Info("thinkroute_policy", "the routing policy version in use (router)", registry=r)
+        self._policy = Info(
+            "thinkroute_policy", "the routing policy version in use and its classifier's (router)", registry=r
+        )
         self._committed: dict[TopicPartition, int] = {}
         self._lag = _ConsumerCollector(self)
         r.register(self._lag)
@@ -211,8 +213,8 @@ class WorkerMetrics:
         """``states()``: (base URL, closed | open | half_open, times opened) of each primary, read at scrape."""
         self._breakers.states = states
 
-    def policy_in_use(self, version: str) -> None:
-        self._policy.info({"version": version})
+    def policy_in_use(self, version: str, classifier: str = "") -> None:
+        self._policy.info({"version": version, "classifier": classifier})
 
     def policy_reload(self, result: str) -> None:
         self._policy_reloads.labels(result).inc()

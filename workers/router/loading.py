@@ -1,0 +1,65 @@
+"""Which classifier goes with a policy: the one its ``classifier`` key names, else the configured one.
+
+Every entrypoint that routes or plans (the router, ``thinkroute classify`` / ``calibrate`` / ``eval``, the
+submit-time planner) opens its (classifier, policy) pair here, so a policy for a custom classifier is never
+checked against, or decided with, the shipped one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from workers.classifier.model import Classifier
+from workers.errors import ConfigError
+from workers.router.policy import Policy, check_policy, load_policy
+from workers.settings import Settings
+
+Loader = Callable[[Path], Classifier]
+
+
+def default_artifact(s: Settings, progress: bool = False) -> Path:
+    """The configured artefact (``ROUTER__ARTIFACT_DIR``), else the cached shipped one (built on first use)."""
+    from workers.classifier.cache import ensure_artifact
+
+    return s.router.artifact_dir or ensure_artifact(s.cache_dir, progress=progress)
+
+
+def loader(s: Settings, embeddings: bool = True) -> Loader:
+    """Opens an artefact dir with the router's providers and threads."""
+
+    def load(artifact: Path) -> Classifier:
+        r = s.router
+        return Classifier.load(
+            artifact, providers=r.providers, intra_op_threads=r.intra_op_threads, embeddings=embeddings
+        )
+
+    return load
+
+
+def artifact_for(policy: Policy, default: Callable[[], Path]) -> Path:
+    """The artefact dir a policy is decided with (``default`` is only called when the policy names none)."""
+    return Path(policy.classifier) if policy.classifier is not None else default()
+
+
+def open_pair(policy: Policy, default: Callable[[], Path], load: Loader, where: str = "") -> Classifier:
+    """The policy's classifier, loaded; a ConfigError (and nothing left open) if the policy does not fit its
+    labels."""
+    classifier = load(artifact_for(policy, default))
+    try:
+        check_policy(policy, classifier.labels, where)
+    except ConfigError:
+        classifier.close()
+        raise
+    return classifier
+
+
+def load_routing(
+    s: Settings, policy_path: Path | None, embeddings: bool = True, progress: bool = False
+) -> tuple[Classifier, Policy]:
+    """The (classifier, policy) pair of a policy file (the shipped table when None)."""
+    policy = load_policy(policy_path)
+    classifier = open_pair(
+        policy, lambda: default_artifact(s, progress), loader(s, embeddings), str(policy_path or policy.version)
+    )
+    return classifier, policy
