@@ -20,7 +20,9 @@ from workers.classifier.build import report
 from workers.classifier.model import Classifier
 from workers.cli.app import app
 from workers.data import MMLU_PRO_TEST, read_jsonl
+from workers.router.loading import load_routing
 from workers.router.policy import load_policy
+from workers.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -98,3 +100,11 @@ def test_train_own_categories_end_to_end(tmp_path: Path, artifact: Path) -> None
     assert policy.version == f"custom-{card['version']}-v1"
     assert sorted(policy.categories) == sorted(GROUPS)
     assert "accuracy" in report(card) and "humanities" in report(card)
+
+    # the skeleton switches every routing entrypoint (router, classify, calibrate, planner) to the custom model
+    clf2, pol2 = load_routing(Settings(), out / "policy.yaml", embeddings=False)
+    with clf2:
+        assert (clf2.version, pol2.version) == (card["version"], policy.version)
+        decided = [pol2.decide(c, None, "m", clf2.version) for c in clf2.classify(list(KNOWN))]
+    assert [d.category for d in decided] == list(KNOWN.values())
+    assert {d.classifier_version for d in decided} == {card["version"]}
