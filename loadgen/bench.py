@@ -66,7 +66,15 @@ async def run(args: argparse.Namespace, work: Path, servers: dict[str, Service])
     bodies = load_bodies(args.prompts)
     sizes = [int(x) for x in args.batch_sizes.split(",")]
     depth = RouterSettings().depth  # batches in the classifier at once, as the router keeps them
-    clf = classifier_ceiling(args.artifact_path, bodies, sizes, min(args.sweep_prompts, len(bodies)), depth)
+    sweep_n = min(args.sweep_prompts, len(bodies))
+    # side by side, alternating: the encoder for every prompt (the previous classifier), then as the router runs it
+    enc = [classifier_ceiling(args.artifact_path, bodies, sizes, sweep_n, depth, first_tier=False)]
+    tiered = [classifier_ceiling(args.artifact_path, bodies, sizes, sweep_n, depth)]
+    enc.append(classifier_ceiling(args.artifact_path, bodies, sizes, sweep_n, depth, first_tier=False))
+    tiered.append(classifier_ceiling(args.artifact_path, bodies, sizes, sweep_n, depth))
+    clf = max(tiered, key=lambda r: r["per_s"])
+    enc_per_s = [r["per_s"] for r in enc]
+    tier_per_s = [r["per_s"] for r in tiered]
     batch = args.router_batch
     bootstrap = args.bootstrap or servers["broker"].address
     redis_url = f"redis://{servers['redis'].address}/0"
@@ -133,6 +141,10 @@ async def run(args: argparse.Namespace, work: Path, servers: dict[str, Service])
         "classifier_batch": clf["batch"],
         "classifier_p99_batch_ms": round(clf["p99_batch_ms"], 1),
         "classifier_sweep_per_s": clf["sweep"],
+        "encoder_only_per_s": [round(x, 1) for x in enc_per_s],
+        "first_tier_per_s": [round(x, 1) for x in tier_per_s],
+        "first_tier_ratio": round(sum(tier_per_s) / sum(enc_per_s), 3),
+        "first_tier_share": round(clf["tier_share"], 4),
         "router_batch": batch,
         "router_per_s": round(top["per_s"], 1),
         "router_ratio": round(top["per_s"] / c, 3),
@@ -158,6 +170,11 @@ def table(r: dict[str, Any]) -> str:
             "classifier alone",
             f"{r['classifier_per_s']:.0f} prompts/s at batch {r['classifier_batch']}"
             f" (p99 {r['classifier_p99_batch_ms']:.0f} ms/batch; sweep {r['classifier_sweep_per_s']})",
+        ),
+        (
+            "first tier vs encoder",
+            f"{r['first_tier_ratio']:.2f}x (encoder only {r['encoder_only_per_s']}, first tier"
+            f" {r['first_tier_per_s']} prompts/s, alternating; the tier decides {r['first_tier_share']:.0%})",
         ),
         ("router via broker", f"{r['router_per_s']:.0f} prompts/s = {r['router_ratio']:.0%} of the classifier"),
         ("pipeline into Redis", f"{r['pipeline_per_s']:.0f} prompts/s = {r['pipeline_ratio']:.0%} of the classifier"),

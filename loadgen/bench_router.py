@@ -44,7 +44,7 @@ def _batches(clf: Classifier, texts: Sequence[str], size: int, depth: int) -> tu
 
     def one(chunk: Sequence[str]) -> float:
         t = time.perf_counter()
-        clf.classify(chunk)
+        clf.classify(chunk, False)
         return (time.perf_counter() - t) * 1000
 
     start = time.perf_counter()
@@ -54,10 +54,16 @@ def _batches(clf: Classifier, texts: Sequence[str], size: int, depth: int) -> tu
 
 
 def classifier_ceiling(
-    artifact: Path, bodies: Sequence[ChatBody], sizes: Sequence[int], sweep_n: int, depth: int = 2
+    artifact: Path,
+    bodies: Sequence[ChatBody],
+    sizes: Sequence[int],
+    sweep_n: int,
+    depth: int = 2,
+    first_tier: bool = True,
 ) -> dict[str, Any]:
-    """Tokeniser + onnxruntime in this process: the sweep picks the batch size, the full run at it is reported."""
-    clf = Classifier.load(artifact)
+    """Tokeniser + onnxruntime in this process: the sweep picks the batch size, the full run at it is reported.
+    ``first_tier``: as the router runs it (the lexical tier first), or the encoder for every prompt."""
+    clf = Classifier.load(artifact, first_tier=first_tier)
     texts = [prompt_text(b) for b in bodies]
     clf.classify(texts[: max(sizes)])  # warm-up: first runs allocate
     sweep: dict[int, float] = {}
@@ -76,11 +82,20 @@ def classifier_ceiling(
         "sweep": {str(k): round(v, 1) for k, v in sweep.items()},
         "providers": list(clf.providers),
         "version": clf.version,
+        "first_tier": clf.tier is not None,
+        "tier_share": tier_share(clf, texts),
     }
     clf.close()
     del clf
     gc.collect()
     return out
+
+
+def tier_share(clf: Classifier, texts: Sequence[str]) -> float:
+    """The share of ``texts`` the first tier decides (0 without one)."""
+    if clf.tier is None or not texts:
+        return 0.0
+    return sum(c.tier == "lexical" for c in clf.classify(texts, False)) / len(texts)
 
 
 @dataclass

@@ -35,6 +35,7 @@ from workers.classifier.fused_graph import encoder_graph, quantize
 from workers.classifier.graph import ENCODER_PACKAGE, ENCODER_VERSION, HEAD_PREFIX, compose, encoder_path, load_encoder
 from workers.classifier.head import LinearHead
 from workers.classifier.knn import SIMILARITY_NODE, VoteParams, add_vote, embed
+from workers.classifier.lexical_build import build_tier
 from workers.classifier.model import (
     DEFAULT_MAX_LENGTH,
     HEAD_FRACTION,
@@ -51,7 +52,7 @@ from workers.data import path as data_path
 log = logging.getLogger(__name__)
 
 # Bump when the composition changes: a new fingerprint means a rebuild of cached artefacts.
-RECIPE_VERSION = "thinkroute-classifier/5-int8-plain-layernorm-int8-bank-cpu"
+RECIPE_VERSION = "thinkroute-classifier/6-lexical-first-tier"
 DEFAULT_SEED = 13
 ASSETS = Path(__file__).resolve().parent / "assets"
 TOKENIZER_ASSET = ASSETS / "tokenizer.json"
@@ -224,7 +225,9 @@ def build_artifact(
     try:
         fp32 = write_artifact(tmp, adapter, card, version, seed, progress)
         checks = verify(fp32, tmp, card, adapter)
+        tier = build_tier(tmp, load_items(seed)[0], seed)
         card = json.loads((tmp / "card.json").read_text(encoding="utf-8"))
+        card["first_tier"] = tier
         card["composed"] = {
             "at": datetime.now(UTC).isoformat(timespec="seconds"),
             "seconds": round(time.monotonic() - start, 2),

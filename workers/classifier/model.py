@@ -29,6 +29,8 @@ from tokenizers import Tokenizer
 
 from workers.classifier.graph import EMBEDDING as EMBEDDING_OUTPUT
 from workers.classifier.graph import with_embedding_output
+from workers.classifier.lexical import FILE as LEXICAL_FILE
+from workers.classifier.lexical import LexicalTier
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,7 @@ class Classification:
     reasoning_score: float | None = None  # per-prompt score (predicted difficulty), when the model has one
     probs: tuple[float, ...] | None = None  # every label's probability, in the order of ``Classifier.labels``
     embedding: tuple[float, ...] | None = None  # the pooled, L2-normalised sentence embedding (``embeddings=True``)
+    tier: str = "encoder"  # what decided the category: "encoder" or "lexical" (the first tier)
 
 
 def head_tail(ids: Sequence[int], max_length: int, head_fraction: float = HEAD_FRACTION) -> list[int]:
@@ -89,13 +92,20 @@ class TextEncoder:
 
     def tokenize(self, texts: Sequence[str]) -> tuple[list[list[int]], BoolArray, IntArray]:
         """Token ids per text (cut to max_length), truncated flags, lengths before the cut."""
+        seqs, truncated, lengths, _ = self.tokenize_full(texts)
+        return seqs, truncated, lengths
+
+    def tokenize_full(self, texts: Sequence[str]) -> tuple[list[list[int]], BoolArray, IntArray, list[list[int]]]:
+        """``tokenize`` plus each text's whole token ids without [CLS] / [SEP] (what the first tier reads)."""
         encodings = self.tokenizer.encode_batch(list(texts))
         seqs: list[list[int]] = []
+        bodies: list[list[int]] = []
         lengths = np.zeros(len(encodings), dtype=np.int64)
         for i, enc in enumerate(encodings):
             lengths[i] = len(enc.ids)
             seqs.append(head_tail(enc.ids, self.max_length))
-        return seqs, lengths > self.max_length, lengths
+            bodies.append(enc.ids[1:-1])
+        return seqs, lengths > self.max_length, lengths, bodies
 
     def pad(self, seqs: Sequence[Sequence[int]]) -> tuple[IntArray, IntArray]:
         """Pad to the longest sequence given: (input_ids, attention_mask), both int64 [B, T]."""
@@ -197,8 +207,11 @@ class Classifier:
         batch_size: int = DEFAULT_BATCH_SIZE,
         max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS,
         workers: int = 0,
+        tier: LexicalTier | None = None,
     ) -> None:
-        """``workers`` > 0: one prompt per run on that many threads (CPU); 0: length-bucketed batches."""
+        """``workers`` > 0: one prompt per run on that many threads (CPU); 0: length-bucketed batches.
+        ``tier``: the lexical first tier (``workers.classifier.lexical``), which decides the prompts it is sure of."""
+        self.tier = tier
         self.session = session
         self.encoder = encoder
         self.labels = labels
@@ -243,13 +256,15 @@ class Classifier:
         providers: str = "auto",
         intra_op_threads: int | None = None,
         embeddings: bool = False,
+        first_tier: bool = True,
     ) -> Classifier:
         """The artefact's classifier: CUDA (fp32 model, batches) when usable, else CPU (int8 model).
 
         ``intra_op_threads``: CPU threads (one prompt per thread; default one per core) or, on CUDA,
         ONNX Runtime's own intra-op threads. ``embeddings``: also return each prompt's pooled sentence
         embedding (the graph's internal tensor, made an output of the model held in memory; the artefact
-        on disk and its cache key are unchanged).
+        on disk and its cache key are unchanged). ``first_tier``: use the artefact's lexical first tier
+        (``lexical.npz``) when it has one.
         """
         artifact_dir = Path(artifact_dir)
         card: dict[str, Any] = json.loads((artifact_dir / "card.json").read_text(encoding="utf-8"))
@@ -274,7 +289,9 @@ class Classifier:
         if isinstance(n_out, int) and n_out != len(labels):
             raise ValueError(f"model has {n_out} outputs but labels.json lists {len(labels)} labels")
         log.info("loaded classifier %s from %s (%d labels)", card.get("version"), artifact_dir, len(labels))
-        return cls(session, encoder, labels, str(card.get("version", "")), workers=workers)
+        tier_file = artifact_dir / LEXICAL_FILE
+        tier = LexicalTier.load(tier_file) if first_tier and tier_file.is_file() else None
+        return cls(session, encoder, labels, str(card.get("version", "")), workers=workers, tier=tier)
 
     def encode(self, texts: Sequence[str]) -> tuple[IntArray, IntArray, BoolArray, IntArray]:
         """(input_ids, attention_mask) padded to the longest text, truncated flags, untruncated lengths."""
@@ -322,13 +339,29 @@ class Classifier:
         seqs, _, _ = self.encoder.tokenize(texts)
         return self._probs(seqs)
 
-    def classify(self, texts: Sequence[str]) -> list[Classification]:
+    def classify(self, texts: Sequence[str], embeddings: bool = True) -> list[Classification]:
+        """Classify prompts. With a first tier, the prompts it is sure of skip the encoder (no embedding for
+        them); ``embeddings=True`` on a classifier loaded with embeddings sends every prompt to the encoder."""
         if isinstance(texts, str):
             raise TypeError("texts must be a sequence of strings, not one string")
         if not texts:
             return []
-        seqs, truncated, lengths = self.encoder.tokenize(texts)
-        probs, scores, embs = self._run(seqs)
+        seqs, truncated, lengths, bodies = self.encoder.tokenize_full(texts)
+        tier = self.tier if not (embeddings and self._embedding is not None) else None
+        decided = np.zeros(len(seqs), dtype=bool)
+        if tier is None:
+            probs, scores, embs = self._run(seqs)
+        else:
+            probs, scores_lex = tier.predict(bodies)
+            decided = probs.max(axis=1) >= tier.threshold
+            rest = np.flatnonzero(~decided)
+            scores = None if scores_lex is None else scores_lex.copy()
+            embs = None
+            if len(rest):
+                p_enc, s_enc, _ = self._run([seqs[i] for i in rest])
+                probs[rest] = tier.combine(p_enc, probs[rest])
+                if s_enc is not None and scores is not None:
+                    scores[rest] = s_enc
         best = probs.argmax(axis=1)
         return [
             Classification(
@@ -339,6 +372,7 @@ class Classifier:
                 reasoning_score=None if scores is None else float(scores[i]),
                 probs=tuple(probs[i].tolist()),
                 embedding=None if embs is None else tuple(embs[i].tolist()),
+                tier="lexical" if decided[i] else "encoder",
             )
             for i, k in enumerate(best)
         ]

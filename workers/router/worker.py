@@ -70,6 +70,11 @@ class _Batch:
     acks: list[asyncio.Future[object]] = field(default_factory=list)
 
 
+def needs_embeddings(policy: Policy) -> bool:
+    """Whether a policy's decisions need each prompt's sentence embedding (then the first tier is skipped)."""
+    return policy.gain is not None and policy.gain.needs_embeddings
+
+
 class RouterWorker:
     def __init__(
         self,
@@ -251,11 +256,14 @@ class RouterWorker:
     async def _classify(self, prompts: list[tuple[Record, PromptMessage]]) -> Routed:
         texts = [prompt_text(p.body) for _, p in prompts]
         classifier = self.classifier  # the same until this batch is decided (a new pair waits for it)
+        embeddings = needs_embeddings(self.policy)  # a gain head on embeddings: every prompt through the encoder
         with self.metrics.classifier_latency.time():
-            classes = await asyncio.to_thread(classifier.classify, texts)
+            classes = await asyncio.to_thread(classifier.classify, texts, embeddings)
         # one policy per batch, read when its decisions are made (no await from here to the last one), so in
         # routing order (routed_at) no decision of an old version follows one of its replacement
         policy = self.policy
+        if needs_embeddings(policy) and not embeddings:  # swapped to one during this batch (rare): on the loop
+            classes = classifier.classify(texts, True)
         now = time.time()
         out = []
         for (record, prompt), c in zip(prompts, classes, strict=True):
