@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +31,15 @@ class Served:
     url: str  # http://127.0.0.1:PORT
     settings: Settings
     workers: Workers
+    clients: list[AsyncOpenAI] = field(default_factory=list)
 
     def client(self, owner: str = "alice", key: str | None = None) -> AsyncOpenAI:
+        """An SDK client, closed when ``serving`` ends. A client left to the garbage collector closes its
+        sockets without unregistering them from the (session-wide) event loop's selector, and a later
+        socket given the same descriptor is then never polled: a server that never accepts."""
         key = key or key_of(self.settings, owner)
-        return AsyncOpenAI(base_url=f"{self.url}/v1", api_key=key, max_retries=0, timeout=30)
+        self.clients.append(AsyncOpenAI(base_url=f"{self.url}/v1", api_key=key, max_retries=0, timeout=30))
+        return self.clients[-1]
 
 
 def owner_of(s: Settings, name: str) -> str:
@@ -70,7 +75,12 @@ async def serving(s: Settings, artifact: Path, workers: bool = True) -> AsyncIte
         done, _ = await asyncio.wait([ready, *w.tasks], timeout=60, return_when=asyncio.FIRST_COMPLETED)
         w.check()
         assert ready in done, "serve did not start within 60 s"
-        yield Served(ready.result(), s, w)
+        served = Served(ready.result(), s, w)
+        try:
+            yield served
+        finally:
+            for client in served.clients:
+                await client.close()
 
 
 def sample_slice(path: Path, n: int, start: int = 0) -> list[str]:

@@ -210,6 +210,23 @@ def write_artifact(
     return fp32
 
 
+@contextmanager
+def staged_dir(out_dir: Path) -> Iterator[Path]:
+    """A temporary sibling of ``out_dir`` to write an artefact into; on success it replaces ``out_dir`` (a rename:
+    readers see the old dir or the whole new one), on any error it is removed."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        yield tmp
+        tmp.chmod(0o755)  # mkdtemp makes it private
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.rename(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def build_artifact(
     out_dir: Path, *, seed: int = DEFAULT_SEED, progress: bool = True, providers: str = "auto"
 ) -> dict[str, Any]:
@@ -217,12 +234,10 @@ def build_artifact(
     del providers
     start = time.monotonic()
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     adapter = load_adapter(ADAPTER_ASSET)
     card: dict[str, Any] = json.loads(CARD_ASSET.read_text(encoding="utf-8"))
     version = fingerprint(seed)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with staged_dir(out_dir) as tmp:
         fp32 = write_artifact(tmp, adapter, card, version, seed, progress)
         checks = verify(fp32, tmp, card, adapter)
         tier = build_tier(tmp, load_items(seed)[0], seed)
@@ -234,13 +249,6 @@ def build_artifact(
             **checks,
         }
         (tmp / "card.json").write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
-        tmp.chmod(0o755)  # mkdtemp makes it private
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.rename(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("classifier artefact %s composed in %s (%.1f s)", version, out_dir, time.monotonic() - start)
     return card
 

@@ -14,9 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
-import tempfile
 import time
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -27,7 +25,7 @@ import numpy as np
 import onnx
 import yaml
 
-from workers.classifier.build import ADAPTER_ASSET, TOKENIZER_ASSET, fingerprint, float_models
+from workers.classifier.build import ADAPTER_ASSET, TOKENIZER_ASSET, fingerprint, float_models, staged_dir
 from workers.classifier.cache import ensure_artifact
 from workers.classifier.fused_graph import quantize
 from workers.classifier.graph import HEAD_PREFIX
@@ -146,9 +144,7 @@ def train_custom(
     head, l2, l2_grid = choose_head(x_tr, y_tr, x_val, y_val, k)
     vote, vote_grid = choose_vote(head, x_tr, y_tr, x_val, y_val, k)
     model, model_float = compose_models(head, labels, version, x_tr, y_tr, vote)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with staged_dir(out) as tmp:
         onnx.save(model, str(tmp / "model.onnx"))
         onnx.save(model_float, str(tmp / "model_float.onnx"))
         shutil.copyfile(TOKENIZER_ASSET, tmp / "tokenizer.json")
@@ -173,13 +169,6 @@ def train_custom(
         (tmp / "card.json").write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
         (tmp / "policy.yaml").write_text(policy_text(version, labels, out), encoding="utf-8")
         load_policy(tmp / "policy.yaml", labels)  # the skeleton must load as the router loads it
-        tmp.chmod(0o755)
-        if out.exists():
-            shutil.rmtree(out)
-        os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("custom classifier %s (%d categories) written to %s in %.1f s", version, k, out, time.monotonic() - start)
     return card | {"path": str(out)}
 
