@@ -47,7 +47,7 @@ class FakeClassifier:
     def __init__(self) -> None:
         self.calls: list[int] = []
 
-    def classify(self, texts: Sequence[str]) -> list[Classification]:
+    def classify(self, texts: Sequence[str], embeddings: bool = True) -> list[Classification]:
         self.calls.append(len(texts))
         start = sum(self.calls) - len(texts)
         return [Classification("math", 0.9, False, 10, reasoning_score=(start + i) / 1000) for i in range(len(texts))]

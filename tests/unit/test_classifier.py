@@ -234,6 +234,31 @@ def test_card_and_labels(artefact: Path, classifier: Classifier) -> None:
     assert "accuracy" in text and "law" in text
 
 
+def test_the_first_tier_decides_most_known_questions_with_the_encoders_labels(artefact: Path) -> None:
+    card = json.loads((artefact / "card.json").read_text())
+    first = card["first_tier"]
+    assert 0.5 <= first["threshold"] <= 0.95 and first["validation"]["share"] > 0.5
+    assert first["validation"]["cascade_accuracy"] >= first["validation"]["encoder_accuracy"]  # the choice's rule
+    texts = [q for q, _ in KNOWN] + [
+        (
+            "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+            "How many clips did Natalia sell altogether?"
+        )
+    ]
+    with (
+        Classifier.load(artefact, providers="cpu", first_tier=False) as enc,
+        Classifier.load(artefact, providers="cpu") as tiered,
+    ):
+        assert enc.tier is None and tiered.tier is not None
+        alone, both = enc.classify(texts, False), tiered.classify(texts, False)
+    assert [c.category for c in both] == [c.category for c in alone] == [label for _, label in KNOWN] + ["math"]
+    assert {c.tier for c in alone} == {"encoder"} and sum(c.tier == "lexical" for c in both) >= len(texts) // 2
+    for a, b in zip(alone, both, strict=True):
+        assert b.reasoning_score is not None and 0.0 <= b.reasoning_score <= 1.0
+        if b.tier == "encoder":  # the encoder's own score and, at mix 0.2, nearly its confidence
+            assert b.reasoning_score == pytest.approx(a.reasoning_score, abs=1e-6)
+
+
 def test_artifact_dir_is_stable(artefact: Path) -> None:
     assert artifact_dir(cache_dir()) == artifact_dir(cache_dir()) == artefact
     assert ensure_artifact(cache_dir(), progress=False) == artefact  # already built: no rebuild
@@ -262,7 +287,7 @@ def test_cpu_and_cuda_models_differ_only_where_cpu_kernels_are_slow(artefact: Pa
     assert gpu.count("SkipLayerNormalization") == 12 and gpu.count("Attention") == 6 and "QAttention" not in gpu
 
 
-def test_embedding_output_is_the_pooled_embedding_the_heads_read(artefact: Path, classifier: Classifier) -> None:
+def test_embedding_output_is_the_pooled_embedding_the_heads_read(artefact: Path) -> None:
     """``embeddings=True``: unit-norm 384-dim vectors, deterministic, the other outputs unchanged, and the
     score head applied to them gives the model's own reasoning score (so it is the tensor the heads read)."""
     import onnx
@@ -272,7 +297,8 @@ def test_embedding_output_is_the_pooled_embedding_the_heads_read(artefact: Path,
     with Classifier.load(artefact, providers="cpu", embeddings=True) as clf:
         with_emb = clf.classify(texts)
         again = clf.classify(texts[::-1])[::-1]
-    plain = classifier.classify(texts)
+    with Classifier.load(artefact, providers="cpu", first_tier=False) as enc:
+        plain = enc.classify(texts)  # the same encoder, without the embedding output
     emb = np.array([c.embedding for c in with_emb])
     assert emb.shape == (4, 384) and np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
     assert [c.embedding for c in again] == [c.embedding for c in with_emb]

@@ -142,7 +142,7 @@ class Relabelled(GatedClassifier):
         super().__init__()
         self.closed = 0
 
-    def classify(self, texts: Sequence[str]) -> list[Classification]:
+    def classify(self, texts: Sequence[str], embeddings: bool = True) -> list[Classification]:
         return [Classification("x-" + c.category, c.confidence, False, 8, 0.99) for c in super().classify(texts)]
 
     def close(self) -> None:
@@ -153,7 +153,7 @@ class Old(Relabelled):
     version = "test"
     labels = LABELS
 
-    def classify(self, texts: Sequence[str]) -> list[Classification]:
+    def classify(self, texts: Sequence[str], embeddings: bool = True) -> list[Classification]:
         return GatedClassifier.classify(self, texts)
 
 

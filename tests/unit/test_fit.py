@@ -38,7 +38,7 @@ class FakeClassifier:
     labels = LABELS
     version = "fake"
 
-    def classify(self, texts: Sequence[str]) -> list[Classification]:
+    def classify(self, texts: Sequence[str], embeddings: bool = True) -> list[Classification]:
         out = []
         for t in texts:
             m = PATTERN.search(t)

@@ -54,12 +54,20 @@ def test_fit_head_learns_token_classes_and_the_file_round_trips(tmp_path: Path) 
     seqs, y = _toy()
     f = LexicalFeatures.fit_idf(seqs, VOCAB, buckets=64)
     w, b = fit_head(f.matrix(seqs), y, 3, l2=1e-4)
-    tier = LexicalTier(f, w, b, 0.6, 0.2)
+    tier = LexicalTier(f, w, b, np.array([0.75, 0.5, 2.0], np.float32), 0.2)
     probs, scores = tier.predict([[1, 2, 3], [21, 22], [11, 14, 12]])
     assert probs.argmax(axis=1).tolist() == [0, 2, 1] and scores is None
     tier.save(tmp_path / "t.npz")
     back = LexicalTier.load(tmp_path / "t.npz")
-    assert (back.threshold, back.mix) == (0.6, 0.2)
+    assert back.threshold.tolist() == [0.75, 0.5, 2.0] and back.mix == 0.2
+    assert back.decides(
+        np.array([[0.8, 0.1, 0.1], [0.7, 0.2, 0.1], [0.1, 0.85, 0.05], [0.1, 0.05, 0.85]], np.float32)
+    ).tolist() == [
+        True,
+        False,
+        True,
+        False,
+    ]
     np.testing.assert_allclose(back.predict([[1, 2, 3]])[0], probs[:1], atol=2e-3)  # weights stored as fp16
 
 
@@ -77,7 +85,7 @@ def test_choose_never_loses_validation_accuracy() -> None:
     assert c.accuracy == float((pred == y).mean()) >= c.encoder_accuracy
     assert c.share == float(decided.mean())
     never = choose(lex * 0 + 0.25, enc, y)  # a tier that is never sure decides nothing
-    assert never.share == 0.0 and never.threshold > 1
+    assert never.share == 0.0 and (never.threshold > 1).all()
 
 
 def test_score_is_mapped_onto_the_encoder_scale() -> None:
@@ -93,7 +101,7 @@ def test_score_is_mapped_onto_the_encoder_scale() -> None:
         np.eye(3, dtype=np.float32)[y[:60]],
         VOCAB,
         3,
-        (np.ones(len(seqs), bool), target, enc_scores),
+        (target, enc_scores),
     )
     _, scores = tier.predict(val)
     assert scores is not None and 0.3 - 1e-6 <= scores.min() and scores.max() <= 0.9 + 1e-6

@@ -82,7 +82,7 @@ class GatedClassifier:
         self.gate = threading.Semaphore(0)
         self._lock = threading.Lock()
 
-    def classify(self, texts: Sequence[str]) -> list[Classification]:
+    def classify(self, texts: Sequence[str], embeddings: bool = True) -> list[Classification]:
         with self._lock:
             self.calls.append(len(texts))
             self.running += 1
@@ -228,7 +228,7 @@ async def test_quiesce_drains_what_is_in_flight_then_drops_what_is_buffered_for_
 
 
 class BrokenClassifier(GatedClassifier):
-    def classify(self, texts: Sequence[str]) -> list[Classification]:
+    def classify(self, texts: Sequence[str], embeddings: bool = True) -> list[Classification]:
         raise RuntimeError("classifier broke")
 
 

@@ -1,4 +1,4 @@
-"""Compose the runtime classifier artefact from the shipped adapter (no torch, about a minute).
+"""Compose the runtime classifier artefact from the shipped adapter (no torch, about 2 minutes on 2 cores).
 
 ``thinkroute train`` (``workers.training.train``) writes ``workers/classifier/assets/adapter.npz`` (LoRA
 factors, biases and norms of the fine-tuned encoder, the category head, the reasoning-score head and
@@ -52,7 +52,7 @@ from workers.data import path as data_path
 log = logging.getLogger(__name__)
 
 # Bump when the composition changes: a new fingerprint means a rebuild of cached artefacts.
-RECIPE_VERSION = "thinkroute-classifier/6-lexical-first-tier"
+RECIPE_VERSION = "thinkroute-classifier/7-lexical-first-tier-distilled-score"
 DEFAULT_SEED = 13
 ASSETS = Path(__file__).resolve().parent / "assets"
 TOKENIZER_ASSET = ASSETS / "tokenizer.json"
@@ -117,8 +117,8 @@ def runtime_models(
     version: str,
     seed: int = DEFAULT_SEED,
     progress: bool = False,
-) -> tuple[onnx.ModelProto, onnx.ModelProto, onnx.ModelProto, int]:
-    """(fp32 head-only model, int8 and fp32 models with the neighbour vote, bank size).
+) -> tuple[onnx.ModelProto, onnx.ModelProto, onnx.ModelProto, FloatArray]:
+    """(fp32 head-only model, int8 and fp32 models with the neighbour vote, the bank's embeddings).
 
     The int8 model is ``model.onnx`` (CPU), the fp32 one ``model_float.onnx`` (CUDA: the int8 kernels
     are CPU ones); both vote over the same bank, embedded once with the int8 model.
@@ -132,7 +132,7 @@ def runtime_models(
     index = np.array([labels.index(x) for x in bank_labels], dtype=np.int64)
     # the CPU model's similarities to the bank in int8 too (per bank row scales): a quarter of the 14 MB read
     cpu = quantize(add_vote(int8, bank, index, len(labels), VOTE), only=(SIMILARITY_NODE,))
-    return fp32, cpu, add_vote(fp32, bank, index, len(labels), VOTE), len(texts)
+    return fp32, cpu, add_vote(fp32, bank, index, len(labels), VOTE), bank
 
 
 @contextmanager
@@ -186,10 +186,11 @@ def write_artifact(
     version: str,
     seed: int = DEFAULT_SEED,
     progress: bool = False,
-) -> onnx.ModelProto:
-    """model.onnx, tokenizer, labels and card into ``out_dir`` (must exist); returns the fp32 model."""
+) -> tuple[onnx.ModelProto, FloatArray]:
+    """model.onnx, tokenizer, labels and card into ``out_dir`` (must exist); returns the fp32 model and the
+    neighbour bank's embeddings (the training questions', in ``bank_texts`` order)."""
     labels = [str(x) for x in card["labels"]]
-    fp32, model, model_float, bank_size = runtime_models(adapter, labels, version, seed, progress)
+    fp32, model, model_float, bank = runtime_models(adapter, labels, version, seed, progress)
     onnx.save(model, str(out_dir / "model.onnx"))
     onnx.save(model_float, str(out_dir / "model_float.onnx"))
     shutil.copyfile(TOKENIZER_ASSET, out_dir / "tokenizer.json")
@@ -203,11 +204,11 @@ def write_artifact(
             "weights, heads in fp32; residual LayerNorms as plain ops), one prompt per run on CPU; "
             "model_float.onnx: fp32, all fused kernels, batched, for CUDA"
         ),
-        "neighbour_vote": {**VOTE.__dict__, "bank": bank_size, "bank_source": "the training questions"},
+        "neighbour_vote": {**VOTE.__dict__, "bank": len(bank), "bank_source": "the training questions"},
     }
     card.setdefault("sizes", {})["model_onnx_bytes"] = (out_dir / "model.onnx").stat().st_size
     (out_dir / "card.json").write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
-    return fp32
+    return fp32, bank
 
 
 @contextmanager
@@ -238,9 +239,11 @@ def build_artifact(
     card: dict[str, Any] = json.loads(CARD_ASSET.read_text(encoding="utf-8"))
     version = fingerprint(seed)
     with staged_dir(out_dir) as tmp:
-        fp32 = write_artifact(tmp, adapter, card, version, seed, progress)
+        fp32, bank = write_artifact(tmp, adapter, card, version, seed, progress)
         checks = verify(fp32, tmp, card, adapter)
-        tier = build_tier(tmp, load_items(seed)[0], seed)
+        score = heads(adapter)[1]
+        bank_scores = None if score is None else score.logits(bank)[:, 0]  # the encoder's, as the graph adds it
+        tier = build_tier(tmp, load_items(seed)[0], seed, bank_scores)
         card = json.loads((tmp / "card.json").read_text(encoding="utf-8"))
         card["first_tier"] = tier
         card["composed"] = {

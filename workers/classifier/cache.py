@@ -35,7 +35,7 @@ def ensure_artifact(cache_dir: Path, progress: bool = True) -> Path:
         try:
             if is_complete(target):  # built by another process while we waited
                 return target
-            log.info("building the classifier artefact (first use, about a minute on 2 cores) into %s", target)
+            log.info("building the classifier artefact (first use, about 2 minutes on 2 cores) into %s", target)
             build_artifact(target, progress=progress)
         finally:
             fcntl.flock(lock.fileno(), fcntl.LOCK_UN)

@@ -23,7 +23,9 @@ from workers.classifier.head import softmax
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 
-BIGRAM_BUCKETS = 1 << 17
+BIGRAM_BUCKETS = (
+    1 << 15
+)  # 2^17 measured the same validation accuracy (0.7973 alone at 100 iterations), fitted 1.5x slower
 _MULT = 1_000_003
 FILE = "lexical.npz"
 
@@ -40,6 +42,11 @@ class Sparse:
     @property
     def n_rows(self) -> int:
         return len(self.indptr) - 1
+
+    def head(self, n: int) -> Sparse:
+        """The first ``n`` rows."""
+        end = int(self.indptr[n])
+        return Sparse(self.indptr[: n + 1], self.indices[:end], self.values[:end], self.n_cols)
 
     def row_ids(self) -> I64:
         return np.repeat(np.arange(self.n_rows, dtype=np.int64), np.diff(self.indptr))
@@ -106,7 +113,7 @@ class LexicalTier:
     features: LexicalFeatures
     weight: F32  # [n_features, K]
     bias: F32  # [K]
-    threshold: float  # the tier decides a prompt whose top probability reaches it (> 1: never)
+    threshold: F32  # [K]: the tier decides a prompt whose top probability reaches its top class's (> 1: never)
     mix: float  # weight of the tier's log-probabilities when the encoder decides
     score_weight: F32 | None = None  # [n_features, 1]: ridge to the reasoning-score target
     score_bias: float = 0.0
@@ -127,6 +134,11 @@ class LexicalTier:
         x = self.features.matrix(seqs)
         return softmax(x.matmul(self.weight) + self.bias), self.scores(x)
 
+    def decides(self, probs: F32) -> npt.NDArray[np.bool_]:
+        """Which prompts (rows of the tier's probabilities) the tier decides."""
+        decided: npt.NDArray[np.bool_] = probs.max(axis=1) >= self.threshold[probs.argmax(axis=1)]
+        return decided
+
     def combine(self, p_encoder: F32, p_lexical: F32) -> F32:
         """The encoder's probabilities mixed with the tier's (for the prompts the encoder decides)."""
         if self.mix <= 0:
@@ -142,7 +154,8 @@ class LexicalTier:
             weight=self.weight.astype(np.float16),
             bias=self.bias,
             meta=np.array([self.features.vocab, self.features.buckets], dtype=np.int64),
-            params=np.array([self.threshold, self.mix, self.score_bias], dtype=np.float64),
+            threshold=self.threshold.astype(np.float32),
+            params=np.array([self.mix, self.score_bias], dtype=np.float64),
             **({} if self.score_weight is None else {"score_weight": self.score_weight}),
             **({} if self.score_map is None else {"score_map": self.score_map}),
         )
@@ -151,7 +164,8 @@ class LexicalTier:
     def load(cls, path: Path) -> LexicalTier:
         with np.load(path, allow_pickle=False) as z:
             vocab, buckets = (int(x) for x in z["meta"])
-            threshold, mix, score_bias = (float(x) for x in z["params"])
+            mix, score_bias = (float(x) for x in z["params"])
+            threshold = np.asarray(z["threshold"], np.float32)
             features = LexicalFeatures(vocab, np.asarray(z["idf"], np.float32), buckets)
             sw = np.asarray(z["score_weight"], np.float32) if "score_weight" in z else None
             sm = np.asarray(z["score_map"], np.float32) if "score_map" in z else None

@@ -228,9 +228,11 @@ class Classifier:
             self._names.append(self._embedding)
         self.workers = workers
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="classifier") if workers > 0 else None
+        self._closed = False
 
     def close(self) -> None:
-        """Stop the worker threads (the session itself is released with the object)."""
+        """Stop the worker threads (the session itself is released with the object); later calls raise."""
+        self._closed = True
         if self._pool is not None:
             self._pool.shutdown(wait=True)
 
@@ -264,7 +266,8 @@ class Classifier:
         ONNX Runtime's own intra-op threads. ``embeddings``: also return each prompt's pooled sentence
         embedding (the graph's internal tensor, made an output of the model held in memory; the artefact
         on disk and its cache key are unchanged). ``first_tier``: use the artefact's lexical first tier
-        (``lexical.npz``) when it has one.
+        (``lexical.npz``) when it has one and the encoder runs on CPU (on CUDA the batched encoder outruns the
+        tier's own numpy throughput, so every prompt goes to it).
         """
         artifact_dir = Path(artifact_dir)
         card: dict[str, Any] = json.loads((artifact_dir / "card.json").read_text(encoding="utf-8"))
@@ -290,7 +293,8 @@ class Classifier:
             raise ValueError(f"model has {n_out} outputs but labels.json lists {len(labels)} labels")
         log.info("loaded classifier %s from %s (%d labels)", card.get("version"), artifact_dir, len(labels))
         tier_file = artifact_dir / LEXICAL_FILE
-        tier = LexicalTier.load(tier_file) if first_tier and tier_file.is_file() else None
+        on_cpu = CUDA not in session.get_providers()
+        tier = LexicalTier.load(tier_file) if first_tier and on_cpu and tier_file.is_file() else None
         return cls(session, encoder, labels, str(card.get("version", "")), workers=workers, tier=tier)
 
     def encode(self, texts: Sequence[str]) -> tuple[IntArray, IntArray, BoolArray, IntArray]:
@@ -344,6 +348,8 @@ class Classifier:
         them); ``embeddings=True`` on a classifier loaded with embeddings sends every prompt to the encoder."""
         if isinstance(texts, str):
             raise TypeError("texts must be a sequence of strings, not one string")
+        if self._closed:
+            raise RuntimeError("the classifier is closed")  # also when the first tier would decide every prompt
         if not texts:
             return []
         seqs, truncated, lengths, bodies = self.encoder.tokenize_full(texts)
@@ -353,7 +359,7 @@ class Classifier:
             probs, scores, embs = self._run(seqs)
         else:
             probs, scores_lex = tier.predict(bodies)
-            decided = probs.max(axis=1) >= tier.threshold
+            decided = tier.decides(probs)
             rest = np.flatnonzero(~decided)
             scores = None if scores_lex is None else scores_lex.copy()
             embs = None

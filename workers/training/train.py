@@ -104,7 +104,7 @@ def train_classifier(
         "reference": {"texts": ref_texts},
     }
     with tempfile.TemporaryDirectory(prefix="thinkroute-train-") as tmp:
-        fp32 = write_artifact(Path(tmp), adapter, card, "train-preview", seed, progress=True)
+        fp32, _ = write_artifact(Path(tmp), adapter, card, "train-preview", seed, progress=True)
         adapter["reference/probs"] = float_probs(fp32, ref_texts, labels)
         card.update(measure(Path(tmp), seed, items))
         built = json.loads((Path(tmp) / "card.json").read_text(encoding="utf-8"))
