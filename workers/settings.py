@@ -108,6 +108,10 @@ class RouterSettings(BaseModel):
     )
     artifact_dir: Path | None = Field(default=None, description="pin a classifier artefact; default: the cached build")
     providers: Literal["auto", "cpu", "cuda"] = "auto"
+    first_tier: bool = Field(
+        default=True,
+        description="the lexical first tier decides the prompts it is sure of (CPU only); false: the encoder for all",
+    )
     intra_op_threads: int | None = Field(default=None, ge=1)
     metrics_port: int = Field(default=9400, ge=0, le=65535, description="Prometheus /metrics; 0 = off")
 

@@ -26,12 +26,16 @@ def default_artifact(s: Settings, progress: bool = False) -> Path:
 
 
 def loader(s: Settings, embeddings: bool = True) -> Loader:
-    """Opens an artefact dir with the router's providers and threads."""
+    """Opens an artefact dir with the router's providers, threads and first tier."""
 
     def load(artifact: Path) -> Classifier:
         r = s.router
         return Classifier.load(
-            artifact, providers=r.providers, intra_op_threads=r.intra_op_threads, embeddings=embeddings
+            artifact,
+            providers=r.providers,
+            intra_op_threads=r.intra_op_threads,
+            embeddings=embeddings,
+            first_tier=r.first_tier,
         )
 
     return load
