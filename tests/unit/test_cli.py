@@ -80,6 +80,7 @@ def test_the_app_has_every_command() -> None:
             ("calibrate",),
             ("eval",),
             ("eval-cascade",),
+            ("eval-tier",),
             ("fit",),
             ("eval-learning",),
             ("records", "convert"),
@@ -108,7 +109,7 @@ RESULT_COMMANDS = {"run", "compare", "submit", "status", "results", "lag", "trai
 
 def test_every_command_that_prints_a_result_has_json() -> None:
     found = {path[-1]: "--json" in options(cmd) for path, cmd in commands()}
-    assert all(found[name] for name in RESULT_COMMANDS | {"eval-cascade", "up"}), found
+    assert all(found[name] for name in RESULT_COMMANDS | {"eval-cascade", "eval-tier", "up"}), found
 
 
 def test_version() -> None:

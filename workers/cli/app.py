@@ -12,7 +12,21 @@ from typing import Annotated
 
 import typer
 
-from workers.cli import cancel, cascade, compare, jobs, lag, learn, records, replay, routing, serve, stack, workers
+from workers.cli import (
+    cancel,
+    cascade,
+    compare,
+    jobs,
+    lag,
+    learn,
+    records,
+    replay,
+    routing,
+    serve,
+    stack,
+    tier,
+    workers,
+)
 
 HELP = (
     "Route each prompt of a batch job to a reasoning or a direct LLM call, over Kafka: run, submit, status, "
@@ -65,6 +79,7 @@ replay.register(app)  # replay-server
 lag.register(app)  # lag
 routing.register(app)  # train, classify, calibrate, eval
 cascade.register(app)  # eval-cascade
+tier.register(app)  # eval-tier
 learn.register(app)  # fit, eval-learning
 records.register(app)  # records convert, records export
 serve.register(app)  # serve, api-key new
