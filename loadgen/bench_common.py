@@ -20,6 +20,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from schemas.batch import ChatBody
 from schemas.messages import PromptMessage
 from workers import data
+from workers.classifier.build import DEFAULT_SEED as CLASSIFIER_SEED
+from workers.classifier.splits import is_heldout, normalise
 from workers.data.prompts import format_mcq_prompt
 from workers.local.services import Service
 from workers.settings import KafkaSettings
@@ -35,14 +37,21 @@ def log(msg: str) -> None:
     print(f"bench: {msg}", file=sys.stderr, flush=True)
 
 
-def load_bodies(n: int, seed: int = SEED) -> list[ChatBody]:
+def load_bodies(n: int, seed: int = SEED, heldout: bool = False) -> list[ChatBody]:
     """``n`` chat bodies of real MMLU-Pro text: the 200 sample lines first, then MMLU-Pro test questions
-    (seeded order, formatted as the samples are) until there are ``n``; repeats only past 12,000."""
-    bodies = [ChatBody.model_validate(json.loads(line)["body"]) for line in SAMPLE.read_text().splitlines() if line]
+    (seeded order, formatted as the samples are) until there are ``n``; repeats only past 12,000.
+
+    ``heldout``: only the classifier's held-out questions (2,299, never trained on), no sample lines: the first
+    tier is surer of the questions it was fitted on, so its share, and the speed, would be flattered by them."""
+    bodies = []
+    if not heldout:
+        bodies = [ChatBody.model_validate(json.loads(line)["body"]) for line in SAMPLE.read_text().splitlines() if line]
     if n <= len(bodies):
         return bodies[:n]
     seen = {b.messages[-1].content for b in bodies}
     rows = list(data.read_jsonl(data.MMLU_PRO_TEST))
+    if heldout:
+        rows = [r for r in rows if is_heldout(CLASSIFIER_SEED, normalise(str(r["question"])))]
     random.Random(seed).shuffle(rows)
     for row in rows:
         text = format_mcq_prompt(row["question"], row["options"])

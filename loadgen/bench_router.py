@@ -84,6 +84,7 @@ def classifier_ceiling(
         "version": clf.version,
         "first_tier": clf.tier is not None,
         "tier_share": tier_share(clf, texts),
+        "tier_alone_per_s": tier_alone_per_s(clf, texts, best),
     }
     clf.close()
     del clf
@@ -96,6 +97,18 @@ def tier_share(clf: Classifier, texts: Sequence[str]) -> float:
     if clf.tier is None or not texts:
         return 0.0
     return sum(c.tier == "lexical" for c in clf.classify(texts, False)) / len(texts)
+
+
+def tier_alone_per_s(clf: Classifier, texts: Sequence[str], batch: int) -> float | None:
+    """The first tier's own throughput: tokenising and the lexical model for every prompt, no encoder (None
+    without a tier). What bounds the cascade: 1 / (share / this + (1 - share) / the encoder's)."""
+    if clf.tier is None or not texts:
+        return None
+    start = time.perf_counter()
+    for i in range(0, len(texts), batch):
+        _, _, _, bodies = clf.encoder.tokenize_full(texts[i : i + batch])
+        clf.tier.predict(bodies)
+    return len(texts) / (time.perf_counter() - start)
 
 
 @dataclass
