@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 
 import workers.classifier.cache
-from workers.classifier.build import TOKENIZER_ASSET, fingerprint, report
+from workers.classifier.build import DEFAULT_SEED, TOKENIZER_ASSET, fingerprint, report
 from workers.classifier.cache import artifact_dir, ensure_artifact
 from workers.classifier.model import Classifier, TextEncoder, head_tail, length_batches
 from workers.data.prompts import format_mcq_prompt
+from workers.evaluation.first_tier import bootstrap, compare
 
 CLS, SEP = 101, 102
 # the first test that needs the artefact composes it from the shipped adapter (seconds)
@@ -257,6 +258,29 @@ def test_the_first_tier_decides_most_known_questions_with_the_encoders_labels(ar
         assert b.reasoning_score is not None and 0.0 <= b.reasoning_score <= 1.0
         if b.tier == "encoder":  # the encoder's own score and, at mix 0.2, nearly its confidence
             assert b.reasoning_score == pytest.approx(a.reasoning_score, abs=1e-6)
+
+
+def test_bootstrap_gives_the_paired_difference_and_an_interval_around_it() -> None:
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 2, 400).astype(np.float64)
+    assert bootstrap(a, a.copy(), lambda r: float(r.mean())) == [0.0, 0.0, 0.0]  # same rows: no difference
+    b = a.copy()
+    b[np.flatnonzero(a == 0)[:40]] = 1.0  # 40 more right of 400: +0.1
+    diff, low, high = bootstrap(a, b, lambda r: float(r.mean()))
+    assert diff == 0.1 and 0.06 < low < diff < high < 0.14
+
+
+def test_eval_tier_compares_both_classifiers_on_the_same_held_out_questions(artefact: Path) -> None:
+    r = compare(artefact, DEFAULT_SEED, limit=60)
+    assert r["n"] == r["n_gsm8k"] == 60 and sum(r["by_source_n"].values()) == 60
+    enc, tier = r["encoder"], r["first_tier"]
+    assert enc["tier_share"] == 0.0 and 0.4 < tier["tier_share"] <= 1.0
+    for side in (enc, tier):
+        assert side["accuracy"] >= 0.7 and side["gsm8k_as_math"] >= 0.9 and -1 <= side["score_pearson"] <= 1
+        assert len(side["per_s"]) == 2 and min(side["per_s"]) > 0 and 0 < side["reasoning_share"] < 1
+    assert r["diff"]["accuracy"][0] == round(tier["accuracy"] - enc["accuracy"], 4)
+    low, high = r["diff"]["table_agreement"][1:]
+    assert low <= r["diff"]["table_agreement"][0] <= high
 
 
 def test_artifact_dir_is_stable(artefact: Path) -> None:

@@ -17,6 +17,9 @@ def eval_tier(
         Path | None,
         typer.Option(exists=True, file_okay=False, help="artefact dir (default: the router's, built on first use)"),
     ] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=20, help="only the first N held-out and GSM8K questions (a quick look)")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Accuracy, the category table's decision, the reasoning score and prompts/s, with and without the lexical
@@ -25,7 +28,7 @@ def eval_tier(
     from workers.evaluation.first_tier import compare
     from workers.router.loading import default_artifact
 
-    r = compare(artifact or default_artifact(settings(), progress=True), DEFAULT_SEED)
+    r = compare(artifact or default_artifact(settings(), progress=True), DEFAULT_SEED, limit)
     if as_json:
         print_json(r)
         return

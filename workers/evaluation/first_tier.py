@@ -63,13 +63,14 @@ def _timed(clf: Classifier, texts: list[str]) -> tuple[list[Classification], flo
     return out, len(texts) / (time.perf_counter() - start)
 
 
-def compare(artifact_dir: Path, seed: int) -> dict[str, Any]:
-    """Every figure of the README's first-tier table, for the artefact in ``artifact_dir``."""
+def compare(artifact_dir: Path, seed: int, limit: int | None = None) -> dict[str, Any]:
+    """Every figure of the README's first-tier table, for the artefact in ``artifact_dir``; ``limit``: only the
+    first ``limit`` held-out and GSM8K questions (a quick look; the README's figures use all of them)."""
     items, _ = load_items(seed)
-    held = heldout_items(seed, items)
+    held = heldout_items(seed, items)[:limit]
     texts = [it.fixed_text(seed) for it in held]
     mcq = [format_mcq_prompt(it.question, list(it.options)) for it in held]
-    gsm = unseen_gsm8k(seed)
+    gsm = unseen_gsm8k(seed)[:limit]
     rule = load_policy(None).reasoning
     if rule is None:
         raise ValueError("the default policy has no reasoning threshold")
