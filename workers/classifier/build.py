@@ -19,7 +19,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -191,10 +191,7 @@ def write_artifact(
     neighbour bank's embeddings (the training questions', in ``bank_texts`` order)."""
     labels = [str(x) for x in card["labels"]]
     fp32, model, model_float, bank = runtime_models(adapter, labels, version, seed, progress)
-    onnx.save(model, str(out_dir / "model.onnx"))
-    onnx.save(model_float, str(out_dir / "model_float.onnx"))
-    shutil.copyfile(TOKENIZER_ASSET, out_dir / "tokenizer.json")
-    (out_dir / "labels.json").write_text(json.dumps(labels, indent=1) + "\n", encoding="utf-8")
+    save_models(out_dir, model, model_float, labels)
     card = {
         **card,
         "version": version,
@@ -209,6 +206,14 @@ def write_artifact(
     card.setdefault("sizes", {})["model_onnx_bytes"] = (out_dir / "model.onnx").stat().st_size
     (out_dir / "card.json").write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
     return fp32, bank
+
+
+def save_models(out_dir: Path, model: onnx.ModelProto, model_float: onnx.ModelProto, labels: Sequence[str]) -> None:
+    """The runtime files every artefact has: the int8 and fp32 graphs, the tokenizer and the labels."""
+    onnx.save(model, str(out_dir / "model.onnx"))
+    onnx.save(model_float, str(out_dir / "model_float.onnx"))
+    shutil.copyfile(TOKENIZER_ASSET, out_dir / "tokenizer.json")
+    (out_dir / "labels.json").write_text(json.dumps(list(labels), indent=1) + "\n", encoding="utf-8")
 
 
 @contextmanager

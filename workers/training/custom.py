@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 import time
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -25,7 +24,7 @@ import numpy as np
 import onnx
 import yaml
 
-from workers.classifier.build import ADAPTER_ASSET, TOKENIZER_ASSET, fingerprint, float_models, staged_dir
+from workers.classifier.build import ADAPTER_ASSET, TOKENIZER_ASSET, fingerprint, float_models, save_models, staged_dir
 from workers.classifier.cache import ensure_artifact
 from workers.classifier.fused_graph import quantize
 from workers.classifier.graph import HEAD_PREFIX
@@ -145,10 +144,7 @@ def train_custom(
     vote, vote_grid = choose_vote(head, x_tr, y_tr, x_val, y_val, k)
     model, model_float = compose_models(head, labels, version, x_tr, y_tr, vote)
     with staged_dir(out) as tmp:
-        onnx.save(model, str(tmp / "model.onnx"))
-        onnx.save(model_float, str(tmp / "model_float.onnx"))
-        shutil.copyfile(TOKENIZER_ASSET, tmp / "tokenizer.json")
-        (tmp / "labels.json").write_text(json.dumps(labels, indent=1) + "\n", encoding="utf-8")
+        save_models(tmp, model, model_float, labels)
         check = side["train"][:EMBED_CHECK]
         card = _card(data, label_field, text_field, seed, version, labels, side, l2, l2_grid, vote, vote_grid)
         diff = _embed_check(model, [e.text for e in check], _matrix(feats, check))
