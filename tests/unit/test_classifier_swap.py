@@ -184,3 +184,48 @@ async def test_the_worker_swaps_the_pair_only_once_the_batch_in_flight_is_decide
     assert (first.category, first.policy_version, first.classifier_version) == ("math", "score-v1", "test")
     assert (second.category, second.policy_version, second.classifier_version) == ("x-math", "v2", "relabelled-1")
     assert (old.closed, new.closed) == (1, 0)  # the one in use is the caller's (serve) to close
+
+
+class EmbeddingGated(GatedClassifier):
+    """Gives each prompt a 2-value embedding only when asked for one; records what each call asked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[bool] = []
+
+    def classify(self, texts: Sequence[str], embeddings: bool = True) -> list[Classification]:
+        self.asked.append(embeddings)
+        out = super().classify(texts)
+        return [
+            Classification(c.category, 0.99, False, 8, 0.99, embedding=(1.0, 0.0) if embeddings else None) for c in out
+        ]
+
+
+async def test_a_policy_reading_embeddings_that_arrives_mid_batch_gets_them_for_that_batch() -> None:
+    consumer, producer = FakeConsumer(assignment=[TopicPartition("prompts", 0)]), GatedProducer()
+    producer.open = True
+    clf = EmbeddingGated()
+    worker = RouterWorker(
+        settings(batch_max=8), cast(Any, consumer), cast(Any, producer), cast(Any, clf), load_policy()
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    consumer.feed([record(0, 0)])
+    await until(lambda: clf.asked == [False])  # the shipped table reads no embeddings: the first tier may decide
+    n = 3 + len(LABELS) + 2  # score, confidence, log tokens, the probabilities, the embedding
+    gain = GainModel(
+        version="g", features="embedding-v1", labels=LABELS, weights=[0.0] * n, center=[0.0] * n, scale=[1.0] * n
+    )
+    worker._swap(Policy(version="v2", gain=gain))  # the same classifier: the policy is replaced at once
+    clf.gate.release()
+    await until(lambda: clf.asked == [False, True])  # classified again, with embeddings, off the event loop
+    clf.gate.release()
+    await until(lambda: sum(len(v) for v in producer.sent.values()) == 1)
+    stop.set()
+    await task
+    (sent,) = [RoutedMessage.model_validate_json(m).route for v in producer.sent.values() for m in v]
+    assert (sent.policy_version, sent.category, worker.stats.routed["reasoning"] + worker.stats.routed["direct"]) == (
+        "v2",
+        "math",
+        1,
+    )

@@ -33,10 +33,11 @@ from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
-from schemas.messages import DeadLetter, PromptMessage, RoutedMessage
+from schemas.messages import DeadLetter, PromptMessage
 from workers.classifier.model import Classifier
 from workers.kafka.commit import Checkpoint, DrainOnRevoke
 from workers.router.batcher import Batcher
+from workers.router.decide import Routed, needs_embeddings, route_batch
 from workers.router.intake import Record, parse
 from workers.router.pair import Pair
 from workers.router.policy import Policy
@@ -50,8 +51,6 @@ from workers.settings import Settings
 log = logging.getLogger(__name__)
 
 FETCH_WAIT_MS = 200  # longest one fetch waits for records, and so the longest a stop waits for the fetcher
-
-Routed = list[tuple[Record, RoutedMessage]]
 
 
 @dataclass
@@ -68,11 +67,6 @@ class _Batch:
     dead: list[tuple[Record, DeadLetter]]
     routed: asyncio.Future[Routed]  # the classification (a task of the group), or [] when all are dead letters
     acks: list[asyncio.Future[object]] = field(default_factory=list)
-
-
-def needs_embeddings(policy: Policy) -> bool:
-    """Whether a policy's decisions need each prompt's sentence embedding (then the first tier is skipped)."""
-    return policy.gain is not None and policy.gain.needs_embeddings
 
 
 class RouterWorker:
@@ -257,25 +251,16 @@ class RouterWorker:
         texts = [prompt_text(p.body) for _, p in prompts]
         classifier = self.classifier  # the same until this batch is decided (a new pair waits for it)
         embeddings = needs_embeddings(self.policy)  # a gain head on embeddings: every prompt through the encoder
-        with self.metrics.classifier_latency.time():
-            classes = await asyncio.to_thread(classifier.classify, texts, embeddings)
-        # one policy per batch, read when its decisions are made (no await from here to the last one), so in
-        # routing order (routed_at) no decision of an old version follows one of its replacement
-        policy = self.policy
-        if needs_embeddings(policy) and not embeddings:  # swapped to one during this batch (rare): on the loop
-            classes = classifier.classify(texts, True)
-        now = time.time()
-        out = []
-        for (record, prompt), c in zip(prompts, classes, strict=True):
-            decision = policy.decide(c, prompt.body.model, self.s.default_model, classifier.version, prompt.plan)
-            if prompt.plan is None or not prompt.plan.explore:
-                out.append((record, RoutedMessage(prompt=prompt, route=decision, routed_at=now)))
-                continue
-            # in the job's exploration sample: the other arm answers it too, as a shadow (issue 14 section 3)
-            other = policy.other_arm(c, decision, prompt.body.model, self.s.default_model)
-            out.append((record, RoutedMessage(prompt=prompt, route=decision, routed_at=now)))
-            out.append((record, RoutedMessage(prompt=prompt, route=other, routed_at=now, shadow=True)))
-        return out
+        while True:
+            with self.metrics.classifier_latency.time():
+                classes = await asyncio.to_thread(classifier.classify, texts, embeddings)
+            # one policy per batch, read when its decisions are made (no await from here to the last one), so in
+            # routing order (routed_at) no decision of an old version follows one of its replacement
+            policy = self.policy
+            if embeddings or not needs_embeddings(policy):
+                break
+            embeddings = True  # swapped to a policy reading embeddings during this batch (rare): once more
+        return route_batch(prompts, classes, policy, classifier.version, self.s.default_model, time.time())
 
     async def _publish(self) -> None:
         """Classified batches, in dispatch order -> producer -> commit queue."""
