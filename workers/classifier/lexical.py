@@ -108,6 +108,18 @@ class LexicalFeatures:
         return Sparse(np.asarray(indptr, np.int64), indices, values, self.n_features)
 
 
+def decided_by(probs: F32, threshold: F32) -> npt.NDArray[np.bool_]:
+    """Rows whose top probability reaches the threshold of their top class (``threshold`` [K])."""
+    decided: npt.NDArray[np.bool_] = probs.max(axis=1) >= threshold[probs.argmax(axis=1)]
+    return decided
+
+
+def mixed_logits(p_encoder: F32, p_lexical: F32, mix: float) -> F32:
+    """The cascade's log-space mix, ``(1 - mix) * log p_encoder + mix * log p_lexical``."""
+    z: F32 = (1 - mix) * np.log(p_encoder + 1e-9) + mix * np.log(p_lexical + 1e-9)
+    return z
+
+
 @dataclass(frozen=True)
 class LexicalTier:
     features: LexicalFeatures
@@ -136,15 +148,13 @@ class LexicalTier:
 
     def decides(self, probs: F32) -> npt.NDArray[np.bool_]:
         """Which prompts (rows of the tier's probabilities) the tier decides."""
-        decided: npt.NDArray[np.bool_] = probs.max(axis=1) >= self.threshold[probs.argmax(axis=1)]
-        return decided
+        return decided_by(probs, self.threshold)
 
     def combine(self, p_encoder: F32, p_lexical: F32) -> F32:
         """The encoder's probabilities mixed with the tier's (for the prompts the encoder decides)."""
         if self.mix <= 0:
             return p_encoder
-        z = (1 - self.mix) * np.log(p_encoder + 1e-9) + self.mix * np.log(p_lexical + 1e-9)
-        return softmax(z)
+        return softmax(mixed_logits(p_encoder, p_lexical, self.mix))
 
     def save(self, path: Path) -> None:
         np.savez_compressed(

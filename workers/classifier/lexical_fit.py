@@ -16,7 +16,7 @@ import scipy.sparse as sp
 from scipy.optimize import minimize
 from scipy.sparse.linalg import lsqr
 
-from workers.classifier.lexical import F32, I64, LexicalFeatures, LexicalTier, Sparse
+from workers.classifier.lexical import F32, I64, LexicalFeatures, LexicalTier, Sparse, decided_by, mixed_logits
 
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 MIXES = (0.0, 0.2, 0.35)
@@ -81,9 +81,8 @@ class Choice:
 def cascade(p_lex: F32, p_enc: F32, threshold: F32, mix: float) -> tuple[I64, npt.NDArray[np.bool_]]:
     """(predicted class, decided by the tier) of a cascade, given both tiers' probabilities and the per-class
     thresholds."""
-    decided = p_lex.max(axis=1) >= threshold[p_lex.argmax(axis=1)]
-    z = (1 - mix) * np.log(p_enc + 1e-9) + mix * np.log(p_lex + 1e-9)
-    return np.where(decided, p_lex.argmax(axis=1), z.argmax(axis=1)), decided
+    decided = decided_by(p_lex, threshold)
+    return np.where(decided, p_lex.argmax(axis=1), mixed_logits(p_enc, p_lex, mix).argmax(axis=1)), decided
 
 
 def choose(p_lex: F32, p_enc: F32, y: I64) -> Choice:
