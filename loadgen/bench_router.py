@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import time
 import uuid
@@ -160,22 +161,30 @@ async def max_throughput(rig: RouterRig, bodies: Sequence[ChatBody]) -> tuple[di
 async def at_rate(
     rig: RouterRig, bodies: Sequence[ChatBody], rate: float, seconds: float, share: float
 ) -> dict[str, Any]:
-    """Offer ``rate`` prompts/s for ``seconds``; latency from the messages, lag and RSS sampled every second."""
+    """Offer ``rate`` prompts/s for ``seconds``; latency from the messages, lag and RSS sampled every second.
+
+    The sampler stops on an event and is awaited, not only cancelled: a cancel that lands inside a lag
+    measurement can be swallowed there (the sampler tolerates a failed measurement), and a sampler that lived
+    on kept appending to this phase's series after the router had exited (RSS 0; once in CI, once in six
+    runs on a loaded machine)."""
     job = f"load{round(share * 100)}-{uuid.uuid4().hex[:8]}"
     series: list[dict[str, Any]] = []
     t0 = time.time()
+    done = asyncio.Event()
 
     async def sample() -> None:
         since = CpuMeter(rig.watch)  # cores used by each process since the previous sample
-        while True:
+        while not done.is_set():
             try:
                 lag = (await measure(rig.kc, {rig.group: [rig.prompts_topic]}, timeout_s=5))[0].total
             except Exception:  # a missed sample is not worth failing the run for
                 lag = -1
             rss = round(rss_mb(rig.proc.proc.pid), 1)
-            series.append({"t_s": round(time.time() - t0, 1), "lag": lag, "rss_mb": rss, "cores": since.shares()})
+            if not done.is_set():
+                series.append({"t_s": round(time.time() - t0, 1), "lag": lag, "rss_mb": rss, "cores": since.shares()})
             since = CpuMeter(rig.watch)
-            await asyncio.sleep(SAMPLE_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), SAMPLE_S)
 
     log(f"router at {share:.0%} load: {rate:.0f} prompts/s for {seconds:.0f}s ...")
     cpu = CpuMeter(rig.watch)
@@ -187,7 +196,8 @@ async def at_rate(
             await c.wait_for(base + sent, rig.timeout_s, rig.proc)
         cores = cpu.shares()
     finally:
-        sampler.cancel()
+        done.set()
+        await sampler  # at most one lag measurement (5 s) away
     values = await read_back(rig.kc, rig.routed_topics, sent, job, rig.timeout_s)
     routed = [RoutedMessage.model_validate_json(v) for v in values]
     lat = percentiles([(m.routed_at - m.prompt.submitted_at) * 1000 for m in routed])
