@@ -116,6 +116,25 @@ def test_unpublishable_lines_are_bad_lines_of_the_check(tmp_path: Path) -> None:
     assert checked.errors[0].line == 2 and "over the limit" in str(checked.errors[0])
 
 
+def test_the_check_and_read_batch_find_the_same_bad_lines(tmp_path: Path) -> None:
+    """One reading of a file for both: a custom id is taken by its first line even when that line cannot be
+    published, so a second line with it is a duplicate, not a stand-in."""
+    from workers.submit.batchfile import read_batch
+
+    lines = [simple("big", "z" * 5000), simple("big"), b"{oops", simple("ok"), simple("ok")]
+    path = write(tmp_path / "in.jsonl", lines)
+    checked = check_file(path, LIMIT, max_bytes=stream_limit(4000))
+    assert list(checked.ids) == ["ok"] and checked.ids["ok"] == 4
+    assert [(e.line, str(e).split(": ", 1)[1][:13]) for e in checked.errors] == [
+        (1, "the prompt me"),
+        (2, "duplicate id "),
+        (3, "not valid JSO"),
+        (5, "duplicate id "),
+    ]
+    good, bad = read_batch(path, LIMIT)
+    assert [r.custom_id for r in good] == ["big", "ok"] and [e.line for e in bad] == [2, 3, 5]
+
+
 def stream_limit(budget: int) -> int:
     from workers.submit.encode import ROUTING_HEADROOM
 

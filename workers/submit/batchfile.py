@@ -12,7 +12,7 @@ from __future__ import annotations
 import gzip
 import json
 import zlib
-from collections.abc import Generator, Iterable
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -139,22 +139,34 @@ def read_batch(
     """All good requests and all errors (bad lines, duplicate ids, a corrupt gzip stream) of a file, in line order."""
     good: list[InputRequest] = []
     bad: list[BadInput] = []
+    for _, req in parsed_requests(path, max_prompt_chars, max_tokens):
+        if isinstance(req, BadInput):
+            bad.append(req)
+        else:
+            good.append(req)
+    return good, bad
+
+
+def parsed_requests(
+    path: Path, max_prompt_chars: int, max_tokens: int | None = None
+) -> Iterator[tuple[int, InputRequest | BadInput]]:
+    """Each non-blank line of a file, streamed, as its request or its error (bad JSON or fields, a custom id
+    seen on an earlier line, a read error or a file in another format, which ends the lines)."""
     seen: dict[str, int] = {}
     for number, raw in _lines(path):
         if isinstance(raw, BadInput):
-            bad.append(raw)
+            yield number, raw
             continue
         try:
             req = parse_line(raw, number, max_prompt_chars, max_tokens)
         except BadInput as exc:
-            bad.append(exc)
+            yield number, exc
             continue
         if req.custom_id in seen:
-            bad.append(BadInput(number, f"duplicate id {req.custom_id!r} (first on line {seen[req.custom_id]})"))
+            yield number, BadInput(number, f"duplicate id {req.custom_id!r} (first on line {seen[req.custom_id]})")
             continue
         seen[req.custom_id] = number
-        good.append(req)
-    return good, bad
+        yield number, req
 
 
 def _lines(path: Path) -> Generator[tuple[int, bytes | BadInput]]:

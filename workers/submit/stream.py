@@ -28,7 +28,7 @@ from schemas.records import JobMeta, JobPlan
 from workers.errors import BadInput
 from workers.store.integrity import new_secret, request_id
 from workers.store.jobstore import Store
-from workers.submit.batchfile import InputRequest, parse_line, request_lines
+from workers.submit.batchfile import InputRequest, parse_line, parsed_requests, request_lines
 from workers.submit.encode import MAX_REQUEST_SIZE, encode_problem, encode_prompts, message_limit
 from workers.submit.jobs import new_job_id, submit_encoded
 
@@ -64,18 +64,9 @@ def check_file(
     request can be published as a prompt of ``job_id`` (``encode_problem``, under ``max_bytes``), keeping only
     the ids. ``job_id``: the job's id to be (new if None), kept in the result."""
     checked = Checked(path, job_id or new_job_id())
-    for number, raw in request_lines(path):
-        if isinstance(raw, BadInput):
-            checked.add(raw)
-            continue
-        try:
-            req = parse_line(raw, number, max_prompt_chars, max_tokens)
-        except BadInput as exc:
-            checked.add(exc)
-            continue
-        first = checked.ids.get(req.custom_id)
-        if first is not None:
-            checked.add(BadInput(number, f"duplicate id {req.custom_id!r} (first on line {first})"))
+    for number, req in parsed_requests(path, max_prompt_chars, max_tokens):
+        if isinstance(req, BadInput):
+            checked.add(req)
         elif problem := encode_problem(checked.job_id, req, max_bytes):
             checked.add(BadInput(number, f"{problem}; nothing submitted"))
         else:
