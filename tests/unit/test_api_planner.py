@@ -46,9 +46,11 @@ def test_an_explore_only_plan_needs_no_classifier() -> None:
 class FakeClassifier:
     def __init__(self) -> None:
         self.calls: list[int] = []
+        self.embeddings: list[bool] = []
 
     def classify(self, texts: Sequence[str], embeddings: bool = True) -> list[Classification]:
         self.calls.append(len(texts))
+        self.embeddings.append(embeddings)
         start = sum(self.calls) - len(texts)
         return [Classification("math", 0.9, False, 10, reasoning_score=(start + i) / 1000) for i in range(len(texts))]
 
@@ -63,7 +65,24 @@ def test_a_share_budget_is_classified_chunk_by_chunk(monkeypatch: pytest.MonkeyP
     ids = [f"c{i}" for i in range(n)]
     job, plans = planner(ids, (BODY for _ in range(n)))
     assert classifier.calls == [CLASSIFY_CHUNK, 10]
+    assert classifier.embeddings == [False, False]  # as the router: the shipped policy reads no embeddings
     assert job is not None and job.planned_reasoning == n // 2
     routes = [p.route for p in plans if p is not None]
     # the highest scores (the last half of the file) go to reasoning
     assert routes == ["direct"] * (n // 2) + ["reasoning"] * (n - n // 2)
+
+
+def test_the_planning_pass_asks_for_embeddings_only_when_the_policy_reads_them() -> None:
+    """The router lets the first tier decide unless the policy's gain head reads embeddings; a plan's ranking
+    must come from the same classifications."""
+    from types import SimpleNamespace
+    from typing import cast
+
+    from workers.router.plan import classify_job
+    from workers.router.policy import Policy
+
+    reads = cast(Policy, SimpleNamespace(gain=SimpleNamespace(needs_embeddings=True)))
+    for policy, want in ((load_policy(None), False), (reads, True), (None, False)):
+        classifier = FakeClassifier()
+        out = classify_job(classifier, [BODY] * 3, policy=policy)  # type: ignore[arg-type]
+        assert len(out) == 3 and classifier.embeddings == [want]

@@ -68,7 +68,7 @@ class Planners:
                 policy = load_policy(self.s.router.policy_path)
                 return plan_classified(policy, custom_ids, None, request.budget, request.explore, request.explore_seed)
             classifier, policy = self._classifier()
-            classes = classify_stream(classifier, bodies)
+            classes = classify_stream(classifier, bodies, policy)
             return plan_classified(policy, custom_ids, classes, request.budget, request.explore, request.explore_seed)
 
         return plan
@@ -88,15 +88,16 @@ class Planners:
                 self._loaded = None
 
 
-def classify_stream(classifier: Classifier, bodies: Iterable[ChatBody]) -> list[Classification]:
-    """Every body classified, CLASSIFY_CHUNK at a time (the bodies are never all held)."""
+def classify_stream(classifier: Classifier, bodies: Iterable[ChatBody], policy: Policy) -> list[Classification]:
+    """Every body classified as the router would under ``policy``, CLASSIFY_CHUNK at a time (the bodies are never
+    all held)."""
     out: list[Classification] = []
     chunk: list[ChatBody] = []
     for body in bodies:
         chunk.append(body)
         if len(chunk) == CLASSIFY_CHUNK:
-            out.extend(classify_job(classifier, chunk))
+            out.extend(classify_job(classifier, chunk, policy=policy))
             chunk = []
     if chunk:
-        out.extend(classify_job(classifier, chunk))
+        out.extend(classify_job(classifier, chunk, policy=policy))
     return out

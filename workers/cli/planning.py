@@ -113,7 +113,7 @@ def make_plans(
 
     with open_pair(policy, default, loader(s), str(s.router.policy_path or policy.version)) as classifier:
         with _progress(len(custom_ids), quiet) as progress:
-            classes = classify_job(classifier, bodies(), progress, total=len(custom_ids))
+            classes = classify_job(classifier, bodies(), progress, total=len(custom_ids), policy=policy)
     if len(classes) != len(custom_ids):
         raise RuntimeError(f"{len(classes)} prompts classified for {len(custom_ids)} requests")
     log.info("classified %d prompts for planning in %.2fs", len(custom_ids), time.perf_counter() - started)

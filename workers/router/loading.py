@@ -12,6 +12,7 @@ from pathlib import Path
 
 from workers.classifier.model import Classifier
 from workers.errors import ConfigError
+from workers.router.decide import needs_embeddings
 from workers.router.policy import Policy, check_policy, load_policy
 from workers.settings import Settings
 
@@ -59,10 +60,14 @@ def open_pair(policy: Policy, default: Callable[[], Path], load: Loader, where: 
 
 
 def load_routing(
-    s: Settings, policy_path: Path | None, embeddings: bool = True, progress: bool = False
+    s: Settings, policy_path: Path | None, embeddings: bool | None = None, progress: bool = False
 ) -> tuple[Classifier, Policy]:
-    """The (classifier, policy) pair of a policy file (the shipped table when None)."""
+    """The (classifier, policy) pair of a policy file (the shipped table when None). ``embeddings``: load the
+    classifier with sentence embeddings (then every prompt goes to the encoder); None: as the router does, only
+    when the policy's gain head reads them (else the first tier decides the prompts it is sure of)."""
     policy = load_policy(policy_path)
+    if embeddings is None:
+        embeddings = needs_embeddings(policy)
     classifier = open_pair(
         policy, lambda: default_artifact(s, progress), loader(s, embeddings), str(policy_path or policy.version)
     )

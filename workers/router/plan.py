@@ -38,6 +38,7 @@ from schemas.messages import PromptPlan, Route
 from schemas.records import JobPlan
 from workers.classifier.model import Classification, Classifier
 from workers.errors import InvalidInput
+from workers.router.decide import needs_embeddings
 from workers.router.policy import Policy, gain_per_token
 from workers.router.text import prompt_text
 
@@ -153,17 +154,24 @@ def explore_sample(custom_ids: Sequence[str], share: float, seed: int) -> set[st
 
 
 def classify_job(
-    classifier: Classifier, bodies: Iterable[ChatBody], progress: ProgressFn | None = None, total: int | None = None
+    classifier: Classifier,
+    bodies: Iterable[ChatBody],
+    progress: ProgressFn | None = None,
+    total: int | None = None,
+    *,
+    policy: Policy | None,
 ) -> list[Classification]:
-    """Every prompt classified as the router would (its text, its classifier), in chunks for the progress;
-    ``bodies`` is read a chunk at a time (a generator over a file is never held whole; ``total``: its length,
-    for the progress). The classifications are kept, embeddings included (an ``embedding-v1`` gain head reads
-    them): O(N), the planning pass's known weakness."""
+    """Every prompt classified as the router would classify it under ``policy`` (its text, its classifier, the
+    first tier unless the policy's gain head reads embeddings), in chunks for the progress; ``bodies`` is read a
+    chunk at a time (a generator over a file is never held whole; ``total``: its length, for the progress).
+    The classifications are kept, embeddings included when the policy reads them: O(N), the planning pass's
+    known weakness."""
+    embeddings = policy is not None and needs_embeddings(policy)
     out: list[Classification] = []
     size = total if total is not None else (len(bodies) if isinstance(bodies, Sized) else None)
     it = iter(bodies)
     while chunk := list(islice(it, CLASSIFY_CHUNK)):
-        out.extend(classifier.classify([prompt_text(b) for b in chunk]))
+        out.extend(classifier.classify([prompt_text(b) for b in chunk], embeddings))
         if progress is not None:
             progress(len(out), size if size is not None else len(out))
     return out
@@ -185,7 +193,7 @@ def plan_job(
     if needs:
         if classifier is None or policy is None:
             raise ValueError(f"budget {budget} needs the classifier and the policy")
-        classes = classify_job(classifier, [b for _, b in prompts], progress)
+        classes = classify_job(classifier, [b for _, b in prompts], progress, policy=policy)
     return plan_classified(policy, [cid for cid, _ in prompts], classes, budget, explore, explore_seed)
 
 
