@@ -15,9 +15,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from schemas.chat import ChatBody
 from schemas.messages import PromptPlan
 from schemas.records import JobPlan
-from workers.classifier.model import Classification, Classifier
+from workers.classifier.model import Classifier
 from workers.errors import InvalidInput
-from workers.router.plan import CLASSIFY_CHUNK, PlanArgs, budget_from_metadata, classify_job, plan_classified
+from workers.router.plan import PlanArgs, budget_from_metadata, classify_job, plan_classified
 from workers.router.policy import Policy, load_policy
 from workers.settings import Settings
 from workers.submit.intake import Planner
@@ -68,7 +68,7 @@ class Planners:
                 policy = load_policy(self.s.router.policy_path)
                 return plan_classified(policy, custom_ids, None, request.budget, request.explore, request.explore_seed)
             classifier, policy = self._classifier()
-            classes = classify_stream(classifier, bodies, policy)
+            classes = classify_job(classifier, bodies, policy=policy)  # a chunk at a time: never all held
             return plan_classified(policy, custom_ids, classes, request.budget, request.explore, request.explore_seed)
 
         return plan
@@ -86,18 +86,3 @@ class Planners:
             if self._loaded is not None:
                 self._loaded[0].close()
                 self._loaded = None
-
-
-def classify_stream(classifier: Classifier, bodies: Iterable[ChatBody], policy: Policy) -> list[Classification]:
-    """Every body classified as the router would under ``policy``, CLASSIFY_CHUNK at a time (the bodies are never
-    all held)."""
-    out: list[Classification] = []
-    chunk: list[ChatBody] = []
-    for body in bodies:
-        chunk.append(body)
-        if len(chunk) == CLASSIFY_CHUNK:
-            out.extend(classify_job(classifier, chunk, policy=policy))
-            chunk = []
-    if chunk:
-        out.extend(classify_job(classifier, chunk, policy=policy))
-    return out

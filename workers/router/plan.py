@@ -159,14 +159,14 @@ def classify_job(
     progress: ProgressFn | None = None,
     total: int | None = None,
     *,
-    policy: Policy | None,
+    policy: Policy,
 ) -> list[Classification]:
     """Every prompt classified as the router would classify it under ``policy`` (its text, its classifier, the
     first tier unless the policy's gain head reads embeddings), in chunks for the progress; ``bodies`` is read a
     chunk at a time (a generator over a file is never held whole; ``total``: its length, for the progress).
     The classifications are kept, embeddings included when the policy reads them: O(N), the planning pass's
     known weakness."""
-    embeddings = policy is not None and needs_embeddings(policy)
+    embeddings = needs_embeddings(policy)
     out: list[Classification] = []
     size = total if total is not None else (len(bodies) if isinstance(bodies, Sized) else None)
     it = iter(bodies)
