@@ -101,14 +101,13 @@ def tier_share(clf: Classifier, texts: Sequence[str]) -> float:
 
 
 def tier_alone_per_s(clf: Classifier, texts: Sequence[str], batch: int) -> float | None:
-    """The first tier's own throughput: tokenising and the lexical model for every prompt, no encoder (None
+    """The first tier's own throughput: ``Classifier.tier_pass`` for every prompt, no encoder (None
     without a tier). What bounds the cascade: 1 / (share / this + (1 - share) / the encoder's)."""
     if clf.tier is None or not texts:
         return None
     start = time.perf_counter()
     for i in range(0, len(texts), batch):
-        _, _, _, bodies = clf.encoder.tokenize_full(texts[i : i + batch])
-        clf.tier.predict(bodies)
+        clf.tier_pass(texts[i : i + batch], clf.tier)
     return len(texts) / (time.perf_counter() - start)
 
 

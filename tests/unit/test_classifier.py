@@ -16,7 +16,8 @@ import pytest
 import workers.classifier.cache
 from workers.classifier.build import DEFAULT_SEED, TOKENIZER_ASSET, fingerprint, report
 from workers.classifier.cache import artifact_dir, ensure_artifact
-from workers.classifier.model import Classifier, TextEncoder, head_tail, length_batches
+from workers.classifier.model import Classifier
+from workers.classifier.tokens import TextEncoder, head_tail, length_batches
 from workers.data.prompts import format_mcq_prompt
 from workers.evaluation.first_tier import bootstrap, compare
 

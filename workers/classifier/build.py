@@ -36,15 +36,10 @@ from workers.classifier.graph import ENCODER_PACKAGE, ENCODER_VERSION, HEAD_PREF
 from workers.classifier.head import LinearHead
 from workers.classifier.knn import SIMILARITY_NODE, VoteParams, add_vote, embed
 from workers.classifier.lexical_build import build_tier
-from workers.classifier.model import (
-    DEFAULT_MAX_LENGTH,
-    HEAD_FRACTION,
-    Classifier,
-    FloatArray,
-    TextEncoder,
-    create_session,
-)
+from workers.classifier.model import Classifier, FloatArray
+from workers.classifier.session import create_session
 from workers.classifier.splits import DATA_FILES
+from workers.classifier.tokens import DEFAULT_MAX_LENGTH, HEAD_FRACTION, TextEncoder
 from workers.classifier.weights import base_weights, load_adapter, merged_weights, quantize_columns
 from workers.data import QWEN3_THINK
 from workers.data import path as data_path

@@ -25,7 +25,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from workers.classifier.graph import EMBEDDING, HEAD_PREFIX, LOGITS, OUTPUT
-from workers.classifier.model import TextEncoder, create_session, encoder_feed
+from workers.classifier.session import create_session, encoder_feed
+from workers.classifier.tokens import TextEncoder
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]

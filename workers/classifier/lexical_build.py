@@ -18,7 +18,8 @@ import numpy.typing as npt
 from workers.classifier.corpus import Item
 from workers.classifier.lexical import FILE
 from workers.classifier.lexical_fit import train_tier
-from workers.classifier.model import Classifier, TextEncoder
+from workers.classifier.model import Classifier
+from workers.classifier.tokens import TextEncoder
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 The artefact (see ``workers.classifier.build``) holds ``model.onnx`` (int8, for CPU), ``model_float.onnx``
 (fp32, for CUDA), both input_ids / attention_mask / token_type_ids -> ``probs`` [B, n_labels] and
 ``reasoning_score`` [B], plus ``tokenizer.json``, ``labels.json`` and ``card.json``.
-Tokenisation lives here so that training and inference share exactly the same code.
+Tokenisation (``workers.classifier.tokens``) is shared with training, so both read prompts alike.
 
 On CPU every prompt is its own ONNX run, on a pool of single-threaded runs (one per core): the int8
 model quantizes activations with ranges taken from its input, so one prompt per run makes each result
@@ -20,34 +20,31 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
-from tokenizers import Tokenizer
 
 from workers.classifier.graph import EMBEDDING as EMBEDDING_OUTPUT
 from workers.classifier.graph import with_embedding_output
 from workers.classifier.lexical import FILE as LEXICAL_FILE
 from workers.classifier.lexical import LexicalTier
+from workers.classifier.session import CUDA, create_session, encoder_feed
+from workers.classifier.tokens import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_BATCH_TOKENS,
+    DEFAULT_MAX_LENGTH,
+    BoolArray,
+    IntArray,
+    TextEncoder,
+    length_batches,
+)
 
 log = logging.getLogger(__name__)
 
-IntArray = npt.NDArray[np.int64]
-BoolArray = npt.NDArray[np.bool_]
 FloatArray = npt.NDArray[np.float32]
-
-DEFAULT_MAX_LENGTH = 128
-DEFAULT_BATCH_SIZE = 64
-# Cap on padded tokens per ONNX call: long batches of 64 x 128 run ~15-20% slower per token on CPU
-# (the [B, 12, T, T] attention tensors fall out of cache) than smaller ones.
-DEFAULT_MAX_BATCH_TOKENS = 2048
-HEAD_FRACTION = 0.75
 SCORE_OUTPUT = "reasoning_score"
-CUDA = "CUDAExecutionProvider"
-CPU = "CPUExecutionProvider"
-_ORT_DEFAULT_SEVERITY = 2
 
 
 @dataclass(frozen=True)
@@ -62,133 +59,14 @@ class Classification:
     tier: str = "encoder"  # what decided the category: "encoder" or "lexical" (the first tier)
 
 
-def head_tail(ids: Sequence[int], max_length: int, head_fraction: float = HEAD_FRACTION) -> list[int]:
-    """Cut ``[CLS] body [SEP]`` to ``max_length``: [CLS] + first head + last tail body tokens + [SEP]."""
-    if len(ids) <= max_length:
-        return list(ids)
-    window = max_length - 2
-    head = round(window * head_fraction)
-    tail = window - head
-    body = ids[1:-1]
-    return [ids[0], *body[:head], *body[len(body) - tail :], ids[-1]]
+class FirstPass(NamedTuple):
+    """The first tier's pass over prompts: probabilities [N, K] and scores [N] (None without a score head), fresh
+    arrays the caller may write into, and which prompts it decides."""
 
-
-class TextEncoder:
-    """Tokenizer without padding or truncation; head+tail cut to ``max_length``; per-batch padding."""
-
-    def __init__(self, tokenizer: Tokenizer, max_length: int = DEFAULT_MAX_LENGTH) -> None:
-        if max_length < 4:
-            raise ValueError(f"max_length must be at least 4, got {max_length}")
-        tokenizer.no_padding()
-        tokenizer.no_truncation()
-        self.tokenizer = tokenizer
-        self.max_length = max_length
-        pad_id = tokenizer.token_to_id("[PAD]")
-        self.pad_id = 0 if pad_id is None else pad_id
-
-    @classmethod
-    def from_file(cls, path: Path, max_length: int = DEFAULT_MAX_LENGTH) -> TextEncoder:
-        return cls(Tokenizer.from_file(str(path)), max_length)
-
-    def tokenize(self, texts: Sequence[str]) -> tuple[list[list[int]], BoolArray, IntArray]:
-        """Token ids per text (cut to max_length), truncated flags, lengths before the cut."""
-        seqs, truncated, lengths, _ = self.tokenize_full(texts)
-        return seqs, truncated, lengths
-
-    def tokenize_full(self, texts: Sequence[str]) -> tuple[list[list[int]], BoolArray, IntArray, list[list[int]]]:
-        """``tokenize`` plus each text's whole token ids without [CLS] / [SEP] (what the first tier reads)."""
-        encodings = self.tokenizer.encode_batch(list(texts))
-        seqs: list[list[int]] = []
-        bodies: list[list[int]] = []
-        lengths = np.zeros(len(encodings), dtype=np.int64)
-        for i, enc in enumerate(encodings):
-            lengths[i] = len(enc.ids)
-            seqs.append(head_tail(enc.ids, self.max_length))
-            bodies.append(enc.ids[1:-1])
-        return seqs, lengths > self.max_length, lengths, bodies
-
-    def pad(self, seqs: Sequence[Sequence[int]]) -> tuple[IntArray, IntArray]:
-        """Pad to the longest sequence given: (input_ids, attention_mask), both int64 [B, T]."""
-        width = max((len(s) for s in seqs), default=0)
-        ids = np.full((len(seqs), width), self.pad_id, dtype=np.int64)
-        mask = np.zeros((len(seqs), width), dtype=np.int64)
-        for i, s in enumerate(seqs):
-            ids[i, : len(s)] = s
-            mask[i, : len(s)] = 1
-        return ids, mask
-
-
-def length_batches(
-    sizes: Sequence[int] | IntArray,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS,
-) -> list[IntArray]:
-    """Indices grouped by similar length: at most batch_size items (and max_batch_tokens padded tokens)."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
-    arr = np.asarray(sizes, dtype=np.int64)
-    order = np.argsort(arr, kind="stable")
-    batches: list[IntArray] = []
-    start = 0
-    while start < len(order):
-        end = min(start + batch_size, len(order))
-        if max_batch_tokens is not None:
-            # the longest item of a batch is its last one (sorted ascending); shrink until it fits
-            while end - start > 1 and int(arr[order[end - 1]]) * (end - start) > max_batch_tokens:
-                end -= 1
-        batches.append(order[start:end])
-        start = end
-    return batches
-
-
-def encoder_feed(session: ort.InferenceSession, ids: IntArray, mask: IntArray) -> dict[str, IntArray]:
-    """The input dict for a BERT-like ONNX model, matched on the model's own input names."""
-    feed: dict[str, IntArray] = {}
-    for inp in session.get_inputs():
-        name = inp.name
-        if "input_ids" in name:
-            feed[name] = ids
-        elif "attention_mask" in name:
-            feed[name] = mask
-        elif "token_type" in name:
-            feed[name] = np.zeros_like(ids)
-        else:
-            raise ValueError(f"unexpected model input {name!r}")
-    return feed
-
-
-def create_session(
-    model: Path | bytes, providers: str = "auto", intra_op_threads: int | None = None
-) -> ort.InferenceSession:
-    """An ONNX Runtime session; "auto" tries CUDA when listed and falls back to CPU quietly."""
-    if providers not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"providers must be 'auto', 'cpu' or 'cuda', got {providers!r}")
-    listed = CUDA in ort.get_available_providers()
-    try_cuda = providers == "cuda" or (providers == "auto" and listed)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if intra_op_threads is not None:
-        options.intra_op_num_threads = intra_op_threads
-    source = model if isinstance(model, bytes) else str(model)
-    if try_cuda:
-        # a CUDA provider that is listed but cannot load logs an ERROR line through the default logger
-        ort.set_default_logger_severity(4)
-        try:
-            session = ort.InferenceSession(source, sess_options=options, providers=[CUDA, CPU])
-        finally:
-            ort.set_default_logger_severity(_ORT_DEFAULT_SEVERITY)
-    else:
-        session = ort.InferenceSession(source, sess_options=options, providers=[CPU])
-    active = session.get_providers()
-    if providers == "cuda" and CUDA not in active:
-        raise RuntimeError("providers='cuda' was asked for, but CUDAExecutionProvider cannot be used here")
-    if CUDA in active:
-        log.info("classifier runs on %s", CUDA)
-    elif try_cuda:
-        log.info("classifier runs on %s (CUDA is listed but not usable: fell back to CPU)", CPU)
-    else:
-        log.info("classifier runs on %s", CPU)
-    return session
+    probs: FloatArray
+    scores: FloatArray | None
+    decided: BoolArray
+    tier: LexicalTier
 
 
 def _source(path: Path, embeddings: bool) -> Path | bytes:
@@ -343,6 +221,18 @@ class Classifier:
         seqs, _, _ = self.encoder.tokenize(texts)
         return self._probs(seqs)
 
+    def tier_pass(
+        self, texts: Sequence[str], tier: LexicalTier | None
+    ) -> tuple[list[list[int]], BoolArray, IntArray, FirstPass | None]:
+        """What ``classify`` does before the encoder: the prompts' token ids (cut to the window), truncated flags
+        and lengths, and with a ``tier`` its probabilities, scores and the prompts it decides (``loadgen bench``
+        times this alone: the tier's own throughput)."""
+        seqs, truncated, lengths, bodies = self.encoder.tokenize_full(texts)
+        if tier is None:
+            return seqs, truncated, lengths, None
+        probs, scores = tier.predict(bodies)
+        return seqs, truncated, lengths, FirstPass(probs, scores, tier.decides(probs), tier)
+
     def classify(self, texts: Sequence[str], embeddings: bool = True) -> list[Classification]:
         """Classify prompts. With a first tier, the prompts it is sure of skip the encoder (no embedding for
         them); ``embeddings=True`` on a classifier loaded with embeddings sends every prompt to the encoder."""
@@ -352,20 +242,18 @@ class Classifier:
             raise RuntimeError("the classifier is closed")  # also when the first tier would decide every prompt
         if not texts:
             return []
-        seqs, truncated, lengths, bodies = self.encoder.tokenize_full(texts)
         tier = self.tier if not (embeddings and self._embedding is not None) else None
-        decided = np.zeros(len(seqs), dtype=bool)
-        if tier is None:
+        seqs, truncated, lengths, first = self.tier_pass(texts, tier)
+        if first is None:
+            decided = np.zeros(len(seqs), dtype=bool)
             probs, scores, embs = self._run(seqs)
         else:
-            probs, scores_lex = tier.predict(bodies)
-            decided = tier.decides(probs)
+            probs, scores, decided = first.probs, first.scores, first.decided
             rest = np.flatnonzero(~decided)
-            scores = None if scores_lex is None else scores_lex.copy()
             embs = None
             if len(rest):
                 p_enc, s_enc, _ = self._run([seqs[i] for i in rest])
-                probs[rest] = tier.combine(p_enc, probs[rest])
+                probs[rest] = first.tier.combine(p_enc, probs[rest])
                 if s_enc is not None and scores is not None:
                     scores[rest] = s_enc
         best = probs.argmax(axis=1)

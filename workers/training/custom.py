@@ -30,9 +30,10 @@ from workers.classifier.fused_graph import quantize
 from workers.classifier.graph import HEAD_PREFIX
 from workers.classifier.head import LinearHead, evaluate
 from workers.classifier.knn import SIMILARITY_NODE, VoteParams, add_vote, embed
-from workers.classifier.model import DEFAULT_MAX_LENGTH, HEAD_FRACTION, Classifier, TextEncoder
+from workers.classifier.model import Classifier
 from workers.classifier.softmax_fit import F32
 from workers.classifier.splits import HELDOUT_FRACTION, VALIDATION_FRACTION
+from workers.classifier.tokens import DEFAULT_MAX_LENGTH, HEAD_FRACTION, TextEncoder
 from workers.classifier.weights import load_adapter
 from workers.router.policy import load_policy
 from workers.training.custom_fit import as_index, choose_head, choose_vote

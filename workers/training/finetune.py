@@ -20,7 +20,7 @@ import torch
 from workers.classifier.corpus import Item
 from workers.classifier.graph import load_encoder
 from workers.classifier.head import Hyper
-from workers.classifier.model import TextEncoder
+from workers.classifier.tokens import TextEncoder
 from workers.classifier.weights import base_weights
 from workers.training.torch_model import EMBED_SCALE, Encoder
 

@@ -28,8 +28,8 @@ from workers.classifier.build import (
 from workers.classifier.corpus import AUX_TARGETS, load_items
 from workers.classifier.graph import ENCODER_PACKAGE, ENCODER_VERSION
 from workers.classifier.head import Hyper
-from workers.classifier.model import DEFAULT_MAX_LENGTH, HEAD_FRACTION, TextEncoder
 from workers.classifier.splits import GSM8K_SAMPLE, HELDOUT_FRACTION, VALIDATION_FRACTION
+from workers.classifier.tokens import DEFAULT_MAX_LENGTH, HEAD_FRACTION, TextEncoder
 from workers.classifier.weights import load_adapter
 from workers.evaluation.heldout import heldout_items, measure
 
