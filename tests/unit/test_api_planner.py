@@ -86,3 +86,46 @@ def test_the_planning_pass_asks_for_embeddings_only_when_the_policy_reads_them()
         classifier = FakeClassifier()
         out = classify_job(classifier, [BODY] * 3, policy=policy)  # type: ignore[arg-type]  # a fake classifier
         assert len(out) == 3 and classifier.embeddings == [want]
+
+
+def test_the_cli_planning_pass_loads_embeddings_only_when_the_policy_reads_them(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    """``thinkroute submit|run --reasoning-share`` loads the policy's classifier as the router decides with it:
+    without sentence embeddings for the shipped policy (the first tier then decides what it is sure of), and
+    classifies every prompt once, a chunk at a time."""
+    from workers.classifier.model import Classifier
+    from workers.cli.planning import make_plan
+
+    loads: list[tuple[object, bool]] = []
+    classifier = FakeClassifier()
+
+    class Loaded(FakeClassifier):
+        labels = sorted(load_policy(None).categories)
+        version = "fake"
+
+        def classify(self, texts: Sequence[str], embeddings: bool = True) -> list[Classification]:
+            return classifier.classify(texts, embeddings)
+
+        def close(self) -> None:
+            pass
+
+        def __enter__(self) -> Loaded:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+    def load(artifact, **kw):  # type: ignore[no-untyped-def]
+        loads.append((artifact, kw["embeddings"]))
+        return Loaded()
+
+    monkeypatch.setattr(Classifier, "load", staticmethod(load))
+    s = Settings(router={"artifact_dir": tmp_path})  # type: ignore[arg-type]  # pydantic coerces the dict
+    n = CLASSIFY_CHUNK + 3
+    plan = make_plan(
+        s, [f"c{i}" for i in range(n)], lambda: (BODY for _ in range(n)), PlanArgs(Budget("share", 0.5)), True
+    )
+    assert loads == [(tmp_path, False)]
+    assert classifier.calls == [CLASSIFY_CHUNK, 3] and classifier.embeddings == [False, False]
+    assert plan is not None and plan[0] is not None and plan[0].planned_reasoning == (n + 1) // 2  # round half up

@@ -90,7 +90,8 @@ def make_plans(
 ) -> list[Plan | None]:
     """``make_plan`` for each of ``many`` on the same requests (``compare``'s budget arms): the classifier is
     loaded, and the requests classified, once for all of them. What stays in memory per prompt: its custom id,
-    its classification (with its embedding) and its PromptPlan; never its prompt."""
+    its classification (with its embedding when the policy's gain head reads one) and its PromptPlan; never its
+    prompt."""
     from workers.router.plan import classify_job, plan_classified
     from workers.router.policy import load_policy
 
@@ -103,6 +104,7 @@ def make_plans(
             for a in many
         ]
     from workers.cli.pipeline import ensure_classifier
+    from workers.router.decide import needs_embeddings
     from workers.router.loading import loader, open_pair
 
     started = time.perf_counter()
@@ -111,7 +113,8 @@ def make_plans(
     def default() -> Path:  # the configured classifier, for a policy that names none
         return s.router.artifact_dir or ensure_classifier(s.cache_dir, not quiet)
 
-    with open_pair(policy, default, loader(s), str(s.router.policy_path or policy.version)) as classifier:
+    load = loader(s, needs_embeddings(policy))  # as classify_job asks: the first tier decides what it is sure of
+    with open_pair(policy, default, load, str(s.router.policy_path or policy.version)) as classifier:
         with _progress(len(custom_ids), quiet) as progress:
             classes = classify_job(classifier, bodies(), progress, total=len(custom_ids), policy=policy)
     if len(classes) != len(custom_ids):

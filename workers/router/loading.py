@@ -26,8 +26,9 @@ def default_artifact(s: Settings, progress: bool = False) -> Path:
     return s.router.artifact_dir or ensure_artifact(s.cache_dir, progress=progress)
 
 
-def loader(s: Settings, embeddings: bool = True) -> Loader:
-    """Opens an artefact dir with the router's providers, threads and first tier."""
+def loader(s: Settings, embeddings: bool) -> Loader:
+    """Opens an artefact dir with the router's providers, threads and first tier; ``embeddings``: with the
+    sentence embedding exposed (a classifier loaded so sends every prompt that asks for it to the encoder)."""
 
     def load(artifact: Path) -> Classifier:
         r = s.router

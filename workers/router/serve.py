@@ -26,7 +26,7 @@ def load_classifier(s: Settings) -> Classifier:
     head (one `thinkroute fit` writes, and a running router may swap to) needs it; it costs about 5% of classify
     time (400 prompts, int8 CPU: 2.53 s vs 2.40 s, medians of 5 alternating runs). A policy file's own
     ``classifier`` comes first: see `workers.router.loading.load_routing`."""
-    return loader(s)(default_artifact(s))
+    return loader(s, embeddings=True)(default_artifact(s))
 
 
 async def serve_router(s: Settings, stop: asyncio.Event | None = None, artifact: Path | None = None) -> None:
@@ -37,7 +37,7 @@ async def serve_router(s: Settings, stop: asyncio.Event | None = None, artifact:
     default = (lambda: artifact) if artifact else (lambda: default_artifact(s))  # for a policy naming none
     metrics = WorkerMetrics("router", s.router.group)
     path = s.router.policy_path  # a file is watched for new versions; the shipped table has none
-    load = loader(s)
+    load = loader(s, embeddings=True)  # a policy swapped in later may read embeddings
     if path is None:
         policy = load_policy(None)
         classifier = await asyncio.to_thread(open_pair, policy, default, load)
