@@ -150,6 +150,26 @@ def test_the_second_pass_reads_back_the_kept_lines_only(tmp_path: Path) -> None:
     assert todo_ids(checked, {"b"}) == ["a", "c"]
 
 
+def test_a_second_pass_stopped_early_closes_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    opened: list[object] = []
+    real_open = builtins.open
+
+    def tracking_open(*args, **kwargs):  # type: ignore[no-untyped-def]
+        f = real_open(*args, **kwargs)
+        opened.append(f)
+        return f
+
+    checked = check_file(write(tmp_path / "in.jsonl", [simple("a"), simple("b"), simple("c")]), LIMIT)
+    monkeypatch.setattr(builtins, "open", tracking_open)
+    requests = good_requests(checked, LIMIT)
+    assert next(requests).custom_id == "a"
+    assert len(opened) == 1 and not opened[0].closed  # type: ignore[attr-defined]
+    requests.close()  # what islice's caller leaves behind when it stops reading
+    assert opened[0].closed  # type: ignore[attr-defined]
+
+
 async def submitted(path: Path, chunk: int, planned: bool) -> tuple[Store, Watching, Counted, list[str]]:
     checked = check_file(path, LIMIT, job_id="job-s")
     ids = todo_ids(checked)

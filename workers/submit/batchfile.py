@@ -147,25 +147,36 @@ def read_batch(
     return good, bad
 
 
+def parsed_lines(
+    path: Path, max_prompt_chars: int, max_tokens: int | None = None
+) -> Generator[tuple[int, InputRequest | BadInput]]:
+    """Each non-blank line of a file, streamed, as its request or its error (bad JSON or fields, a read error or a
+    file in another format, which ends the lines); a custom id seen before is not checked here."""
+    lines = _lines(path)
+    try:
+        for number, raw in lines:
+            if isinstance(raw, BadInput):
+                yield number, raw
+                continue
+            try:
+                yield number, parse_line(raw, number, max_prompt_chars, max_tokens)
+            except BadInput as exc:
+                yield number, exc
+    finally:
+        lines.close()  # the file, when the reader stops early
+
+
 def parsed_requests(
     path: Path, max_prompt_chars: int, max_tokens: int | None = None
 ) -> Iterator[tuple[int, InputRequest | BadInput]]:
-    """Each non-blank line of a file, streamed, as its request or its error (bad JSON or fields, a custom id
-    seen on an earlier line, a read error or a file in another format, which ends the lines)."""
+    """``parsed_lines``, with a custom id seen on an earlier line an error (the check and ``read_batch``)."""
     seen: dict[str, int] = {}
-    for number, raw in _lines(path):
-        if isinstance(raw, BadInput):
-            yield number, raw
-            continue
-        try:
-            req = parse_line(raw, number, max_prompt_chars, max_tokens)
-        except BadInput as exc:
-            yield number, exc
-            continue
-        if req.custom_id in seen:
-            yield number, BadInput(number, f"duplicate id {req.custom_id!r} (first on line {seen[req.custom_id]})")
-            continue
-        seen[req.custom_id] = number
+    for number, req in parsed_lines(path, max_prompt_chars, max_tokens):
+        if isinstance(req, InputRequest):
+            if req.custom_id in seen:
+                req = BadInput(number, f"duplicate id {req.custom_id!r} (first on line {seen[req.custom_id]})")
+            else:
+                seen[req.custom_id] = number
         yield number, req
 
 

@@ -28,7 +28,7 @@ from schemas.records import JobMeta, JobPlan
 from workers.errors import BadInput
 from workers.store.integrity import new_secret, request_id
 from workers.store.jobstore import Store
-from workers.submit.batchfile import InputRequest, parse_line, parsed_requests, request_lines
+from workers.submit.batchfile import InputRequest, parsed_lines, parsed_requests
 from workers.submit.encode import MAX_REQUEST_SIZE, encode_problem, encode_prompts, message_limit
 from workers.submit.jobs import new_job_id, submit_encoded
 
@@ -75,21 +75,16 @@ def check_file(
 
 
 def good_requests(checked: Checked, max_prompt_chars: int, max_tokens: int | None = None) -> Iterator[InputRequest]:
-    """The file's good requests again, in input order, one line parsed at a time: a line kept by the check pass
-    (its id's line number). A file changed underneath yields other requests: ``submit_file`` counts them."""
-    lines = request_lines(checked.path)
+    """The file's good requests again, in input order, one line parsed at a time (``parsed_lines``): a line kept by
+    the check pass (its id's line number; no second set of ids). A file changed underneath yields other requests:
+    ``submit_file`` counts them."""
+    requests = parsed_lines(checked.path, max_prompt_chars, max_tokens)
     try:
-        for number, raw in lines:
-            if isinstance(raw, BadInput):
-                continue
-            try:
-                req = parse_line(raw, number, max_prompt_chars, max_tokens)
-            except BadInput:
-                continue
-            if checked.ids.get(req.custom_id) == number:
+        for number, req in requests:
+            if isinstance(req, InputRequest) and checked.ids.get(req.custom_id) == number:
                 yield req
     finally:
-        lines.close()
+        requests.close()
 
 
 def todo_requests(
