@@ -47,7 +47,7 @@ from workers.data import path as data_path
 log = logging.getLogger(__name__)
 
 # Bump when the composition changes: a new fingerprint means a rebuild of cached artefacts.
-RECIPE_VERSION = "thinkroute-classifier/7-lexical-first-tier-distilled-score"
+RECIPE_VERSION = "thinkroute-classifier/8-first-tier-one-threshold"
 DEFAULT_SEED = 13
 ASSETS = Path(__file__).resolve().parent / "assets"
 TOKENIZER_ASSET = ASSETS / "tokenizer.json"

@@ -108,9 +108,9 @@ class LexicalFeatures:
         return Sparse(np.asarray(indptr, np.int64), indices, values, self.n_features)
 
 
-def decided_by(probs: F32, threshold: F32) -> npt.NDArray[np.bool_]:
-    """Rows whose top probability reaches the threshold of their top class (``threshold`` [K])."""
-    decided: npt.NDArray[np.bool_] = probs.max(axis=1) >= threshold[probs.argmax(axis=1)]
+def decided_by(probs: F32, threshold: float) -> npt.NDArray[np.bool_]:
+    """Rows whose top probability reaches ``threshold``."""
+    decided: npt.NDArray[np.bool_] = probs.max(axis=1) >= threshold
     return decided
 
 
@@ -125,7 +125,7 @@ class LexicalTier:
     features: LexicalFeatures
     weight: F32  # [n_features, K]
     bias: F32  # [K]
-    threshold: F32  # [K]: the tier decides a prompt whose top probability reaches its top class's (> 1: never)
+    threshold: float  # the tier decides a prompt whose top probability reaches it (> 1: never)
     mix: float  # weight of the tier's log-probabilities when the encoder decides
     score_weight: F32 | None = None  # [n_features, 1]: ridge to the reasoning-score target
     score_bias: float = 0.0
@@ -164,7 +164,7 @@ class LexicalTier:
             weight=self.weight.astype(np.float16),
             bias=self.bias,
             meta=np.array([self.features.vocab, self.features.buckets], dtype=np.int64),
-            threshold=self.threshold.astype(np.float32),
+            threshold=np.array(self.threshold, np.float32),
             params=np.array([self.mix, self.score_bias], dtype=np.float64),
             **({} if self.score_weight is None else {"score_weight": self.score_weight}),
             **({} if self.score_map is None else {"score_map": self.score_map}),
@@ -175,7 +175,9 @@ class LexicalTier:
         with np.load(path, allow_pickle=False) as z:
             vocab, buckets = (int(x) for x in z["meta"])
             mix, score_bias = (float(x) for x in z["params"])
-            threshold = np.asarray(z["threshold"], np.float32)
+            if z["threshold"].ndim != 0:  # recipe 7 stored one value per class (all equal)
+                raise ValueError(f"{path} is a first tier of an older artefact recipe: rebuild the artefact")
+            threshold = float(z["threshold"])
             features = LexicalFeatures(vocab, np.asarray(z["idf"], np.float32), buckets)
             sw = np.asarray(z["score_weight"], np.float32) if "score_weight" in z else None
             sm = np.asarray(z["score_map"], np.float32) if "score_map" in z else None

@@ -75,7 +75,7 @@ def build_tier(
     tier.save(artifact_dir / FILE)
     log.info(
         "first tier: threshold %.2f, mix %.2f, decides %.1f%% of validation (%.4f vs encoder %.4f), %.0f s",
-        float(choice.threshold.max()),
+        choice.threshold,
         choice.mix,
         100 * choice.share,
         choice.accuracy,
@@ -84,7 +84,7 @@ def build_tier(
     )
     return {
         "kind": "lexical: WordPiece unigrams + hashed bigrams, (1 + log tf) * idf, L2; softmax head",
-        "threshold": round(float(choice.threshold.max()), 3),
+        "threshold": round(choice.threshold, 3),
         "mix": choice.mix,
         "validation": {
             "share": round(choice.share, 4),
