@@ -116,14 +116,17 @@ def sample_requests(n: int = 200) -> list[InputRequest]:
     return requests[:n]
 
 
-async def submit_requests(s: Settings, store: Store, requests: list[InputRequest], source: str) -> JobMeta:
-    """Create the test's topics (idempotent) and submit ``requests`` as one job with a short-lived producer."""
+async def submit_requests(
+    s: Settings, store: Store, requests: list[InputRequest], source: str, job_id: str | None = None
+) -> JobMeta:
+    """Create the test's topics (idempotent) and submit ``requests`` as one job (``job_id``, else a new id) with
+    a short-lived producer."""
     kc, t = kafka_config(s), s.topics
     await ensure_topics(kc, [t.prompts, t.reasoning, t.direct, t.dead], s.partitions)
     producer = make_producer(kc)
     await producer.start()
     try:
-        return await submit(producer, store, t.prompts, requests, source=source)
+        return await submit(producer, store, t.prompts, requests, source=source, job_id=job_id)
     finally:
         await producer.stop()
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.conn import ScramAuthenticator
 from aiokafka.errors import KafkaConnectionError
 from confluent_kafka import KafkaError, Producer
@@ -45,6 +46,14 @@ from workers.store.jobstore import Store
 from workers.submit.jobs import wait_for_job
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+
+async def refused(client: AIOKafkaProducer | AIOKafkaConsumer, kc: KafkaSettings, error: type[Exception]) -> str:
+    """Start ``client``, which must fail with ``error``; stop it (nothing left open) and return the message."""
+    with pytest.raises(error) as caught:
+        await start_client(client, kc)
+    await client.stop()
+    return str(caught.value)
 
 
 @dataclass
@@ -108,10 +117,7 @@ async def test_a_client_that_does_not_trust_the_ca_fails_at_once_and_says_so(
     }
     for trusted, kc in cases.items():
         for client in (make_producer(kc), make_consumer(kc, "g-untrusted")):
-            with pytest.raises(ConfigError) as caught:
-                await start_client(client, kc)
-            await client.stop()
-            assert str(caught.value) == (
+            assert await refused(client, kc, ConfigError) == (
                 f"Kafka at {address}: TLS: the broker's certificate is not trusted by {trusted}: "
                 "unable to get local issuer certificate"
             )
@@ -119,10 +125,7 @@ async def test_a_client_that_does_not_trust_the_ca_fails_at_once_and_says_so(
             await ensure_topics(kc, ["t"], 1)
     # a PLAINTEXT client on the TLS port: aiokafka's own connection error (the front drops it)
     plain = kafka(address)
-    producer = make_producer(plain)
-    with pytest.raises(KafkaConnectionError):
-        await start_client(producer, plain)
-    await producer.stop()
+    await refused(make_producer(plain), plain, KafkaConnectionError)
     assert tls_broker.front.handshakes == 0  # no client above got a TLS session
 
     # the CLI: one error line, exit 2 (a configuration mistake), within its connect bound
@@ -172,11 +175,7 @@ async def test_mutual_tls_with_the_configured_client_certificate(mtls_broker: Tl
 
     # without a client certificate the broker's side refuses the session; the error says which certificate
     anonymous = kafka(address, security_protocol="SSL", ssl_cafile=files.ca)
-    producer = make_producer(anonymous)
-    with pytest.raises(ConfigError) as caught:
-        await start_client(producer, anonymous)
-    await producer.stop()
-    assert str(caught.value) == (
+    assert await refused(make_producer(anonymous), anonymous, ConfigError) == (
         f"Kafka at {address}: TLS: the broker ended the session after the handshake; the client sent no "
         "certificate (THINKROUTE_KAFKA__SSL_CERTFILE is unset)"
     )
@@ -206,19 +205,13 @@ async def test_tansu_sasl_refuses_honest_clients_clearly_and_admits_a_rogue_one(
             sasl_username="alice",
             sasl_password=SecretStr("s3cret"),
         )
-        producer = make_producer(kc)
-        with pytest.raises(ConfigError) as caught:
-            await start_client(producer, kc)
-        await producer.stop()
-        assert str(caught.value).startswith(f"Kafka at {address}: SASL {mechanism} authentication of user 'alice'")
+        message = await refused(make_producer(kc), kc, ConfigError)
+        assert message.startswith(f"Kafka at {address}: SASL {mechanism} authentication of user 'alice'")
 
     # PLAIN is not offered (the broker closes the connection: no shared mechanism), nor is no SASL at all
     plain = {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN", "sasl_username": "a"}
     for kc in (kafka(address, **plain, sasl_password="b"), kafka(address)):
-        producer = make_producer(kc)
-        with pytest.raises(KafkaConnectionError):
-            await start_client(producer, kc)
-        await producer.stop()
+        await refused(make_producer(kc), kc, KafkaConnectionError)
 
     # librdkafka: SCRAM answered with unknown-user, nothing delivered
     errors: list[KafkaError] = []
@@ -258,10 +251,8 @@ async def test_sasl_ssl_reaches_tansus_scram_through_tls(tmp_path: Path, monkeyp
     try:
         sasl = {"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-256", "ssl_cafile": files.ca}
         kc = kafka(front.address, **sasl, sasl_username="alice", sasl_password=SecretStr("s3cret"))
-        producer = make_producer(kc)
-        with pytest.raises(ConfigError, match="SASL SCRAM-SHA-256 authentication of user 'alice' failed"):
-            await start_client(producer, kc)
-        await producer.stop()
+        message = await refused(make_producer(kc), kc, ConfigError)
+        assert "SASL SCRAM-SHA-256 authentication of user 'alice' failed" in message
         assert front.handshakes >= 1
 
         monkeypatch.setattr(ScramAuthenticator, "process_server_final_message", lambda _self, _msg: None)

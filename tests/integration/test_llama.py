@@ -10,6 +10,8 @@ confidence escalation (it returns log-probabilities, but a 135M model rarely wri
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -103,13 +105,22 @@ async def test_a_job_through_the_pipeline_counts_llamas_tokens(
     assert dead.request_id == f"{meta.job_id}/{OVERFLOW_ID}" and "HTTP 400" in dead.reason
 
 
+@asynccontextmanager
+async def llm_client(s: Settings) -> AsyncIterator[LLMClient]:
+    """The inference worker's LLM client on ``s`` (its HTTP clients closed on exit)."""
+    clients = make_http_clients(s.inference, None)
+    try:
+        yield LLMClient(clients, RetryPolicy.from_settings(s.inference))
+    finally:
+        for c in clients:
+            await c.aclose()
+
+
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_concurrent_requests_queue_on_the_server_and_all_complete(
     settings: Settings, llama_server: Service, transport: HttpTransport
 ) -> None:
     s = on_llama(settings, llama_server, transport, concurrency=6)
-    clients = make_http_clients(s.inference, None)
-    client = LLMClient(clients, RetryPolicy.from_settings(s.inference))
     url = s.llm_url("direct", MODEL_ALIAS)
     payloads = [
         {
@@ -121,11 +132,8 @@ async def test_concurrent_requests_queue_on_the_server_and_all_complete(
         }
         for i in range(6)
     ]
-    try:
+    async with llm_client(s) as client:
         answers = await asyncio.gather(*(client.complete(url, p) for p in payloads))
-    finally:
-        for c in clients:
-            await c.aclose()
     # one at a time on the server, none refused or retried
     assert [(a.status_code, a.attempts) for a in answers] == [(200, 1)] * 6 and client.retries == 0
     for a in answers:
@@ -141,18 +149,13 @@ async def test_sequential_requests_reuse_one_connection(
     settings: Settings, llama_server: Service, transport: HttpTransport
 ) -> None:
     s = on_llama(settings, llama_server, transport, concurrency=1)
-    clients = make_http_clients(s.inference, None)
-    client = LLMClient(clients, RetryPolicy.from_settings(s.inference))
     url = s.llm_url("direct", MODEL_ALIAS)
     before = established_peers(llama_server.port)
     seen: list[set[int]] = []
-    try:
+    async with llm_client(s) as client:
         for i in range(4):
             payload = {"model": MODEL_ALIAS, "max_tokens": 4, "messages": [{"role": "user", "content": f"Say {i}."}]}
             assert (await client.complete(url, payload)).status_code == 200
             seen.append(established_peers(llama_server.port) - before)
-    finally:
-        for c in clients:
-            await c.aclose()
     # the server holds one connection of ours open after each answer, the same one every time
     assert len(seen[0]) == 1 and all(ports == seen[0] for ports in seen), seen

@@ -17,20 +17,17 @@ from pydantic import SecretStr
 from redis.crc import key_slot
 
 from loadgen.procs import settings_env
-from schemas.records import JobMeta
 from tests.helpers import ROOT, wait_until
 from tests.integration.api_serve import TERMINAL, api_settings, lines_of, sample_slice, serving, wait_status
-from tests.integration.helpers import assert_exact_totals, running, sample_requests
+from tests.integration.helpers import assert_exact_totals, running, sample_requests, submit_requests
 from tests.integration.valkey_cluster import Cluster, Master, start_cluster
 from workers.inference.serve import serve_inference
-from workers.kafka.clients import ensure_topics, kafka_config, make_producer
 from workers.router.serve import serve_router
 from workers.settings import Settings
 from workers.store.client import redis_client
 from workers.store.jobstore import Store, meta_key
 from workers.store.keys import JOBS_INDEX
-from workers.submit.batchfile import InputRequest
-from workers.submit.jobs import submit, wait_for_job
+from workers.submit.jobs import wait_for_job
 
 pytestmark = pytest.mark.integration
 
@@ -63,17 +60,6 @@ def job_on(cluster: Cluster, master: Master, unique: str) -> str:
     )
 
 
-async def submit_job(s: Settings, store: Store, requests: list[InputRequest], job_id: str) -> JobMeta:
-    kc, t = kafka_config(s), s.topics
-    await ensure_topics(kc, [t.prompts, t.reasoning, t.direct, t.dead], s.partitions)
-    producer = make_producer(kc)
-    await producer.start()
-    try:
-        return await submit(producer, store, t.prompts, requests, source="cluster", job_id=job_id)
-    finally:
-        await producer.stop()
-
-
 def thinkroute(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "workers", *args], capture_output=True, text=True, env=env, timeout=120, cwd=ROOT
@@ -87,7 +73,7 @@ async def test_jobs_on_every_master_exact_totals_and_the_cli(
     jobs = [job_on(valkey_cluster, m, unique) for m in valkey_cluster.masters]
     n = 24
     async with running(lambda stop: serve_router(s, stop, artifact), lambda stop: serve_inference(s, stop)) as w:
-        metas = [await submit_job(s, store, sample_requests(n), job) for job in jobs]
+        metas = [await submit_requests(s, store, sample_requests(n), "cluster", job) for job in jobs]
         for meta in metas:
             await wait_for_job(store, meta, check=w.check, timeout_s=180)
     for meta, master in zip(metas, valkey_cluster.masters, strict=True):
@@ -172,7 +158,7 @@ async def test_a_master_killed_and_restarted_mid_job_loses_nothing(
         valkey_cluster.set_node_timeout(1000)
     try:
         async with running(lambda stop: serve_router(s, stop, artifact), lambda stop: serve_inference(s, stop)) as w:
-            metas = [await submit_job(s, store, sample_requests(n), job) for job in jobs]
+            metas = [await submit_requests(s, store, sample_requests(n), "cluster", job) for job in jobs]
 
             async def some_done() -> bool:
                 w.check()
