@@ -59,8 +59,8 @@ def consume(
     deadline = time.monotonic() + timeout_s
     try:
         while any(len(got[t]) < n for t, n in counts.items()):
-            have = {t: len(m) for t, m in got.items()}
-            assert time.monotonic() < deadline, f"timed out with {have} of {counts}"
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"timed out with {_progress(consumer, got, partitions)} of {counts}")
             for msg in consumer.consume(num_messages=500, timeout=0.2):
                 assert msg.error() is None, msg.error()
                 got[msg.topic()].append(msg)
@@ -70,3 +70,16 @@ def consume(
     finally:
         consumer.close()
     return got
+
+
+def _progress(consumer: Consumer, got: dict[str, list[Message]], partitions: int) -> dict[str, str]:
+    """Per topic, what was read and where each partition stands: ``p: read / high watermark (last fetch)``."""
+    out = {}
+    for t, msgs in got.items():
+        parts = []
+        for p in range(partitions):
+            read = sum(m.partition() == p for m in msgs)
+            _, high = consumer.get_watermark_offsets(TopicPartition(t, p), cached=True)
+            parts.append(f"{p}: {read}/{high}")
+        out[t] = f"{len(msgs)} ({', '.join(parts)})"
+    return out
