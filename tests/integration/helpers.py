@@ -116,17 +116,23 @@ def sample_requests(n: int = 200) -> list[InputRequest]:
     return requests[:n]
 
 
+async def pipeline_topics(s: Settings) -> None:
+    """Create the pipeline's topics with ``s.partitions`` (idempotent). Before the workers start: a consumer
+    subscribing to a missing topic has the broker auto-create it with its own default (Tansu: 4 partitions)."""
+    t = s.topics
+    await ensure_topics(kafka_config(s), [t.prompts, t.reasoning, t.direct, t.dead], s.partitions)
+
+
 async def submit_requests(
     s: Settings, store: Store, requests: list[InputRequest], source: str, job_id: str | None = None
 ) -> JobMeta:
     """Create the test's topics (idempotent) and submit ``requests`` as one job (``job_id``, else a new id) with
     a short-lived producer."""
-    kc, t = kafka_config(s), s.topics
-    await ensure_topics(kc, [t.prompts, t.reasoning, t.direct, t.dead], s.partitions)
-    producer = make_producer(kc)
+    await pipeline_topics(s)
+    producer = make_producer(kafka_config(s))
     await producer.start()
     try:
-        return await submit(producer, store, t.prompts, requests, source=source, job_id=job_id)
+        return await submit(producer, store, s.topics.prompts, requests, source=source, job_id=job_id)
     finally:
         await producer.stop()
 

@@ -30,7 +30,13 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from tests.helpers import ROOT
-from tests.integration.helpers import assert_exact_totals, running, sample_requests, submit_requests
+from tests.integration.helpers import (
+    assert_exact_totals,
+    pipeline_topics,
+    running,
+    sample_requests,
+    submit_requests,
+)
 from tests.integration.rdkafka import consume, rdkafka
 from tests.integration.test_cli_run import embedded_env, one_error_line, thinkroute
 from tests.integration.tls import TlsFiles, TlsFront, make_certificates
@@ -88,8 +94,9 @@ async def test_the_pipeline_over_tls_with_the_configured_ca(
     s = settings.model_copy(update={"kafka_bootstrap": tls_broker.front.address, "kafka": from_env})
     t, n = s.topics, 20
     store = Store(redis)
+    await pipeline_topics(s)  # admin over TLS; before the workers subscribe (else auto-created, 4 partitions)
     async with running(lambda stop: serve_router(s, stop, artifact), lambda stop: serve_inference(s, stop)) as w:
-        meta = await submit_requests(s, store, sample_requests(n), "tls")  # admin (topics) + producer
+        meta = await submit_requests(s, store, sample_requests(n), "tls")  # producer over TLS
         totals = await wait_for_job(store, meta, check=w.check, timeout_s=180)
     results = await assert_exact_totals(store, meta.job_id, n)
     assert sorted(r.custom_id for r in results) == sorted(r.custom_id for r in sample_requests(n))
