@@ -104,17 +104,15 @@ def make_plans(
             for a in many
         ]
     from workers.cli.pipeline import ensure_classifier
-    from workers.router.decide import needs_embeddings
-    from workers.router.loading import loader, open_pair
+    from workers.router.loading import load_routing
 
     started = time.perf_counter()
-    policy = load_policy(s.router.policy_path)
 
     def default() -> Path:  # the configured classifier, for a policy that names none
         return s.router.artifact_dir or ensure_classifier(s.cache_dir, not quiet)
 
-    load = loader(s, needs_embeddings(policy))  # as classify_job asks: the first tier decides what it is sure of
-    with open_pair(policy, default, load, str(s.router.policy_path or policy.version)) as classifier:
+    classifier, policy = load_routing(s, s.router.policy_path, default=default)  # embeddings as the policy needs
+    with classifier:
         with _progress(len(custom_ids), quiet) as progress:
             classes = classify_job(classifier, bodies(), progress, total=len(custom_ids), policy=policy)
     if len(classes) != len(custom_ids):

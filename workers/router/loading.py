@@ -61,15 +61,19 @@ def open_pair(policy: Policy, default: Callable[[], Path], load: Loader, where: 
 
 
 def load_routing(
-    s: Settings, policy_path: Path | None, embeddings: bool | None = None, progress: bool = False
+    s: Settings,
+    policy_path: Path | None,
+    embeddings: bool | None = None,
+    progress: bool = False,
+    default: Callable[[], Path] | None = None,
 ) -> tuple[Classifier, Policy]:
     """The (classifier, policy) pair of a policy file (the shipped table when None). ``embeddings``: load the
     classifier with sentence embeddings (then every prompt goes to the encoder); None: as the router does, only
-    when the policy's gain head reads them (else the first tier decides the prompts it is sure of)."""
+    when the policy's gain head reads them (else the first tier decides the prompts it is sure of).
+    ``default``: the artefact dir for a policy that names none (None: ``default_artifact``)."""
     policy = load_policy(policy_path)
     if embeddings is None:
         embeddings = needs_embeddings(policy)
-    classifier = open_pair(
-        policy, lambda: default_artifact(s, progress), loader(s, embeddings), str(policy_path or policy.version)
-    )
+    artifact = default or (lambda: default_artifact(s, progress))
+    classifier = open_pair(policy, artifact, loader(s, embeddings), str(policy_path or policy.version))
     return classifier, policy
