@@ -98,14 +98,10 @@ def test_the_cli_planning_pass_loads_embeddings_only_when_the_policy_reads_them(
     from workers.cli.planning import make_plan
 
     loads: list[tuple[object, bool]] = []
-    classifier = FakeClassifier()
 
     class Loaded(FakeClassifier):
         labels = sorted(load_policy(None).categories)
         version = "fake"
-
-        def classify(self, texts: Sequence[str], embeddings: bool = True) -> list[Classification]:
-            return classifier.classify(texts, embeddings)
 
         def close(self) -> None:
             pass
@@ -118,8 +114,9 @@ def test_the_cli_planning_pass_loads_embeddings_only_when_the_policy_reads_them(
 
     def load(artifact, **kw):  # type: ignore[no-untyped-def]
         loads.append((artifact, kw["embeddings"]))
-        return Loaded()
+        return classifier
 
+    classifier = Loaded()
     monkeypatch.setattr(Classifier, "load", staticmethod(load))
     s = Settings(router={"artifact_dir": tmp_path})  # type: ignore[arg-type]  # pydantic coerces the dict
     n = CLASSIFY_CHUNK + 3

@@ -66,7 +66,6 @@ class FirstPass(NamedTuple):
     probs: FloatArray
     scores: FloatArray | None
     decided: BoolArray
-    tier: LexicalTier
 
 
 def _source(path: Path, embeddings: bool) -> Path | bytes:
@@ -231,7 +230,7 @@ class Classifier:
         if tier is None:
             return seqs, truncated, lengths, None
         probs, scores = tier.predict(bodies)
-        return seqs, truncated, lengths, FirstPass(probs, scores, tier.decides(probs), tier)
+        return seqs, truncated, lengths, FirstPass(probs, scores, tier.decides(probs))
 
     def classify(self, texts: Sequence[str], embeddings: bool = True) -> list[Classification]:
         """Classify prompts. With a first tier, the prompts it is sure of skip the encoder (no embedding for
@@ -244,7 +243,7 @@ class Classifier:
             return []
         tier = self.tier if not (embeddings and self._embedding is not None) else None
         seqs, truncated, lengths, first = self.tier_pass(texts, tier)
-        if first is None:
+        if first is None or tier is None:
             decided = np.zeros(len(seqs), dtype=bool)
             probs, scores, embs = self._run(seqs)
         else:
@@ -253,7 +252,7 @@ class Classifier:
             embs = None
             if len(rest):
                 p_enc, s_enc, _ = self._run([seqs[i] for i in rest])
-                probs[rest] = first.tier.combine(p_enc, probs[rest])
+                probs[rest] = tier.combine(p_enc, probs[rest])
                 if s_enc is not None and scores is not None:
                     scores[rest] = s_enc
         best = probs.argmax(axis=1)
