@@ -112,11 +112,12 @@ def test_the_cli_planning_pass_loads_embeddings_only_when_the_policy_reads_them(
         def __exit__(self, *exc: object) -> None:
             pass
 
+    classifier = Loaded()
+
     def load(artifact, **kw):  # type: ignore[no-untyped-def]
         loads.append((artifact, kw["embeddings"]))
         return classifier
 
-    classifier = Loaded()
     monkeypatch.setattr(Classifier, "load", staticmethod(load))
     s = Settings(router={"artifact_dir": tmp_path})  # type: ignore[arg-type]  # pydantic coerces the dict
     n = CLASSIFY_CHUNK + 3
