@@ -23,10 +23,11 @@ PolicyOpt = Annotated[
 
 
 def _load(s: Settings, policy_path: Path | None) -> tuple[Any, Any]:
-    """The classifier the policy names (its ``classifier`` key), else the router's configured one."""
-    from workers.router.loading import load_routing
+    """The classifier the policy names (its ``classifier`` key), else the router's configured one (the shipped
+    one's first build shows its progress, as ``eval-tier`` and ``learn`` do)."""
+    from workers.router.loading import default_artifact, load_routing
 
-    return load_routing(s, policy_path or s.router.policy_path)
+    return load_routing(s, policy_path or s.router.policy_path, default=lambda: default_artifact(s, progress=True))
 
 
 def train(

@@ -64,16 +64,16 @@ def load_routing(
     s: Settings,
     policy_path: Path | None,
     embeddings: bool | None = None,
-    progress: bool = False,
     default: Callable[[], Path] | None = None,
 ) -> tuple[Classifier, Policy]:
     """The (classifier, policy) pair of a policy file (the shipped table when None). ``embeddings``: load the
     classifier with sentence embeddings (then every prompt goes to the encoder); None: as the router does, only
     when the policy's gain head reads them (else the first tier decides the prompts it is sure of).
-    ``default``: the artefact dir for a policy that names none (None: ``default_artifact``)."""
+    ``default``: the artefact dir for a policy that names none (None: ``default_artifact``, built quietly on
+    first use; pass ``lambda: default_artifact(s, progress=True)`` to show the build's progress)."""
     policy = load_policy(policy_path)
     if embeddings is None:
         embeddings = needs_embeddings(policy)
-    artifact = default or (lambda: default_artifact(s, progress))
+    artifact = default or (lambda: default_artifact(s))
     classifier = open_pair(policy, artifact, loader(s, embeddings), str(policy_path or policy.version))
     return classifier, policy
